@@ -1,0 +1,25 @@
+# Set-up and everyday commands. `make install` once, then `make train` / `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: install train test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# the torch builds this project is tested with (installed from the local wheel cache where there is one)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+train: install
+	$(PY) -m anomaly.train $(ARGS)
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf outputs multirun lightning_logs .pytest_cache

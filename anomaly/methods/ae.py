@@ -1,0 +1,55 @@
+"""Convolutional autoencoder scored by reconstruction error (`method=ae`).
+
+The plain baseline every paper here compares against; with `noise_std > 0` it is the denoising
+autoencoder (DAE) baseline of ARAE.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from anomaly.methods.base import AnomalyModule
+from anomaly.nets import ConvDecoder, ConvEncoder, dcgan_init
+
+
+class Autoencoder(AnomalyModule):
+    """encoder → latent → decoder, trained with MSE to reconstruct the (clean) input.
+
+    Score: mean squared reconstruction error per image.
+    """
+
+    name = "ae"
+
+    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
+                 encoder_widths: Sequence[int] | None = None,
+                 decoder_widths: Sequence[int] | None = None, base_width: int = 32,
+                 batch_norm: bool = True, noise_std: float = 0.0, lr: float = 1e-3,
+                 weight_decay: float = 0.0, **base) -> None:
+        super().__init__(image_shape, **base)
+        channels, size, _ = self.image_shape
+        self.encoder = ConvEncoder(channels, size, latent_dim, encoder_widths, base_width, batch_norm)
+        self.decoder = ConvDecoder(latent_dim, channels, size, decoder_widths, base_width, batch_norm,
+                                   output=self.output_activation)
+        dcgan_init(self)
+        self.noise_std = float(noise_std)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = batch["image"]
+        noisy = x if self.noise_std <= 0 else self.clamp_to_range(x + self.noise_std * torch.randn_like(x))
+        loss = F.mse_loss(self(noisy), x)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return (self(x) - x).pow(2).flatten(1).mean(1)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

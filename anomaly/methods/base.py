@@ -1,0 +1,191 @@
+"""What every method does the same way: input scaling, test-time scoring, the validation
+threshold (a buffer, so it travels with checkpoints), metrics, and checkpoint identity.
+
+A method subclasses `AnomalyModule` and adds only its networks, its training step(s) and
+`score(x)` (per-sample, higher = more anomalous).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from anomaly import AnomalyError
+from anomaly.metrics import compute_metrics, fit_threshold, score_problem
+
+VALUE_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+
+
+@dataclass
+class ScoredSplit:
+    """Scores of one split, gathered over ranks and ordered as the split's indices."""
+
+    score: torch.Tensor
+    anomalous: torch.Tensor
+    label: torch.Tensor
+    index: torch.Tensor
+
+
+class AnomalyModule(L.LightningModule):
+    """Base LightningModule of every method.
+
+    image_shape: (C, H, W) of the inputs. value_range: "unit" ([0, 1]) or "symmetric" ([-1, 1]);
+    batches arrive as uint8 and are scaled on the device. threshold: {strategy, quantile}, see
+    `anomaly.metrics.fit_threshold`; fitted at the end of every validation epoch.
+    """
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, image_shape: Sequence[int], value_range: str = "unit",
+                 threshold: dict | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if value_range not in VALUE_RANGES:
+            raise AnomalyError(f"method.value_range={value_range!r}; choose one of {sorted(VALUE_RANGES)}")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.value_range = value_range
+        threshold = dict(threshold or {})
+        self.threshold_strategy = threshold.get("strategy", "f1")
+        self.threshold_quantile = float(threshold.get("quantile", 0.95))
+        self.register_buffer("threshold", torch.tensor(math.nan, dtype=torch.float64))
+        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
+        self._store: list[dict[str, torch.Tensor]] = []
+        self.val_scores: ScoredSplit | None = None
+        self.test_scores: ScoredSplit | None = None
+        self.test_metrics: dict[str, float] = {}
+        self.test_problem: str | None = None
+
+    # ---- what a method provides -------------------------------------------------------------
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample anomaly score of a float batch in the method's value range (higher = more
+        anomalous)."""
+        raise NotImplementedError
+
+    def prepare_scoring(self, train_loader) -> None:
+        """Fit score statistics on the training images after training (GPND's densities…).
+        Called once before the final validation; the default needs none."""
+
+    # ---- inputs ------------------------------------------------------------------------------
+    @property
+    def output_activation(self) -> str:
+        """The decoder activation that matches the value range."""
+        return "sigmoid" if self.value_range == "unit" else "tanh"
+
+    def to_value_range(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0
+        return x if self.value_range == "unit" else x * 2.0 - 1.0
+
+    def clamp_to_range(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = VALUE_RANGES[self.value_range]
+        return x.clamp(low, high)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and batch["image"].dtype == torch.uint8:
+            batch = {**batch, "image": self.to_value_range(batch["image"])}
+        return batch
+
+    # ---- scoring loops -------------------------------------------------------------------------
+    def _collect(self, batch: dict[str, torch.Tensor]) -> None:
+        scores = self.score(batch["image"]).detach().float().reshape(-1)
+        self._store.append({"score": scores, "anomalous": batch["anomalous"],
+                            "label": batch["label"], "index": batch["index"]})
+
+    def _gather(self) -> ScoredSplit:
+        local = {k: torch.cat([b[k] for b in self._store]) for k in self._store[0]} if self._store else None
+        self._store = []
+        if local is None:
+            raise AnomalyError("no batches were scored (is limit_val_batches / limit_test_batches 0?)")
+        if self.trainer is not None and self.trainer.world_size > 1:
+            gathered = self.all_gather(local)
+            local = {k: v.reshape(-1, *v.shape[2:]) for k, v in gathered.items()}
+        # DistributedSampler pads with repeats: keep each dataset index once, in index order
+        index, first = _first_occurrence(local["index"])
+        return ScoredSplit(score=local["score"][first].cpu(), anomalous=local["anomalous"][first].cpu(),
+                           label=local["label"][first].cpu(), index=index.cpu())
+
+    def on_validation_start(self) -> None:
+        # Only the stand-alone validation after fit (and evaluate's refit) fits score statistics:
+        # per-epoch validation inside fit scores with whatever the method has.
+        if self.trainer.state.fn == TrainerFn.VALIDATING and self.trainer.datamodule is not None:
+            self.prepare_scoring(self.device_batches(self.trainer.datamodule.train_eval_dataloader()))
+
+    def device_batches(self, loader) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of a loader on this module's device, scaled as in the training loop."""
+        for batch in loader:
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            yield self.on_after_batch_transfer(batch, 0)
+
+    def on_validation_epoch_start(self) -> None:
+        self._store = []
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._store = []
+            return
+        out = self._gather()
+        self.val_scores = out
+        self.threshold.fill_(fit_threshold(out.score, out.anomalous, self.threshold_strategy,
+                                           self.threshold_quantile))
+        normal = out.score[~out.anomalous]
+        if len(normal):
+            self.log("val/score_normal", normal.mean().item())
+        if 0 < int(out.anomalous.sum()) < len(out.anomalous) and score_problem(out.score) is None:
+            self.log("val/auroc", compute_metrics(out.score, out.anomalous, math.nan)["auroc"],
+                     prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self._store = []
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_test_epoch_end(self) -> None:
+        out = self._gather()
+        self.test_scores = out
+        self.test_problem = score_problem(out.score)
+        if self.test_problem is not None:  # metrics of such scores would mean nothing
+            self.test_metrics = {}
+            return
+        if not math.isfinite(float(self.threshold)):
+            self.test_problem = "no validation threshold was fitted: thresholded metrics are NaN"
+        self.test_metrics = compute_metrics(out.score, out.anomalous, float(self.threshold))
+        for key, value in self.test_metrics.items():
+            self.log(f"test/{key}", value)
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["anomaly"] = {"method": self.name, "image_shape": list(self.image_shape),
+                                 "config": self.run_config}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint_identity(checkpoint, self.name, self.image_shape)
+
+
+def check_checkpoint_identity(checkpoint: dict[str, Any], method: str,
+                              image_shape: Sequence[int] | None = None, path: str = "checkpoint") -> None:
+    """Refuse a checkpoint written by another method or for another image shape."""
+    info = checkpoint.get("anomaly") if isinstance(checkpoint, dict) else None
+    if not isinstance(info, dict) or "method" not in info:
+        raise AnomalyError(f"{path} was not written by anomaly (no 'anomaly' entry)")
+    if info["method"] != method:
+        raise AnomalyError(f"{path} holds a '{info['method']}' model, not '{method}'")
+    if image_shape is not None and tuple(info.get("image_shape", ())) != tuple(image_shape):
+        raise AnomalyError(f"{path} was trained on images of shape {tuple(info['image_shape'])}, "
+                           f"not {tuple(image_shape)}")
+
+
+def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique values of `index` and the position of each one's first occurrence."""
+    uniq, inverse = torch.unique(index, sorted=True, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((len(uniq),), len(index), dtype=torch.long, device=index.device)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return uniq, first
