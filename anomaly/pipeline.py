@@ -80,8 +80,10 @@ def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: boo
 
 def config_hash(cfg: DictConfig) -> str:
     """Hash of what determines the result (paths and run bookkeeping excluded)."""
-    keep = {k: cfg[k] for k in ("seed", "dataset", "protocol", "method", "data", "threshold") if k in cfg}
-    text = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(DictConfig(keep), resolve=True)))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keep = {k: resolved[k] for k in ("seed", "dataset", "protocol", "method", "data", "threshold") if k in resolved}
+    keep.get("dataset", {}).get("loader", {}).pop("root", None)  # where the files are is not what they are
+    text = OmegaConf.to_yaml(OmegaConf.create(keep))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -109,8 +111,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit, fit the threshold on validation, test, save the checkpoint and the results."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("print_config", True):
-        print_config_tree(cfg, output_dir / "config_tree.log")
+    print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, split_path=output_dir / "split.npz")
     dm.prepare_data()
@@ -218,8 +219,8 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
-    """The composed config as a rich tree (printed, and saved beside the run)."""
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None, echo: bool = True) -> None:
+    """The composed config as a rich tree (printed if `echo`, and saved beside the run)."""
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -234,7 +235,8 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
         except Exception:  # unresolvable outside a Hydra run
             text = OmegaConf.to_yaml(node) if isinstance(node, DictConfig) else str(node)
         tree.add(key, guide_style="dim").add(Syntax(text.rstrip(), "yaml", theme="ansi_dark"))
-    Console(stderr=False).print(tree)
+    if echo:
+        Console().print(tree)
     if save_to is not None:
         with open(save_to, "w") as fh:
             Console(file=fh, width=120, color_system=None).print(tree)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from tests.helpers.formats import write_mnist_like
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# a tiny, quiet, fast run
+TINY = ["print_config=false", "trainer.enable_progress_bar=false", "data.batch_size=32"]
+
+
+def compose_config(output_dir: Path, overrides: list[str] = (), config_name: str = "train") -> DictConfig:
+    """The real config, composed as `python -m anomaly.<config_name> overrides…` would, writing to
+    output_dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """Synthetic MNIST-format data (IDX files in torchvision's layout), 10 easy classes."""
+    root = tmp_path_factory.mktemp("data")
+    write_mnist_like(root, "MNIST", n_train_per_class=100, n_test_per_class=40)
+    return root

@@ -1,0 +1,62 @@
+"""The entry points as a user meets them: bad input exits non-zero with one clear line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *overrides, "print_config=false",
+                           "trainer.enable_progress_bar=false"] if module == "anomaly.train" else
+                          [sys.executable, "-m", module, *overrides],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("override, names", [
+    ("protocol.normal=[12]", "unknown class 12"),
+    ("protocol.normal=[]", "protocol.normal is empty"),
+    ("protocol=anomaly_ratio protocol.anomaly_ratio=1.5", "protocol.anomaly_ratio=1.5 must be in (0, 1)"),
+])
+def test_bad_input_exits_with_one_line(tmp_path, override, names):
+    proc = run("anomaly.train", *override.split(), f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert names in error_line(proc)
+    assert "Epoch" not in proc.stdout + proc.stderr  # refused before any training
+
+
+def test_missing_dataset_names_where_files_belong(tmp_path):
+    proc = run("anomaly.train", "dataset=mnist", f"paths.data_dir={tmp_path / 'nowhere'}",
+               "dataset.loader.download=false", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in line and "train-images-idx3-ubyte" in line
+
+
+def test_unknown_method_lists_the_choices(tmp_path):
+    proc = run("anomaly.train", "method=nope", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Could not find 'method/nope'" in proc.stderr and "ae" in proc.stderr
+
+
+def test_train_then_evaluate_from_the_command_line(tmp_path):
+    proc = run("anomaly.train", "trainer.max_epochs=2", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "auroc" in proc.stdout and "run dir:" in proc.stdout
+    ckpts = list((tmp_path / "runs" / "ae" / "digits").glob("*/checkpoints/last.ckpt"))
+    assert len(ckpts) == 1
+    proc = run("anomaly.evaluate", f"ckpt_path={ckpts[0]}", f"paths.log_dir={tmp_path}",
+               "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tmp_path / "evaluate").glob("*/results.json"))

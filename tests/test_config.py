@@ -1,0 +1,70 @@
+"""Every config group composes, and what it builds is what it says."""
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+
+from anomaly.data.protocols import Protocol
+from anomaly.methods.base import AnomalyModule
+from anomaly.pipeline import build_trainer, instantiate
+from tests.conftest import CONF_DIR, TINY, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_default_config_is_the_embedded_digits_run(tmp_path):
+    cfg = compose_config(tmp_path)
+    assert cfg.dataset.name == "digits" and cfg.protocol._target_.endswith("OneClass")
+    assert cfg.method._target_.endswith("Autoencoder") and cfg.seed == 0
+    assert cfg.paths.output_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("group", ["method", "dataset", "protocol", "trainer", "logger", "callbacks",
+                                   "debug", "experiment"])
+def test_every_option_composes(tmp_path, group):
+    assert options(group), f"conf/{group}/ is empty"
+    for option in options(group):
+        cfg = compose_config(tmp_path, [f"{group}={option}"])
+        if group == "method":
+            cls = hydra.utils.get_class(cfg.method._target_)
+            assert issubclass(cls, AnomalyModule) and cls.name == option
+        elif group == "dataset":
+            assert cfg.dataset.name == option and callable(instantiate(cfg.dataset.loader))
+        elif group == "protocol":
+            assert isinstance(instantiate(cfg.protocol), Protocol)
+        elif group == "trainer":
+            assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+
+
+@pytest.mark.parametrize("logger", ["csv", "none"])
+def test_trainer_with_callbacks_and_logger_builds(tmp_path, logger):
+    cfg = compose_config(tmp_path, [*TINY, f"logger={logger}"])
+    trainer = build_trainer(cfg)
+    assert isinstance(trainer, L.Trainer) and trainer.max_epochs == cfg.trainer.max_epochs
+    assert any(type(c).__name__ == "ModelCheckpoint" for c in trainer.callbacks)
+    assert (trainer.logger is not None) == (logger == "csv")
+
+
+def test_wandb_logger_config_builds_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config(tmp_path, ["logger=wandb"])
+    logger = instantiate(cfg.logger.wandb)
+    assert type(logger).__name__ == "WandbLogger"
+
+
+def test_evaluate_config_composes(tmp_path):
+    cfg = compose_config(tmp_path, ["ckpt_path=x.ckpt"], config_name="evaluate")
+    assert cfg.ckpt_path == "x.ckpt" and cfg.get("method") is None and cfg.refit_threshold is False
+    cfg = compose_config(tmp_path, ["ckpt_path=x.ckpt", "method=ae"], config_name="evaluate")
+    assert cfg.method._target_.endswith("Autoencoder")
+
+
+def test_data_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANOMALY_DATA_DIR", "/somewhere/data")
+    cfg = compose_config(tmp_path, ["dataset=mnist"])
+    assert cfg.dataset.loader.root == "/somewhere/data"
+    assert Path(compose_config(tmp_path, ["dataset=mnist", "paths.data_dir=/x"]).dataset.loader.root) == Path("/x")
