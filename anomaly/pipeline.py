@@ -121,7 +121,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg)
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=_resume_path(cfg, output_dir))
+    trainer.fit(model, datamodule=dm, ckpt_path=_resume_path(cfg))
     train_seconds = time.perf_counter() - start
     trainer.validate(model, datamodule=dm, verbose=False)  # threshold of the final weights
     start = time.perf_counter()
@@ -140,13 +140,10 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
-def _resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
+def _resume_path(cfg: DictConfig) -> str | None:
     path = cfg.get("ckpt_path")
     if path in (None, ""):
         return None
-    if path == "last":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
     if not Path(path).is_file():
         raise AnomalyError(f"ckpt_path={path}: no such file")
     check_checkpoint_identity(load_checkpoint(path), _method_name(cfg), path=path)
