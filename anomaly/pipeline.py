@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly import AnomalyError
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
-from anomaly.results import write_results
+from anomaly.results import example_indices, plot_examples, write_results
 
 log = logging.getLogger("anomaly")
 
@@ -32,6 +32,7 @@ log = logging.getLogger("anomaly")
 # knows its value range), not in the datamodule.
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
@@ -136,8 +137,23 @@ def train(cfg: DictConfig) -> dict:
                           score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch,
                           run_dir=str(output_dir), checkpoint=str(ckpt_path))
     results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
+    write_examples(output_dir, model, dm)
     print_results(results)
     return results
+
+
+def write_examples(output_dir: Path, model: AnomalyModule, dm: AnomalyDataModule) -> None:
+    """examples.png: test images the method found most / least anomalous, with reconstructions."""
+    if model.test_scores is None or model.test_problem:
+        return
+    groups = {}
+    for name, index in example_indices(model.test_scores).items():
+        pair = model.examples(dm.data.images[index])
+        if pair is None:
+            return
+        groups[name] = pair
+    if groups:
+        plot_examples(groups, output_dir / "examples.png", f"{model.name} · {dm.data.name}")
 
 
 def _resume_path(cfg: DictConfig) -> str | None:

@@ -104,3 +104,35 @@ def plot_score_hist(scores: ScoredSplit, threshold: float, path: Path, title: st
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def example_indices(scores: ScoredSplit, per_group: int = 8) -> dict[str, torch.Tensor]:
+    """Dataset indices of the lowest-scored normals and the highest-scored anomalies, and the
+    other way round (the mistakes a person wants to see)."""
+    out = {}
+    for name, mask, descending in (("normal, lowest scores", ~scores.anomalous, False),
+                                   ("normal, highest scores", ~scores.anomalous, True),
+                                   ("anomalous, lowest scores", scores.anomalous, False),
+                                   ("anomalous, highest scores", scores.anomalous, True)):
+        pos = torch.nonzero(mask).flatten()
+        if len(pos):
+            order = torch.argsort(scores.score[pos], descending=descending)[:per_group]
+            out[name] = scores.index[pos[order]]
+    return out
+
+
+def plot_examples(groups: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path, title: str = "") -> None:
+    """Rows of inputs over their reconstructions, one pair of rows per group."""
+    from torchvision.utils import make_grid
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.1 * len(groups)), dpi=120, squeeze=False)
+    for ax, (name, (inputs, recon)) in zip(axes[:, 0], groups.items()):
+        grid = make_grid(torch.cat([inputs, recon]), nrow=len(inputs), padding=1, pad_value=0.5)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(f"{name}: inputs (top) and reconstructions", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

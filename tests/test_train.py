@@ -49,7 +49,7 @@ def test_ae_separates_easy_anomalies(tmp_path, mnist_root, protocol):
         assert sizes["test"] == 400 and sizes["test_anomalies"] == 360 and sizes["train"] == 90
     else:
         assert sizes["train"] == 84 and sizes["test_anomalies"] == int(28 * 0.1 / 0.9)
-    for name in ("roc.png", "score_hist.png", "checkpoints/last.ckpt", "config_tree.log"):
+    for name in ("roc.png", "score_hist.png", "examples.png", "checkpoints/last.ckpt", "config_tree.log"):
         assert (tmp_path / name).is_file(), name
 
 

@@ -48,6 +48,9 @@ class Autoencoder(AnomalyModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x)
+
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return (self(x) - x).pow(2).flatten(1).mean(1)
 

@@ -70,6 +70,24 @@ class AnomalyModule(L.LightningModule):
         """Fit score statistics on the training images after training (GPND's densities…).
         Called once before the final validation; the default needs none."""
 
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The method's reconstruction of a float batch, for the examples plot (None: it has none)."""
+        return None
+
+    @torch.no_grad()
+    def examples(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(inputs, reconstructions) in [0, 1] for uint8 images, or None without reconstructions."""
+        was_training = self.training
+        self.eval()
+        x = self.to_value_range(images.to(self.device))
+        recon = self.reconstruct(x)
+        self.train(was_training)
+        if recon is None:
+            return None
+        low, high = VALUE_RANGES[self.value_range]
+        to_unit = lambda t: ((t - low) / (high - low)).clamp(0, 1).cpu()  # noqa: E731
+        return to_unit(x), to_unit(recon)
+
     # ---- inputs ------------------------------------------------------------------------------
     @property
     def output_activation(self) -> str:
@@ -101,8 +119,10 @@ class AnomalyModule(L.LightningModule):
         if local is None:
             raise AnomalyError("no batches were scored (is limit_val_batches / limit_test_batches 0?)")
         if self.trainer is not None and self.trainer.world_size > 1:
+            local["anomalous"] = local["anomalous"].to(torch.uint8)  # not every backend gathers bool
             gathered = self.all_gather(local)
             local = {k: v.reshape(-1, *v.shape[2:]) for k, v in gathered.items()}
+            local["anomalous"] = local["anomalous"].bool()
         # DistributedSampler pads with repeats: keep each dataset index once, in index order
         index, first = _first_occurrence(local["index"])
         return ScoredSplit(score=local["score"][first].cpu(), anomalous=local["anomalous"][first].cpu(),
