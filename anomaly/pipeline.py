@@ -63,9 +63,11 @@ def build_datamodule(cfg: DictConfig, split_path: str | Path | None = None) -> A
     )
 
 
-def build_method(cfg: DictConfig, image_shape: tuple[int, ...]) -> AnomalyModule:
-    threshold = OmegaConf.to_container(cfg.threshold, resolve=True) if cfg.get("threshold") else None
-    model = instantiate(cfg.method, image_shape=list(image_shape), threshold=threshold)
+def build_method(cfg: DictConfig, dm: AnomalyDataModule) -> AnomalyModule:
+    threshold = OmegaConf.to_container(cfg.threshold, resolve=True) if cfg.get("threshold") else {}
+    if threshold.get("strategy", "auto") == "auto":  # the protocol's paper convention
+        threshold["strategy"] = dm.protocol.threshold_strategy
+    model = instantiate(cfg.method, image_shape=list(dm.image_shape), threshold=threshold)
     if not isinstance(model, AnomalyModule):
         raise AnomalyError(f"method._target_={cfg.method._target_} is not an AnomalyModule")
     return model
@@ -117,7 +119,7 @@ def train(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg, split_path=output_dir / "split.npz")
     dm.prepare_data()
     dm.setup()  # bad classes, ratios and missing files fail here, before any training
-    model = build_method(cfg, dm.image_shape)
+    model = build_method(cfg, dm)
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
     trainer = build_trainer(cfg)
 
@@ -212,7 +214,7 @@ def evaluate(cfg: DictConfig) -> dict:
     dm = build_datamodule(run_cfg)
     dm.prepare_data()
     dm.setup()
-    model = build_method(run_cfg, dm.image_shape)
+    model = build_method(run_cfg, dm)
     check_checkpoint_identity(ckpt, model.name, dm.image_shape, path=str(cfg.ckpt_path))
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = info["config"]

@@ -149,10 +149,52 @@ def anomaly_ratio_split(labels: np.ndarray, normal: list[int], anomaly_ratio: fl
                  test_anomalous=~is_normal[test], normal_classes=list(normal))
 
 
+def gpnd_folds_split(labels: np.ndarray, normal: list[int], fold: int, outlier_ratio: float,
+                     n_folds: int = 5, fold_seed: int = 0, seed: int = 0) -> Split:
+    """GPND's protocol: all images pooled, each class split into `n_folds` equal folds (fixed
+    `fold_seed`, the same for every run). Test = fold `fold`, validation = fold (fold+1) mod
+    n_folds, train = the other folds' images of the normal classes. Validation and test keep all
+    their normal images and draw int(n·p/(1−p)) outliers at random from their fold's other
+    classes (the 2018 code; the 2020 code repeated inliers instead)."""
+    if not 0 <= fold < n_folds:
+        raise AnomalyError(f"protocol.fold={fold} must be one of 0…{n_folds - 1}")
+    p = _check_fraction("protocol.outlier_ratio", outlier_ratio)
+    fold_rng = np.random.default_rng(fold_seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        for f, part in enumerate(np.array_split(idx[fold_rng.permutation(len(idx))], n_folds)):
+            fold_of[part] = f
+    is_normal = np.isin(labels, normal)
+    val_fold = (fold + 1) % n_folds
+    train = np.flatnonzero(is_normal & (fold_of != fold) & (fold_of != val_fold))
+    rng = np.random.default_rng(seed)
+
+    def with_outliers(f: int) -> np.ndarray:
+        inliers = np.flatnonzero(is_normal & (fold_of == f))
+        outliers = np.flatnonzero(~is_normal & (fold_of == f))
+        n_out = int(len(inliers) * p / (1 - p))
+        if n_out > len(outliers):
+            raise AnomalyError(f"protocol.outlier_ratio={p} needs {n_out} outliers in fold {f} "
+                               f"but it has only {len(outliers)}")
+        return np.sort(np.concatenate([inliers, rng.choice(outliers, n_out, replace=False)]))
+
+    test = with_outliers(fold)
+    val = with_outliers(val_fold)
+    return Split(train=train, val=val, test=test,
+                 train_anomalous=~is_normal[train], val_anomalous=~is_normal[val],
+                 test_anomalous=~is_normal[test], normal_classes=list(normal))
+
+
 class Protocol:
-    """Base for protocol configs: `split(data)` resolves class names and calls the function."""
+    """Base for protocol configs: `split(data)` resolves class names and calls the function.
+
+    `threshold_strategy` is the F1 convention of the protocol's paper, used when the config says
+    `threshold.strategy=auto`.
+    """
 
     name = "protocol"
+    threshold_strategy = "f1"
 
     def __init__(self, normal: Sequence[int | str] | None = None, seed: int = 0) -> None:
         self.normal = list(normal) if isinstance(normal, (list, tuple)) else normal
@@ -205,3 +247,22 @@ class AnomalyRatio(Protocol):
     def _split(self, data: ImageSet, normal: list[int]) -> Split:
         return anomaly_ratio_split(data.labels.numpy(), normal, self.anomaly_ratio,
                                    self.train_fraction, self.val_fraction, self.seed)
+
+
+class GPNDFolds(Protocol):
+    name = "gpnd_folds"
+    threshold_strategy = "f1_inlier"  # GPND reports F1 with inliers as the positive class
+
+    def __init__(self, normal=None, fold: int = 0, outlier_ratio: float = 0.5, n_folds: int = 5,
+                 fold_seed: int = 0, seed: int = 0) -> None:
+        super().__init__(normal, seed)
+        self.n_folds = int(n_folds)
+        if not 0 <= int(fold) < self.n_folds:
+            raise AnomalyError(f"protocol.fold={fold} must be one of 0…{self.n_folds - 1}")
+        self.fold = int(fold)
+        self.outlier_ratio = _check_fraction("protocol.outlier_ratio", outlier_ratio)
+        self.fold_seed = int(fold_seed)
+
+    def _split(self, data: ImageSet, normal: list[int]) -> Split:
+        return gpnd_folds_split(data.labels.numpy(), normal, self.fold, self.outlier_ratio,
+                                self.n_folds, self.fold_seed, self.seed)

@@ -37,8 +37,9 @@ def _check_widths(widths: Sequence[int] | None, n: int, base_width: int, image_s
         return default_widths(n, base_width)
     widths = [int(w) for w in widths]
     if len(widths) != n:
-        raise AnomalyError(f"{len(widths)} widths {widths} given for {image_size}×{image_size} "
-                           f"images, which need {n} stages")
+        raise AnomalyError(f"{len(widths)} stage widths {widths} fit {4 * 2 ** len(widths)}×"
+                           f"{4 * 2 ** len(widths)} images, not {image_size}×{image_size}: set "
+                           f"dataset.image_size={4 * 2 ** len(widths)} or give {n} widths")
     return widths
 
 
