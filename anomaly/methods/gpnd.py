@@ -122,7 +122,7 @@ class GPND(AnomalyModule):
                  lr: float = 0.002, betas: Sequence[float] = (0.5, 0.999),
                  lr_milestones: Sequence[int] = (30, 60), lr_gamma: float = 0.25,
                  reconstruction_weight: float = 2.0, latent_adversarial_weight: float = 1.0,
-                 jacobian: str = "generator", jacobian_chunk: int = 64, residual_bins: int = 30,
+                 jacobian: str = "generator", jacobian_chunk: int = 16, residual_bins: int = 30,
                  perp_dim_factor: float = 1.0, **base) -> None:
         super().__init__(image_shape, **base)
         if self.value_range != "unit":
