@@ -103,6 +103,7 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "status": status,
         "problem": model.test_problem,
         "metrics": model.test_metrics,
+        "threshold_strategy": model.threshold_strategy,
         "split_sizes": dm.split.sizes(),
         "image_shape": list(dm.image_shape),
         "config_hash": config_hash(cfg),
@@ -126,7 +127,9 @@ def train(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm, ckpt_path=_resume_path(cfg))
     train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
     trainer.validate(model, datamodule=dm, verbose=False)  # threshold of the final weights
+    validate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     trainer.test(model, datamodule=dm, verbose=False)
     score_seconds = time.perf_counter() - start
@@ -136,6 +139,7 @@ def train(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     summary = run_summary(cfg, dm, model, train_seconds=round(train_seconds, 3),
+                          validate_seconds=round(validate_seconds, 3),
                           score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch,
                           run_dir=str(output_dir), checkpoint=str(ckpt_path))
     results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
