@@ -4,8 +4,9 @@ import torch
 
 from anomaly import AnomalyError
 from anomaly.data.datasets import ImageSet
-from anomaly.data.protocols import (AnomalyRatio, OneClass, Split, anomaly_ratio_split,
-                                    one_class_split, resolve_classes)
+from anomaly.data.protocols import (AnomalyRatio, HoldoutClass, OneClass, Split, anomaly_ratio_split,
+                                    holdout_class_split, one_class_split, resolve_classes,
+                                    resolve_normal_classes)
 
 NAMES = [str(c) for c in range(10)]
 
@@ -107,3 +108,111 @@ def test_protocol_objects_split_an_imageset_and_save(tmp_path):
     no_test = ImageSet("toy", data.images, data.labels, NAMES, None)
     with pytest.raises(AnomalyError, match="has none; use protocol=anomaly_ratio"):
         OneClass(normal=[0]).split(no_test)
+
+
+# ---- `anomalous`: the complement of `normal` ------------------------------------------------------
+def toy_imageset(labels, official_test=None):
+    return ImageSet("toy", torch.zeros(len(labels), 1, 8, 8, dtype=torch.uint8), torch.from_numpy(labels),
+                    NAMES, None if official_test is None else torch.from_numpy(official_test))
+
+
+@pytest.mark.parametrize("protocol_class", [OneClass, AnomalyRatio])
+def test_anomalous_is_the_complement_of_normal(protocol_class):
+    labels, official_test = make_labels(per_class_train=30, per_class_test=10)
+    data = toy_imageset(labels, official_test)
+    by_anomalous = protocol_class(anomalous=[3], seed=1).split(data)
+    by_normal = protocol_class(normal=[0, 1, 2, 4, 5, 6, 7, 8, 9], seed=1).split(data)
+    assert by_anomalous.normal_classes == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    for key in ("train", "val", "test", "train_anomalous", "val_anomalous", "test_anomalous"):
+        assert np.array_equal(getattr(by_anomalous, key), getattr(by_normal, key))
+    assert set(labels[by_anomalous.test[by_anomalous.test_anomalous]]) == {3}
+    # several anomalous classes, by name too
+    two = protocol_class(anomalous=["3", 7]).split(data)
+    assert two.normal_classes == [0, 1, 2, 4, 5, 6, 8, 9]
+
+
+def test_normal_and_anomalous_defaults_and_errors():
+    assert (OneClass().normal, OneClass().anomalous) == ([0], None)  # neither given: class 0 normal
+    assert (HoldoutClass().normal, HoldoutClass().anomalous) == (None, [0])  # class 0 the anomaly
+    with pytest.raises(AnomalyError, match=r"protocol.normal=\[1\] and protocol.anomalous=\[3\] are mutually exclusive"):
+        OneClass(normal=[1], anomalous=[3])
+    with pytest.raises(AnomalyError, match="mutually exclusive"):
+        resolve_normal_classes([1], [3], NAMES)
+    with pytest.raises(AnomalyError, match=r"protocol.anomalous: unknown class 12 for dataset mnist"):
+        resolve_normal_classes(None, [12], NAMES, "mnist")
+    with pytest.raises(AnomalyError, match=r"protocol.anomalous is empty: give at least one anomalous class"):
+        resolve_normal_classes(None, [], NAMES)
+    with pytest.raises(AnomalyError, match=r"protocol.anomalous=\[.*\] covers every class of mnist: "
+                                           "nothing is left to be normal"):
+        resolve_normal_classes(None, list(range(10)), NAMES, "mnist")
+    with pytest.raises(AnomalyError, match="protocol.anomalous=.* names a class twice"):
+        resolve_normal_classes(None, [2, 2], NAMES)
+    assert resolve_normal_classes(None, 4, NAMES) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert resolve_normal_classes([4], None, NAMES) == [4]
+
+
+def test_anomalous_from_the_composed_config(tmp_path):
+    from anomaly.pipeline import instantiate
+    from tests.conftest import compose_config
+
+    cfg = compose_config(tmp_path, ["protocol=one_class", "protocol.anomalous=[3]"])
+    assert instantiate(cfg.protocol).anomalous == [3] and instantiate(cfg.protocol).normal is None
+    assert instantiate(compose_config(tmp_path, ["protocol=anomaly_ratio"]).protocol).normal == [0]
+    cfg = compose_config(tmp_path, ["protocol=one_class", "protocol.normal=[1]", "protocol.anomalous=[3]"])
+    with pytest.raises(AnomalyError, match="mutually exclusive"):
+        instantiate(cfg.protocol)
+    cfg = compose_config(tmp_path, ["experiment=adae_mnist", "protocol.anomalous=[5]"])
+    protocol = instantiate(cfg.protocol)
+    assert isinstance(protocol, HoldoutClass) and protocol.anomalous == [5] and protocol.train_fraction == 0.8
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 100 and cfg.dataset.image_size == 32
+
+
+# ---- holdout_class: ADAE's protocol -----------------------------------------------------------------
+def test_holdout_class_split_sizes_and_disjointness():
+    labels, _ = make_labels(per_class_train=80, per_class_test=20)  # 100 per class, pooled
+    normal = [c for c in range(10) if c != 3]
+    s = holdout_class_split(labels, normal, train_fraction=0.8, val_fraction=0.1, val_anomaly_fraction=0.1)
+    assert_disjoint(s)
+    # every image is used once: train, validation or test
+    assert len(s.train) + len(s.val) + len(s.test) == len(labels)
+    # per normal class: 80 training share (72 train + 8 validation), 20 test
+    for c in normal:
+        assert (labels[s.train] == c).sum() == 72 and (labels[s.val] == c).sum() == 8
+        assert (labels[s.test] == c).sum() == 20
+    assert not s.train_anomalous.any() and 3 not in set(labels[s.train])
+    # the anomaly class: 10 % to validation, the rest to test
+    assert s.val_anomalous.sum() == 10 and s.test_anomalous.sum() == 90
+    assert np.array_equal(s.test_anomalous, labels[s.test] == 3)
+    assert np.array_equal(s.val_anomalous, labels[s.val] == 3)
+
+
+def test_holdout_class_test_is_held_out_normals_plus_the_whole_anomaly_class():
+    labels, _ = make_labels(per_class_train=80, per_class_test=20)
+    normal = [c for c in range(10) if c != 7]
+    s = holdout_class_split(labels, normal, val_anomaly_fraction=0.0, seed=3)
+    assert_disjoint(s)
+    assert set(s.test[s.test_anomalous]) == set(np.flatnonzero(labels == 7))  # all of it
+    assert not s.val_anomalous.any() and len(s.val) == 9 * 8
+    # test normals = every normal image that is neither trained on nor validated with
+    held_out = set(np.flatnonzero(labels != 7)) - set(s.train) - set(s.val)
+    assert set(s.test[~s.test_anomalous]) == held_out and len(held_out) == 9 * 20
+    again = holdout_class_split(labels, normal, val_anomaly_fraction=0.0, seed=3)
+    other = holdout_class_split(labels, normal, val_anomaly_fraction=0.0, seed=4)
+    assert np.array_equal(s.train, again.train) and not np.array_equal(s.train, other.train)
+
+
+def test_holdout_class_protocol_object_and_bad_fractions():
+    labels, official_test = make_labels(per_class_train=40, per_class_test=10)
+    split = HoldoutClass(anomalous=["5"]).split(toy_imageset(labels, official_test))
+    assert split.normal_classes == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert set(labels[split.test[split.test_anomalous]]) == {5}
+    # no official test split needed: the images are pooled
+    assert len(HoldoutClass(anomalous=[5]).split(toy_imageset(labels)).test) == len(split.test)
+    with pytest.raises(AnomalyError, match=r"protocol.train_fraction=1.0 must be in \(0, 1\)"):
+        HoldoutClass(train_fraction=1.0)
+    with pytest.raises(AnomalyError, match=r"protocol.val_fraction=0.0 must be in \(0, 1\)"):
+        HoldoutClass(val_fraction=0.0)
+    with pytest.raises(AnomalyError, match=r"protocol.val_anomaly_fraction=1.0 must be in \[0, 1\)"):
+        HoldoutClass(val_anomaly_fraction=1.0)
+    with pytest.raises(AnomalyError, match=r"protocol.val_anomaly_fraction=-0.1 must be in \[0, 1\)"):
+        holdout_class_split(labels, [0], val_anomaly_fraction=-0.1)

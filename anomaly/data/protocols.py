@@ -4,13 +4,20 @@ Each protocol is a pure function of (labels, settings, seed) returning index arr
 classes around them only resolve class names and carry config. Validation data always comes
 from outside the test split: thresholds and model selection never see the test set.
 Adding a protocol = one function + one class here + one config in `conf/protocol/`.
+
+Which classes are normal: every protocol takes `normal` (the normal classes) or its complement
+`anomalous` (the anomalous classes; every other class is normal, ADAE's "one class is the
+anomaly" setting). They are mutually exclusive: giving both is an error. The configs leave both
+null and each protocol has a default for that case (`Protocol.default_normal` /
+`default_anomalous`: class 0 normal, or for `holdout_class` class 0 anomalous), so that
+`protocol.anomalous=[3]` works without also having to clear `protocol.normal`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
@@ -53,11 +60,14 @@ class Split:
 
 
 def resolve_classes(normal: Sequence[int | str] | int | str | None, class_names: Sequence[str],
-                    dataset: str = "dataset") -> list[int]:
-    """Turn `protocol.normal` (class ids or class names) into a sorted list of class ids."""
+                    dataset: str = "dataset", key: str = "protocol.normal") -> list[int]:
+    """Turn `protocol.normal` (class ids or class names) into a sorted list of class ids.
+
+    `key` names the setting in error messages: "protocol.anomalous" resolves that list the same
+    way (then "covers every class" means nothing would be left to be normal)."""
+    role = key.rsplit(".", 1)[-1]
     if normal is None or (isinstance(normal, (list, tuple)) and len(normal) == 0):
-        raise AnomalyError("protocol.normal is empty: give at least one normal class, e.g. "
-                           "protocol.normal=[0]")
+        raise AnomalyError(f"{key} is empty: give at least one {role} class, e.g. {key}=[0]")
     if isinstance(normal, (int, str)):
         normal = [normal]
     n = len(class_names)
@@ -69,19 +79,46 @@ def resolve_classes(normal: Sequence[int | str] | int | str | None, class_names:
             ids.append(int(value))
         else:
             shown = ", ".join(class_names) if n <= 26 else f"{class_names[0]} … {class_names[-1]}"
-            raise AnomalyError(f"protocol.normal: unknown class {value!r} for dataset {dataset}; "
+            raise AnomalyError(f"{key}: unknown class {value!r} for dataset {dataset}; "
                                f"classes are ids 0…{n - 1} or names [{shown}]")
     if len(set(ids)) != len(ids):
-        raise AnomalyError(f"protocol.normal={list(normal)} names a class twice")
+        raise AnomalyError(f"{key}={list(normal)} names a class twice")
     if len(ids) == n:
-        raise AnomalyError(f"protocol.normal={list(normal)} covers every class of {dataset}: "
-                           "nothing is left to be anomalous")
+        other = "anomalous" if role == "normal" else "normal"
+        raise AnomalyError(f"{key}={list(normal)} covers every class of {dataset}: "
+                           f"nothing is left to be {other}")
     return sorted(ids)
+
+
+def check_exclusive(normal: object, anomalous: object) -> None:
+    """`protocol.normal` and `protocol.anomalous` are two ways to say the same thing: one at most."""
+    if normal is not None and anomalous is not None:
+        raise AnomalyError(f"protocol.normal={normal} and protocol.anomalous={anomalous} are mutually "
+                           "exclusive: give one of them and set the other to null")
+
+
+def resolve_normal_classes(normal: Sequence[int | str] | int | str | None,
+                           anomalous: Sequence[int | str] | int | str | None,
+                           class_names: Sequence[str], dataset: str = "dataset") -> list[int]:
+    """The normal class ids from `protocol.normal`, or as the complement of `protocol.anomalous`
+    (exactly one of them given)."""
+    check_exclusive(normal, anomalous)
+    if anomalous is not None:
+        anomalous_ids = resolve_classes(anomalous, class_names, dataset, key="protocol.anomalous")
+        return [c for c in range(len(class_names)) if c not in anomalous_ids]
+    return resolve_classes(normal, class_names, dataset)
 
 
 def _check_fraction(name: str, value: float) -> float:
     if not (0.0 < float(value) < 1.0):
         raise AnomalyError(f"{name}={value} must be in (0, 1)")
+    return float(value)
+
+
+def _check_share(name: str, value: float) -> float:
+    """A fraction that may be 0 (nothing taken) but not 1."""
+    if not (0.0 <= float(value) < 1.0):
+        raise AnomalyError(f"{name}={value} must be in [0, 1)")
     return float(value)
 
 
@@ -186,8 +223,58 @@ def gpnd_folds_split(labels: np.ndarray, normal: list[int], fold: int, outlier_r
                  test_anomalous=~is_normal[test], normal_classes=list(normal))
 
 
+def holdout_class_split(labels: np.ndarray, normal: list[int], train_fraction: float = 0.8,
+                        val_fraction: float = 0.1, val_anomaly_fraction: float = 0.1,
+                        seed: int = 0) -> Split:
+    """ADAE's protocol (Vu et al. 2019): all images pooled (official train + test); the normal
+    classes split `train_fraction` / rest into the paper's training share and test share; the
+    test is the test share of the normals plus the anomalous class(es).
+
+    Per normal class (so every split has the same class mix): `train_fraction` of its images are
+    the training share, the rest go to test. Validation normals are `val_fraction` of the
+    training share (the networks then train on (1 − val_fraction)·train_fraction of the normals,
+    72 % with the defaults; the test normals stay exactly the paper's 20 %). Validation
+    anomalies: `val_anomaly_fraction` of each anomalous class, taken out of the test so that no
+    image is in two splits (the paper tests on the whole anomaly class; the AUROC on the other
+    90 % estimates the same quantity). `val_anomaly_fraction=0` keeps the paper's test exactly and
+    leaves validation with normals only (quantile threshold, like the published code's threshold
+    from normal scores).
+    """
+    train_fraction = _check_fraction("protocol.train_fraction", train_fraction)
+    val_fraction = _check_fraction("protocol.val_fraction", val_fraction)
+    val_anomaly_fraction = _check_share("protocol.val_anomaly_fraction", val_anomaly_fraction)
+    rng = np.random.default_rng(seed)
+    is_normal = np.isin(labels, normal)
+    train, val, test = [], [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        if c in normal:
+            n_share = int(round(train_fraction * len(idx)))
+            n_val = int(round(val_fraction * n_share))
+            val.append(idx[:n_val])
+            train.append(idx[n_val:n_share])
+            test.append(idx[n_share:])
+        else:
+            n_val = int(round(val_anomaly_fraction * len(idx)))
+            val.append(idx[:n_val])
+            test.append(idx[n_val:])
+    train, val, test = (np.sort(np.concatenate(p)) if p else np.empty(0, np.int64) for p in (train, val, test))
+    return Split(train=train, val=val, test=test,
+                 train_anomalous=~is_normal[train], val_anomalous=~is_normal[val],
+                 test_anomalous=~is_normal[test], normal_classes=list(normal))
+
+
+def _class_list(value: Sequence[int | str] | int | str | None) -> list | int | str | None:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 class Protocol:
     """Base for protocol configs: `split(data)` resolves class names and calls the function.
+
+    `normal` (the normal classes) or `anomalous` (the anomalous classes, every other class is
+    normal): give at most one. With neither, the protocol's default applies: `default_normal`
+    (class 0) or, where that is None, `default_anomalous`.
 
     `threshold_strategy` is the F1 convention of the protocol's paper, used when the config says
     `threshold.strategy=auto`.
@@ -195,13 +282,21 @@ class Protocol:
 
     name = "protocol"
     threshold_strategy = "f1"
+    default_normal: ClassVar[list[int] | None] = [0]
+    default_anomalous: ClassVar[list[int] | None] = None
 
-    def __init__(self, normal: Sequence[int | str] | None = None, seed: int = 0) -> None:
-        self.normal = list(normal) if isinstance(normal, (list, tuple)) else normal
+    def __init__(self, normal: Sequence[int | str] | None = None, seed: int = 0,
+                 anomalous: Sequence[int | str] | None = None) -> None:
+        normal, anomalous = _class_list(normal), _class_list(anomalous)
+        check_exclusive(normal, anomalous)  # fail at config time, before any data loads
+        if normal is None and anomalous is None:
+            normal, anomalous = _class_list(self.default_normal), _class_list(self.default_anomalous)
+        self.normal = normal
+        self.anomalous = anomalous
         self.seed = int(seed)
 
     def split(self, data: ImageSet) -> Split:
-        normal = resolve_classes(self.normal, data.class_names, data.name)
+        normal = resolve_normal_classes(self.normal, self.anomalous, data.class_names, data.name)
         split = self._split(data, normal)
         for part in ("train", "val", "test"):
             if len(getattr(split, part)) == 0:
@@ -221,8 +316,8 @@ class OneClass(Protocol):
     name = "one_class"
 
     def __init__(self, normal=None, val_fraction: float = 0.1, val_anomalies: bool = True,
-                 seed: int = 0) -> None:
-        super().__init__(normal, seed)
+                 seed: int = 0, anomalous=None) -> None:
+        super().__init__(normal, seed, anomalous)
         self.val_fraction = float(_check_fraction("protocol.val_fraction", val_fraction))
         self.val_anomalies = bool(val_anomalies)
 
@@ -238,8 +333,8 @@ class AnomalyRatio(Protocol):
     name = "anomaly_ratio"
 
     def __init__(self, normal=None, anomaly_ratio: float = 0.1, train_fraction: float = 0.6,
-                 val_fraction: float = 0.2, seed: int = 0) -> None:
-        super().__init__(normal, seed)
+                 val_fraction: float = 0.2, seed: int = 0, anomalous=None) -> None:
+        super().__init__(normal, seed, anomalous)
         self.anomaly_ratio = _check_fraction("protocol.anomaly_ratio", anomaly_ratio)
         self.train_fraction = float(train_fraction)
         self.val_fraction = float(val_fraction)
@@ -254,8 +349,8 @@ class GPNDFolds(Protocol):
     threshold_strategy = "f1_inlier"  # GPND reports F1 with inliers as the positive class
 
     def __init__(self, normal=None, fold: int = 0, outlier_ratio: float = 0.5, n_folds: int = 5,
-                 fold_seed: int = 0, seed: int = 0) -> None:
-        super().__init__(normal, seed)
+                 fold_seed: int = 0, seed: int = 0, anomalous=None) -> None:
+        super().__init__(normal, seed, anomalous)
         self.n_folds = int(n_folds)
         if not 0 <= int(fold) < self.n_folds:
             raise AnomalyError(f"protocol.fold={fold} must be one of 0…{self.n_folds - 1}")
@@ -266,3 +361,22 @@ class GPNDFolds(Protocol):
     def _split(self, data: ImageSet, normal: list[int]) -> Split:
         return gpnd_folds_split(data.labels.numpy(), normal, self.fold, self.outlier_ratio,
                                 self.n_folds, self.fold_seed, self.seed)
+
+
+class HoldoutClass(Protocol):
+    """ADAE's protocol: one class is the anomaly, the others are normal (see holdout_class_split)."""
+
+    name = "holdout_class"
+    default_normal = None
+    default_anomalous = [0]
+
+    def __init__(self, normal=None, anomalous=None, train_fraction: float = 0.8,
+                 val_fraction: float = 0.1, val_anomaly_fraction: float = 0.1, seed: int = 0) -> None:
+        super().__init__(normal, seed, anomalous)
+        self.train_fraction = _check_fraction("protocol.train_fraction", train_fraction)
+        self.val_fraction = _check_fraction("protocol.val_fraction", val_fraction)
+        self.val_anomaly_fraction = _check_share("protocol.val_anomaly_fraction", val_anomaly_fraction)
+
+    def _split(self, data: ImageSet, normal: list[int]) -> Split:
+        return holdout_class_split(data.labels.numpy(), normal, self.train_fraction, self.val_fraction,
+                                   self.val_anomaly_fraction, self.seed)

@@ -1,22 +1,32 @@
 """Convolutional autoencoder scored by reconstruction error (`method=ae`).
 
 The plain baseline every paper here compares against; with `noise_std > 0` it is the denoising
-autoencoder (DAE) baseline of ARAE.
+autoencoder (DAE) baseline of ARAE. `net=mlp` uses ARAE's fully connected network (sigmoid
+layers, Glorot init) so that ARAE and the DAE differ only in training.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from anomaly import AnomalyError
 from anomaly.methods.base import AnomalyModule
-from anomaly.nets import ConvDecoder, ConvEncoder, dcgan_init
+from anomaly.nets import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, dcgan_init
+
+NETS = ("conv", "mlp")
 
 
 class Autoencoder(AnomalyModule):
     """encoder → latent → decoder, trained with MSE to reconstruct the (clean) input.
+
+    net: "conv" (ConvEncoder / ConvDecoder, DCGAN init) or "mlp" (DenseEncoder / DenseDecoder,
+    ARAE's network; `encoder_widths` are then its hidden widths from the input side, default
+    512, 256, `decoder_widths` from the latent side, default the mirror; base_width and
+    batch_norm do not apply).
 
     Score: mean squared reconstruction error per image.
     """
@@ -27,13 +37,23 @@ class Autoencoder(AnomalyModule):
                  encoder_widths: Sequence[int] | None = None,
                  decoder_widths: Sequence[int] | None = None, base_width: int = 32,
                  batch_norm: bool = True, noise_std: float = 0.0, lr: float = 1e-3,
-                 weight_decay: float = 0.0, **base) -> None:
+                 weight_decay: float = 0.0, net: str = "conv", **base) -> None:
         super().__init__(image_shape, **base)
+        if net not in NETS:
+            raise AnomalyError(f"method.net={net!r}; choose one of {list(NETS)}")
+        self.net_kind = net
         channels, size, _ = self.image_shape
-        self.encoder = ConvEncoder(channels, size, latent_dim, encoder_widths, base_width, batch_norm)
-        self.decoder = ConvDecoder(latent_dim, channels, size, decoder_widths, base_width, batch_norm,
-                                   output=self.output_activation)
-        dcgan_init(self)
+        if net == "mlp":
+            hidden = list(encoder_widths) if encoder_widths is not None else [512, 256]
+            self.encoder = DenseEncoder(math.prod(self.image_shape), latent_dim, hidden)
+            self.decoder = DenseDecoder(latent_dim, self.image_shape,
+                                        list(decoder_widths) if decoder_widths is not None else hidden[::-1],
+                                        output=self.output_activation)
+        else:
+            self.encoder = ConvEncoder(channels, size, latent_dim, encoder_widths, base_width, batch_norm)
+            self.decoder = ConvDecoder(latent_dim, channels, size, decoder_widths, base_width, batch_norm,
+                                       output=self.output_activation)
+            dcgan_init(self)
         self.noise_std = float(noise_std)
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)

@@ -1,6 +1,8 @@
 """Networks, kept apart from the optimisation so that methods share them."""
 
 from anomaly.nets.conv import ConvDecoder, ConvEncoder, dcgan_init, num_scales
+from anomaly.nets.dense import DenseDecoder, DenseEncoder, glorot_init
 from anomaly.nets.mlp import MLP, frozen
 
-__all__ = ["ConvEncoder", "ConvDecoder", "MLP", "dcgan_init", "frozen", "num_scales"]
+__all__ = ["ConvEncoder", "ConvDecoder", "DenseEncoder", "DenseDecoder", "MLP", "dcgan_init",
+           "frozen", "glorot_init", "num_scales"]
