@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: install train test clean
+.PHONY: install train test bench clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ train: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# benchmarks vs the published code's loops (Markdown table; ARGS="--device cuda --size full", "--only 1,4")
+bench: install
+	$(PY) -m anomaly.bench $(ARGS)
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache

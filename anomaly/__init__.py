@@ -12,3 +12,13 @@ class AnomalyError(ValueError):
     Entry points print its message as one line and exit non-zero; the message must name the
     bad value and what is allowed.
     """
+
+
+class RunInterrupted(BaseException):
+    """A run stopped by a signal (SIGTERM: a scheduler's pre-emption or time limit).
+
+    Not an Exception on purpose: a sweep must stop with it rather than go on to its next job.
+    Entry points print the message as one line and exit with `exit_code` (128 + SIGTERM).
+    """
+
+    exit_code = 143

@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import (
 
 from anomaly import AnomalyError
 
-THRESHOLD_STRATEGIES = ("f1", "f1_inlier", "quantile")
+THRESHOLD_STRATEGIES = ("f1", "f1_inlier", "quantile", "contamination_quantile")
 METRIC_KEYS = ("auroc", "aupr_in", "aupr_out", "f1", "f1_inlier", "fpr95", "precision", "recall",
                "precision_inlier", "recall_inlier", "threshold")
 
@@ -37,18 +37,40 @@ def _ranks(scores: torch.Tensor) -> torch.Tensor:
     return avg_rank[inverse] / len(s)
 
 
+def check_contamination(contamination: float | None) -> float:
+    """The contamination fraction of the `contamination_quantile` strategy, checked."""
+    if contamination is None:
+        raise AnomalyError("threshold.strategy=contamination_quantile needs threshold.contamination "
+                           "(the expected share of anomalies, e.g. 0.03); protocol=contamination "
+                           "supplies its own")
+    if not 0.0 < float(contamination) < 1.0:
+        raise AnomalyError(f"threshold.contamination={contamination} must be in (0, 1)")
+    return float(contamination)
+
+
 def fit_threshold(scores: torch.Tensor, anomalous: torch.Tensor, strategy: str = "f1",
-                  quantile: float = 0.95) -> float:
+                  quantile: float = 0.95, contamination: float | None = None,
+                  unlabeled: torch.Tensor | None = None) -> float:
     """Threshold τ (predict anomalous when score > τ) fitted on validation scores.
 
     f1 / f1_inlier: maximise F1 with anomalies (resp. normals) as the positive class, over every
     cut between distinct scores; τ is the midpoint of the cut. Validation without anomalies, or
     strategy "quantile": the `quantile` of the normal scores.
+    contamination_quantile (the VAE paper's): the (1 − `contamination`) quantile of the
+    validation scores pooled with `unlabeled` (the training scores, when given); no labels are
+    used, only the expected share of anomalies.
     """
     if strategy not in THRESHOLD_STRATEGIES:
         raise AnomalyError(f"threshold.strategy={strategy!r}; choose one of {THRESHOLD_STRATEGIES}")
     scores = scores.double().cpu()
     anomalous = anomalous.bool().cpu()
+    if strategy == "contamination_quantile":
+        contamination = check_contamination(contamination)
+        if unlabeled is not None:
+            scores = torch.cat([unlabeled.double().cpu().reshape(-1), scores])
+        if len(scores) == 0 or not torch.isfinite(scores).all():
+            return math.nan
+        return float(torch.quantile(scores, 1.0 - contamination))
     if len(scores) == 0 or not torch.isfinite(scores).all():
         return math.nan
     if strategy == "quantile" or not anomalous.any():

@@ -7,7 +7,9 @@ tests call them directly with a config from `hydra.compose`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import re
 import sys
 import time
 import warnings
@@ -19,10 +21,13 @@ import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly import AnomalyError
+from anomaly import AnomalyError, RunInterrupted
+from anomaly import distributed
 from anomaly.data.datamodule import AnomalyDataModule
+from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_config, run_name, sweep_group
 from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
 from anomaly.results import example_indices, plot_examples, write_results
 
@@ -33,6 +38,15 @@ log = logging.getLogger("anomaly")
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+# Under DDP: val/test metrics come from scores gathered over all ranks, so every rank logs the
+# same value and syncing them would change nothing.
+warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+# DistributedSampler pads validation/test with repeats; the base module drops them by dataset index.
+warnings.filterwarnings("ignore", message=".*Using `DistributedSampler` with the dataloaders.*")
+# Resuming from another run's checkpoint (ckpt_path=last): that run's checkpoint dir is left as it is.
+warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+# Lightning's all_gather calls a torch function that torch deprecated (nothing to do on our side).
+warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
@@ -67,18 +81,43 @@ def build_method(cfg: DictConfig, dm: AnomalyDataModule) -> AnomalyModule:
     threshold = OmegaConf.to_container(cfg.threshold, resolve=True) if cfg.get("threshold") else {}
     if threshold.get("strategy", "auto") == "auto":  # the protocol's paper convention
         threshold["strategy"] = dm.protocol.threshold_strategy
-    model = instantiate(cfg.method, image_shape=list(dm.image_shape), threshold=threshold)
+    try:
+        model = instantiate(cfg.method, image_shape=list(dm.image_shape), threshold=threshold)
+    except AnomalyError as err:
+        # a network that cannot take these images says which sizes it takes; say which method
+        # and which images, as the dataset config decides them
+        if re.search(r"image|widths", str(err)) and not str(err).startswith("method="):
+            shape = "×".join(str(s) for s in dm.image_shape)
+            raise AnomalyError(f"method={_method_name(cfg)} ({shape} images of {cfg.dataset.name}): "
+                               f"{err}") from None
+        raise
     if not isinstance(model, AnomalyModule):
         raise AnomalyError(f"method._target_={cfg.method._target_} is not an AnomalyModule")
     return model
 
 
-def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: bool = True) -> L.Trainer:
+def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: bool = True,
+                  identity: dict | None = None, model: AnomalyModule | None = None) -> L.Trainer:
+    """The Trainer of cfg.trainer with cfg.callbacks and cfg.logger. identity: the run's
+    {name, group, tags} for loggers that show them (W&B; see `run_identity`). model: the module
+    it will fit (its optimisation decides the DDP strategy, see `distributed.strategy_for`)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()
                  if c is not None and "_target_" in c] if with_callbacks else []
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()
-               if c is not None and "_target_" in c] if with_logger else []
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers = build_loggers(cfg.get("logger"), identity) if with_logger else []
+    distributed.use_job_command()  # DDP ranks re-run this job, not the whole command line
+    extra = {}
+    strategy = distributed.strategy_for(cfg.trainer.get("strategy"), model)
+    if strategy is not None:
+        extra["strategy"] = strategy
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+
+
+def run_identity(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule) -> dict:
+    """Name, sweep group and tags of a run, for experiment trackers."""
+    return {"name": run_name(model.name, cfg.dataset.name, dm.protocol, int(cfg.seed),
+                             dm.split.normal_classes if dm.split is not None else None),
+            "group": sweep_group(cfg.paths.get("log_dir")),
+            "tags": [model.name, str(cfg.dataset.name), dm.protocol.name]}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -90,10 +129,16 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **extra: Any) -> dict:
+def protocol_summary(dm: AnomalyDataModule) -> dict:
+    """The protocol's settings with its resolved normal classes (ids and names)."""
     protocol = dm.protocol.describe()
     protocol["normal"] = list(dm.split.normal_classes)
     protocol["normal_names"] = [dm.data.class_names[c] for c in dm.split.normal_classes]
+    return protocol
+
+
+def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **extra: Any) -> dict:
+    protocol = protocol_summary(dm)
     status = "ok" if not model.test_problem or model.test_metrics else "invalid_scores"
     return {
         "method": model.name,
@@ -104,6 +149,9 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "problem": model.test_problem,
         "metrics": model.test_metrics,
         "threshold_strategy": model.threshold_strategy,
+        # what the report tells rows apart by when a sweep varies a method setting
+        "method_settings": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
+                            if k != "_target_"},
         "split_sizes": dm.split.sizes(),
         "image_shape": list(dm.image_shape),
         "config_hash": config_hash(cfg),
@@ -115,17 +163,53 @@ def train(cfg: DictConfig) -> dict:
     """Fit, fit the threshold on validation, test, save the checkpoint and the results."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", True))
+    # Under DDP every rank runs this; only rank 0 writes the run's files (the others were
+    # started into the same dir).
+    rank_zero = distributed.process_rank() == 0
+    if rank_zero:
+        print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg, split_path=output_dir / "split.npz")
+    dm = build_datamodule(cfg, split_path=output_dir / "split.npz" if rank_zero else None)
     dm.prepare_data()
     dm.setup()  # bad classes, ratios and missing files fail here, before any training
     model = build_method(cfg, dm)
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
-    trainer = build_trainer(cfg)
+    model.config_hash = config_hash(cfg)
+    # a checkpoint of another method or image size is refused before any logger starts
+    resume = _resume_path(cfg, model)
+    with distributed.processes() as trainers:
+        trainer = build_trainer(cfg, identity=run_identity(cfg, dm, model), model=model)
+        trainers.append(trainer)
+        failed = True
+        try:
+            results = _fit_test_write(cfg, dm, model, trainer, output_dir, resume)
+            failed = False
+        except BaseException as err:
+            # the classes are resolved by now: the failure record (anomaly.sweep) shows the run
+            # in the report's column of its class, as a successful run would be
+            err.anomaly_protocol = protocol_summary(dm)
+            raise
+        finally:
+            close_loggers(trainer.loggers, failed=failed)
+    return results
 
+
+def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, trainer: L.Trainer,
+                    output_dir: Path, resume: str | None) -> dict:
+    log_config(trainer.loggers, cfg)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=_resume_path(cfg))
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:
+        # Lightning stops at the end of the batch in progress; the epoch-end last.ckpt stays
+        # (a mid-epoch one would not resume to the same result)
+        raise RunInterrupted(_interrupted_message(trainer, output_dir)) from None
+    except Exception as err:
+        # a method's code that failed on a diverged network (see anomaly.callbacks)
+        diagnosis = getattr(err, "anomaly_diagnosis", None)
+        if diagnosis:
+            raise AnomalyError(diagnosis) from err
+        raise
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     trainer.validate(model, datamodule=dm, verbose=False)  # threshold of the final weights
@@ -141,9 +225,12 @@ def train(cfg: DictConfig) -> dict:
     summary = run_summary(cfg, dm, model, train_seconds=round(train_seconds, 3),
                           validate_seconds=round(validate_seconds, 3),
                           score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch,
-                          run_dir=str(output_dir), checkpoint=str(ckpt_path))
+                          run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume)
     results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
+    if resume is not None:
+        mark_resumed(Path(resume).parent.parent, output_dir)
     write_examples(output_dir, model, dm)
+    log_artifacts(trainer.loggers, results, output_dir, step=trainer.global_step)
     print_results(results)
     return results
 
@@ -162,14 +249,90 @@ def write_examples(output_dir: Path, model: AnomalyModule, dm: AnomalyDataModule
         plot_examples(groups, output_dir / "examples.png", f"{model.name} · {dm.data.name}")
 
 
-def _resume_path(cfg: DictConfig) -> str | None:
+def _resume_path(cfg: DictConfig, model: AnomalyModule) -> str | None:
+    """The checkpoint to resume from: `ckpt_path` as given, or for `ckpt_path=last` the one
+    `find_last_checkpoint` finds (None: train from the start)."""
     path = cfg.get("ckpt_path")
     if path in (None, ""):
         return None
+    if str(path) == "last":
+        found = find_last_checkpoint(cfg, model.config_hash)
+        if found is None:
+            log.warning("ckpt_path=last: no checkpoint of this run config (hash %s) under %s; "
+                        "training from the start", model.config_hash, cfg.paths.log_dir)
+            return None
+        path = str(found)
     if not Path(path).is_file():
         raise AnomalyError(f"ckpt_path={path}: no such file")
-    check_checkpoint_identity(load_checkpoint(path), _method_name(cfg), path=path)
+    ckpt = load_checkpoint(path)
+    check_checkpoint_identity(ckpt, model.name, model.image_shape, path=path)
+    log.warning("resuming from %s (%d epochs done)", path, int(ckpt.get("epoch", -1)) + 1)
     return path
+
+
+def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None) -> Path | None:
+    """`ckpt_path=last`: this run dir's checkpoints/last.ckpt (a fixed `hydra.run.dir` or
+    `hydra.sweep.dir`: resume in place), else the newest checkpoints/last.ckpt under
+    `paths.log_dir` written by a run of the same config hash (seed, dataset, protocol, method,
+    data and threshold settings; not the trainer's). A last.ckpt is written at the end of every
+    epoch, and at the end of the run."""
+    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        info = _checkpoint_info(own)
+        if not info:
+            raise AnomalyError(f"ckpt_path=last: {own} is not a readable checkpoint of anomaly.train; "
+                               "remove it (the run then starts over) or choose another run dir")
+        if info.get("config_hash") != wanted_hash:
+            raise AnomalyError(f"ckpt_path=last: {own} is of another run config (hash "
+                               f"{info.get('config_hash')}, this run {wanted_hash}); remove it or "
+                               "choose another run dir")
+        return own
+    root = Path(cfg.paths.log_dir)
+    if not root.is_dir():
+        return None
+    candidates = [p for p in root.rglob("last.ckpt") if p.parent.name == "checkpoints"]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        if _checkpoint_info(path).get("config_hash") == wanted_hash:
+            return path
+    return None
+
+
+def _checkpoint_info(path: Path) -> dict:
+    """The checkpoint's `anomaly` entry, read memory-mapped (the weights are not read); {} when
+    the file is no readable checkpoint (a run killed while writing one, another program's)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is just not a candidate
+        log.warning("ckpt_path=last: skipped %s (%s)", path, str(err).strip().splitlines()[0][:200]
+                    if str(err).strip() else type(err).__name__)
+        return {}
+    info = ckpt.get("anomaly") if isinstance(ckpt, dict) else None
+    return {**info, "epoch": ckpt.get("epoch")} if isinstance(info, dict) else {}
+
+
+def mark_resumed(old_dir: Path, new_dir: Path) -> None:
+    """After a resume from another run's checkpoint, that run's results.json (failed or
+    interrupted) says where it was finished, and the report leaves it out."""
+    path = old_dir / "results.json"
+    if old_dir.resolve() == new_dir.resolve() or not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if data.get("status") in ("failed", "interrupted"):
+        data.update(status="resumed", resumed_in=str(new_dir))
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _interrupted_message(trainer: L.Trainer, output_dir: Path) -> str:
+    where = f"run interrupted by SIGTERM in epoch {trainer.current_epoch} (global step {trainer.global_step})"
+    last = output_dir / "checkpoints" / "last.ckpt"
+    epoch = _checkpoint_info(last).get("epoch") if last.is_file() else None
+    if epoch is None:
+        return f"{where}; no epoch had finished, so the same command with ckpt_path=last starts over"
+    return (f"{where}; {last} holds the end of epoch {epoch}: run the same command with "
+            "ckpt_path=last to resume from it")
 
 
 def _method_name(cfg: DictConfig) -> str:
@@ -222,12 +385,14 @@ def evaluate(cfg: DictConfig) -> dict:
     check_checkpoint_identity(ckpt, model.name, dm.image_shape, path=str(cfg.ckpt_path))
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = info["config"]
-    trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
-    if cfg.get("refit_threshold", False):
-        trainer.validate(model, datamodule=dm, verbose=False)
-    start = time.perf_counter()
-    trainer.test(model, datamodule=dm, verbose=False)
-    score_seconds = time.perf_counter() - start
+    with distributed.processes() as trainers:
+        trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
+        trainers.append(trainer)
+        if cfg.get("refit_threshold", False):
+            trainer.validate(model, datamodule=dm, verbose=False)
+        start = time.perf_counter()
+        trainer.test(model, datamodule=dm, verbose=False)
+        score_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
     summary = run_summary(run_cfg, dm, model, score_seconds=round(score_seconds, 3),
@@ -266,7 +431,9 @@ def print_results(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{results['method']} · {results['dataset']} · {results['protocol']['name']} "
-                        f"normal={results['protocol'].get('normal')} · seed {results['seed']}")
+                        # class names, as the user writes them (COIL-100: object numbers, not positions)
+                        f"normal={results['protocol'].get('normal_names', results['protocol'].get('normal'))} "
+                        f"· seed {results['seed']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in (results.get("metrics") or {}).items():

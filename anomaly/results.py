@@ -53,7 +53,9 @@ def write_results(output_dir: str | Path, summary: dict[str, Any], scores: Score
                             labels=scores.label.numpy(), index=scores.index.numpy(),
                             threshold=np.float64(threshold))
         if plots and summary.get("status") == "ok":
-            title = f"{summary.get('method')} · {summary.get('dataset')} · normal {summary.get('protocol', {}).get('normal')}"
+            protocol = summary.get("protocol", {})
+            title = (f"{summary.get('method')} · {summary.get('dataset')} · normal "
+                     f"{protocol.get('normal_names', protocol.get('normal'))}")
             plot_roc(scores, payload["metrics"].get("auroc"), output_dir / "roc.png", title)
             plot_score_hist(scores, threshold, output_dir / "score_hist.png", title)
     return payload

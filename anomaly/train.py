@@ -1,14 +1,21 @@
-"""`python -m anomaly.train [overrides]`: train, threshold on validation, test, write results."""
+"""`python -m anomaly.train [overrides]`: train, threshold on validation, test, write results.
+
+In a sweep (`-m`), a failing job records `status: failed` in its results.json and the other jobs
+go on; Hydra exits non-zero when the sweep ends.
+"""
 
 import hydra
 from omegaconf import DictConfig
 
-from anomaly.pipeline import train, user_errors
+from anomaly.pipeline import train
+from anomaly.sweep import configure_job, job_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors():
+    results: dict = {}
+    with job_errors(cfg):
+        configure_job(cfg)
         results = train(cfg)
     # the test AUROC, for Hydra sweepers that optimise a returned value
     return (results.get("metrics") or {}).get("auroc")

@@ -60,12 +60,3 @@ def test_train_then_evaluate_from_the_command_line(tmp_path):
                "trainer.enable_progress_bar=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list((tmp_path / "evaluate").glob("*/results.json"))
-
-
-def test_sweep_over_classes_writes_one_result_per_job(tmp_path):
-    proc = run("anomaly.train", "-m", "protocol.normal=[0],[1]", "trainer.max_epochs=1",
-               f"paths.log_dir={tmp_path}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = sorted((tmp_path / "multirun" / "ae" / "digits").glob("*/*/results.json"))
-    assert [p.parent.name for p in results] == ["0", "1"]
-    assert '"normal": [\n      1\n    ]' in results[1].read_text()

@@ -1,12 +1,19 @@
+import hashlib
 import urllib.error
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import load_digits, load_fashion_mnist, load_mnist, resize_images
-from tests.helpers.formats import write_mnist_like
+from anomaly.data.datasets import (COIL100_URL, load_brain_mri, load_coil100, load_digits,
+                                   load_emnist_letters, load_fashion_mnist, load_folder, load_head_ct,
+                                   load_medmnist, load_mnist, resize_images)
+from anomaly.data.protocols import resolve_classes
+from tests.helpers.formats import (coil_color, write_brain_mri, write_coil100, write_emnist_letters,
+                                   write_head_ct, write_image_folder, write_medmnist, write_mnist_like)
 
 
 def test_mnist_reads_torchvision_layout(tmp_path):
@@ -67,3 +74,209 @@ def test_resize_keeps_uint8_and_values():
     down = resize_images(ramp, 4, "area")
     assert down.shape == (2, 3, 4, 4)
     assert np.isclose(down.float().mean().item(), ramp.float().mean().item(), atol=1)
+
+
+# ---- image-file datasets, read back from their real on-disk layouts ---------------------------------
+def test_coil100_reads_object_files_with_object_numbers_as_classes(tmp_path):
+    write_coil100(tmp_path, objects=[1, 2, 3, 10], angles=range(0, 40, 5), size=64,
+                  missing=[(2, 5), (2, 10)])
+    data = load_coil100(tmp_path, image_size=32, download=False)
+    assert data.images.shape == (30, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.class_names == ["1", "2", "3", "10"] and data.official_test is None
+    # missing views are skipped, not an error
+    assert data.labels.bincount().tolist() == [8, 6, 8, 8]
+    # each object keeps its colour through decoding and the area resize (centre pixel)
+    for position, obj in enumerate([1, 2, 3, 10]):
+        centre = data.images[data.labels == position][:, :, 16, 16].float().mean(0)
+        assert torch.allclose(centre, torch.tensor(coil_color(obj), dtype=torch.float32), atol=1)
+    # classes as the user writes them: object numbers, not positions
+    assert resolve_classes([1, 3, 10], data.class_names, "coil100") == [0, 2, 3]
+    assert resolve_classes(["10"], data.class_names) == [3]
+    with pytest.raises(AnomalyError, match=r"unknown class 0 for dataset coil100; classes are the "
+                                           r"numbers \[1, 2, 3, 10\]"):
+        resolve_classes([0], data.class_names, "coil100")
+    native = load_coil100(tmp_path, image_size=None, download=False)
+    assert native.images.shape[-2:] == (64, 64)
+
+
+def test_coil100_missing_folder_says_which_layout(tmp_path):
+    with pytest.raises(AnomalyError) as err:
+        load_coil100(tmp_path, download=False)
+    msg = str(err.value)
+    assert str(tmp_path / "coil-100") in msg and "obj1__0.png" in msg and "download disabled" in msg
+
+
+def _zip_of_coil(tmp_path):
+    src = tmp_path / "src"
+    write_coil100(src, objects=[1, 2], angles=[0, 5], size=16)
+    archive = tmp_path / "coil-100.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((src / "coil-100").iterdir()):
+            zf.write(f, f"coil-100/{f.name}")
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_coil100_download_is_checksum_checked_then_extracted(tmp_path, monkeypatch):
+    archive, digest = _zip_of_coil(tmp_path)
+    calls = []
+
+    def fake_download(url, root, filename=None, md5=None):
+        calls.append(url)
+        (Path(root) / filename).write_bytes(archive.read_bytes())
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", fake_download)
+    root = tmp_path / "data"
+    data = load_coil100(root, image_size=16, sha256=digest)
+    assert calls == [COIL100_URL] and len(data) == 4 and data.class_names == ["1", "2"]
+    # a download that does not match the checksum is refused and deleted
+    other = tmp_path / "other"
+    with pytest.raises(AnomalyError, match=r"has SHA-256 .* expected 0+ .*download was deleted"):
+        load_coil100(other, image_size=16, sha256="0" * 64)
+    assert not (other / "coil-100.zip").exists()
+
+
+def test_coil100_failed_download_is_clear(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", no_network)
+    with pytest.raises(AnomalyError, match=r"dataset coil100: download of http.*coil-100.zip failed .*; or "
+                                           r"unpack COIL-100 yourself so that .*coil-100 holds obj1__0.png"):
+        load_coil100(tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["raw", "gz", "gzip"])
+def test_emnist_letters_labels_and_upright_orientation(tmp_path, layout):
+    write_emnist_letters(tmp_path, n_train_per_class=2, n_test_per_class=1, layout=layout)
+    data = load_emnist_letters(tmp_path, download=False)
+    assert data.images.shape == (78, 1, 28, 28) and int(data.official_test.sum()) == 26
+    assert data.class_names[0] == "A" and data.class_names[25] == "Z" and len(data.class_names) == 26
+    assert sorted(set(data.labels.tolist())) == list(range(26))  # 1…26 → 0…25
+    # upright: the generator's bar runs across the top rows, not down the left columns
+    mean = data.images.float().mean(0)[0]
+    assert mean[0:3, :].mean() > 250 and mean[10:, 0:3].mean() < 100
+    # letter A (label 1 on disk) is class 0, with the generator's class-0 patch top-left
+    a = data.images[data.labels == 0].float().mean(0)[0]
+    assert a[4:10, 2:9].mean() > 150
+    assert resolve_classes(["A"], data.class_names) == [0] == resolve_classes([0], data.class_names)
+
+
+def test_emnist_letters_missing_files_say_where(tmp_path):
+    with pytest.raises(AnomalyError) as err:
+        load_emnist_letters(tmp_path, download=False)
+    msg = str(err.value)
+    assert str(tmp_path / "EMNIST" / "raw") in msg and "emnist-letters-train-images-idx3-ubyte" in msg
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_head_ct_png_and_csv(tmp_path, nested):
+    write_head_ct(tmp_path, n_normal=4, n_hemorrhage=3, nested=nested, missing_ids=[5])
+    data = load_head_ct(tmp_path, image_size=32)
+    assert data.class_names == ["normal", "hemorrhage"] and data.images.shape == (6, 1, 32, 32)
+    # ids 0-2 hemorrhage, 3-6 normal, id 5's image missing (skipped)
+    assert data.labels.tolist() == [1, 1, 1, 0, 0, 0]
+    lesion = data.images[:, 0, 13:16, 16:19].float().mean((1, 2))
+    assert (lesion[:3] > 200).all() and (lesion[3:] < 130).all()
+
+
+def test_head_ct_errors_name_the_layout(tmp_path):
+    with pytest.raises(AnomalyError, match=r"labels.csv not found; expected .*labels.csv \(columns id, "
+                                           r"hemorrhage\) and the images 000.png"):
+        load_head_ct(tmp_path)
+    write_head_ct(tmp_path, 2, 2)
+    (tmp_path / "head_ct" / "labels.csv").write_text("id,label\n0,1\n")
+    with pytest.raises(AnomalyError, match=r"has columns \['id', 'label'\], not id and hemorrhage"):
+        load_head_ct(tmp_path)
+    (tmp_path / "head_ct" / "labels.csv").write_text("id, hemorrhage\n0,2\n")
+    with pytest.raises(AnomalyError, match=r"hemorrhage=2 for id 0 .* allowed: 0 \(normal\) or 1"):
+        load_head_ct(tmp_path)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_brain_mri_folders(tmp_path, nested):
+    write_brain_mri(tmp_path, n_no=3, n_yes=4, nested=nested)
+    data = load_brain_mri(tmp_path, image_size=16)
+    assert data.class_names == ["no", "yes"] and data.images.shape == (7, 1, 16, 16)
+    assert data.labels.tolist() == [0] * 3 + [1] * 4
+    assert resolve_classes(["no"], data.class_names) == [0]
+
+
+def test_brain_mri_missing_layout(tmp_path):
+    (tmp_path / "brain_mri" / "no").mkdir(parents=True)
+    with pytest.raises(AnomalyError, match=r"no folders no/ and yes/ in .*brain_mri.*expected .*no/\*.jpg"):
+        load_brain_mri(tmp_path)
+
+
+def test_folder_class_names_are_labels(tmp_path):
+    write_image_folder(tmp_path / "imgs", {"good": 4, "scratch": 2, "dent": 3})
+    data = load_folder(tmp_path / "imgs", image_size=16, channels=3)
+    assert data.class_names == ["dent", "good", "scratch"] and data.images.shape == (9, 3, 16, 16)
+    assert data.labels.bincount().tolist() == [3, 4, 2] and data.official_test is None
+    assert resolve_classes(["good"], data.class_names) == [1]
+    gray = load_folder(tmp_path / "imgs", image_size=8, channels=1)
+    assert gray.images.shape == (9, 1, 8, 8)
+    with pytest.raises(AnomalyError, match=r"channels=2 must be 1 \(grayscale\) or 3 \(RGB\)"):
+        load_folder(tmp_path / "imgs", channels=2)
+
+
+def test_folder_train_test_layout_and_errors(tmp_path):
+    write_image_folder(tmp_path / "mvtec", {"good": 3, "crack": 2}, split=True)
+    data = load_folder(tmp_path / "mvtec", image_size=16)
+    assert data.class_names == ["crack", "good"] and len(data) == 8
+    assert int(data.official_test.sum()) == 5 and set(data.labels[~data.official_test].tolist()) == {1}
+    with pytest.raises(AnomalyError, match=r"is not a folder; expected one folder per class"):
+        load_folder(tmp_path / "nowhere")
+    (tmp_path / "empty" / "good").mkdir(parents=True)
+    with pytest.raises(AnomalyError, match=r"no images found under .*empty"):
+        load_folder(tmp_path / "empty")
+    write_image_folder(tmp_path / "one", {"good": 2})
+    with pytest.raises(AnomalyError, match=r"only one class \(good\)"):
+        load_folder(tmp_path / "one")
+
+
+def test_folder_numeric_class_names_are_numbers(tmp_path):
+    write_image_folder(tmp_path / "n", {"3": 2, "10": 2, "7": 2})
+    data = load_folder(tmp_path / "n", image_size=8)
+    assert data.class_names == ["3", "7", "10"]  # numeric order
+    assert resolve_classes([10], data.class_names) == [2] and resolve_classes([3], data.class_names) == [0]
+
+
+def test_medmnist_npz(tmp_path):
+    write_medmnist(tmp_path, "pneumoniamnist", counts=(8, 3, 4))
+    data = load_medmnist(tmp_path, "pneumoniamnist")
+    assert data.images.shape == (15, 1, 28, 28) and int(data.official_test.sum()) == 4
+    assert data.class_names == ["0", "1"]
+    write_medmnist(tmp_path, "bloodmnist", rgb=True, n_classes=3)
+    assert load_medmnist(tmp_path, "bloodmnist").images.shape[1] == 3
+    write_medmnist(tmp_path, "chestmnist", multilabel=True)
+    with pytest.raises(AnomalyError, match="multi-label"):
+        load_medmnist(tmp_path, "chestmnist")
+    with pytest.raises(AnomalyError, match=r"dermamnist.npz not found"):
+        load_medmnist(tmp_path, "dermamnist")
+
+
+@pytest.mark.parametrize("dataset, protocol", [("folder", "one_class"), ("head_ct", "anomaly_ratio"),
+                                               ("brain_mri", "holdout_class"), ("emnist_letters", "one_class")])
+def test_composed_dataset_configs_split_by_class_name(tmp_path, dataset, protocol):
+    from anomaly.pipeline import build_datamodule
+    from tests.conftest import compose_config
+
+    write_image_folder(tmp_path / "images", {"good": 6, "bad": 4}, split=True)
+    write_head_ct(tmp_path, 10, 10)
+    write_brain_mri(tmp_path, 10, 10)
+    write_emnist_letters(tmp_path, 10, 2)
+    normal = {"folder": "normal=[good]", "head_ct": "normal=[normal]", "brain_mri": "anomalous=[yes]",
+              "emnist_letters": "normal=[A]"}[dataset]
+    extra = ["protocol.anomaly_ratio=0.5"] if protocol == "anomaly_ratio" else []
+    cfg = compose_config(tmp_path / "run", [f"dataset={dataset}", f"protocol={protocol}",
+                                            f"paths.data_dir={tmp_path}", f"protocol.{normal}",
+                                            "dataset.image_size=16", *extra])
+    if "download" in cfg.dataset.loader:
+        cfg.dataset.loader.download = False
+    dm = build_datamodule(cfg)
+    dm.setup()
+    assert dm.data.images.shape[-2:] == (16, 16)
+    assert dm.split.normal_classes == [dm.data.class_names.index({"folder": "good", "head_ct": "normal",
+                                                                  "brain_mri": "no",
+                                                                  "emnist_letters": "A"}[dataset])]
+    assert not dm.split.train_anomalous.any() and dm.split.test_anomalous.any()

@@ -64,23 +64,35 @@ def resolve_classes(normal: Sequence[int | str] | int | str | None, class_names:
     """Turn `protocol.normal` (class ids or class names) into a sorted list of class ids.
 
     `key` names the setting in error messages: "protocol.anomalous" resolves that list the same
-    way (then "covers every class" means nothing would be left to be normal)."""
+    way (then "covers every class" means nothing would be left to be normal).
+
+    An integer is a class id (position 0…n−1), except where every class name is a number
+    (COIL-100's objects "1"…"100", a folder of numbered classes): there an integer is read as
+    the class name, so `protocol.normal=[1,3,77]` means objects 1, 3 and 77, as the user wrote
+    them. Where names are "0"…"n−1" (MNIST), both readings agree."""
     role = key.rsplit(".", 1)[-1]
     if normal is None or (isinstance(normal, (list, tuple)) and len(normal) == 0):
         raise AnomalyError(f"{key} is empty: give at least one {role} class, e.g. {key}=[0]")
     if isinstance(normal, (int, str)):
         normal = [normal]
     n = len(class_names)
+    numeric_names = all(str(c).isdigit() for c in class_names)
     ids = []
     for value in normal:
+        is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
         if isinstance(value, str) and value in class_names:
             ids.append(class_names.index(value))
-        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < n:
+        elif is_int and numeric_names and str(int(value)) in class_names:
+            ids.append(class_names.index(str(int(value))))
+        elif is_int and not numeric_names and 0 <= value < n:
             ids.append(int(value))
         else:
             shown = ", ".join(class_names) if n <= 26 else f"{class_names[0]} … {class_names[-1]}"
+            allowed = (f"ids 0…{n - 1} or names [{shown}]"
+                       if not numeric_names or list(class_names) == [str(c) for c in range(n)]
+                       else f"the numbers [{shown}] (its class names)")
             raise AnomalyError(f"{key}: unknown class {value!r} for dataset {dataset}; "
-                               f"classes are ids 0…{n - 1} or names [{shown}]")
+                               f"classes are {allowed}")
     if len(set(ids)) != len(ids):
         raise AnomalyError(f"{key}={list(normal)} names a class twice")
     if len(ids) == n:
@@ -380,3 +392,288 @@ class HoldoutClass(Protocol):
     def _split(self, data: ImageSet, normal: list[int]) -> Split:
         return holdout_class_split(data.labels.numpy(), normal, self.train_fraction, self.val_fraction,
                                    self.val_anomaly_fraction, self.seed)
+
+
+def impurity_count(n_normal: int, contamination: float) -> int:
+    """How many impurities make `contamination` of a split that holds `n_normal` normal images
+    (rounded: the realised share is within half an image of the asked one)."""
+    return int(round(n_normal * contamination / (1.0 - contamination)))
+
+
+def spread_evenly(total: int, classes: Sequence[int], rng: np.random.Generator) -> dict[int, int]:
+    """`total` images over `classes` as evenly as possible: total // K each, and one more for
+    total % K of them, drawn at random (so no class is favoured run after run)."""
+    base, extra = divmod(int(total), len(classes))
+    counts = {int(c): base for c in classes}
+    for c in rng.choice(np.asarray(classes), size=extra, replace=False):
+        counts[int(c)] += 1
+    return counts
+
+
+def contamination_split(labels: np.ndarray, official_test: np.ndarray, normal: list[int],
+                        contamination: float, val_fraction: float = 1 / 6, n_train: int | None = None,
+                        n_val: int | None = None, n_test: int | None = None, seed: int = 0,
+                        class_names: Sequence[str] | None = None) -> Split:
+    """The VAE paper's EMNIST experiment: every split is the normal class(es) plus impurities
+    drawn evenly from the other classes, making `contamination` of train, validation and test
+    alike (training is contaminated too, and its impurities are marked anomalous).
+
+    Normals: validation = `n_val` (null: `val_fraction`) of the official-train normals, train =
+    `n_train` (null: all) of the rest, test = `n_test` (null: all) of the official-test normals.
+    Each split then gets round(n·c/(1−c)) impurities, split evenly over the other classes; train
+    and validation impurities come from the official train split (disjoint), test impurities
+    from the official test split. Published (EMNIST letters, A normal, c = 1/33): 4,000 A + 125
+    others (5 per letter) / 800 + 25 / 800 + 25, which are this function's defaults on that set
+    (4,800 A in the train split, val_fraction 1/6).
+    """
+    c = _check_fraction("protocol.contamination", contamination)
+    name = (lambda k: repr(class_names[k])) if class_names is not None else (lambda k: str(k))
+    rng = np.random.default_rng(seed)
+    is_normal = np.isin(labels, normal)
+    official_test = np.asarray(official_test, dtype=bool)
+
+    def take(pool: np.ndarray, count: int | None, key: str, what: str) -> np.ndarray:
+        if count is None:
+            return pool
+        if count > len(pool):
+            raise AnomalyError(f"{key}={count} but only {len(pool)} {what} are available "
+                               f"(normal={[name(k) for k in normal]})")
+        return pool[:count]
+
+    pool = np.flatnonzero(is_normal & ~official_test)
+    pool = pool[rng.permutation(len(pool))]
+    val_count = int(round(_check_fraction("protocol.val_fraction", val_fraction) * len(pool))) \
+        if n_val is None else n_val
+    val_n = take(pool, val_count, "protocol.n_val", "normal images of the official train split")
+    train_n = take(pool[len(val_n):], n_train, "protocol.n_train",
+                   "normal images of the official train split after validation's")
+    test_pool = np.flatnonzero(is_normal & official_test)
+    test_n = take(test_pool[rng.permutation(len(test_pool))], n_test, "protocol.n_test",
+                  "normal images of the official test split")
+
+    others = [int(k) for k in np.unique(labels[~is_normal])]
+    if not others:
+        raise AnomalyError("protocol contamination needs at least one class outside "
+                           f"normal={[name(k) for k in normal]}")
+    wanted = {part: impurity_count(len(n), c) for part, n in (("train", train_n), ("val", val_n),
+                                                               ("test", test_n))}
+    per_class = {part: spread_evenly(count, others, rng) for part, count in wanted.items()}
+    impurities: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for k in others:
+        for parts, in_test in ((("train", "val"), False), (("test",), True)):
+            idx = np.flatnonzero((labels == k) & (official_test == in_test))
+            need = [per_class[p][k] for p in parts]
+            if sum(need) > len(idx):
+                split_name = "test" if in_test else "train"
+                detail = " + ".join(f"{n} ({p})" for n, p in zip(need, parts))
+                raise AnomalyError(f"protocol.contamination={c} needs {detail} impurities of class "
+                                   f"{name(k)} from the official {split_name} split, which has only "
+                                   f"{len(idx)}: lower protocol.contamination or the normal counts")
+            idx = idx[rng.permutation(len(idx))]
+            start = 0
+            for p, n in zip(parts, need):
+                impurities[p].append(idx[start:start + n])
+                start += n
+
+    def assemble(normals: np.ndarray, part: str) -> np.ndarray:
+        return np.sort(np.concatenate([normals, *impurities[part]])).astype(np.int64)
+
+    train, val, test = assemble(train_n, "train"), assemble(val_n, "val"), assemble(test_n, "test")
+    return Split(train=train, val=val, test=test,
+                 train_anomalous=~is_normal[train], val_anomalous=~is_normal[val],
+                 test_anomalous=~is_normal[test], normal_classes=list(normal))
+
+
+class Contamination(Protocol):
+    """The VAE paper's contaminated one-class setting (see contamination_split).
+
+    `threshold_strategy` (for threshold.strategy=auto) is the paper's contamination_quantile:
+    the (1 − contamination) quantile of the training + validation scores. It uses only the
+    expected impurity share, which this protocol knows by construction; the validation split
+    also holds labelled impurities, so threshold.strategy=f1 / f1_inlier works as well.
+    """
+
+    name = "contamination"
+    threshold_strategy = "contamination_quantile"
+
+    def __init__(self, normal=None, contamination: float = 1 / 33, val_fraction: float = 1 / 6,
+                 n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
+                 seed: int = 0, anomalous=None) -> None:
+        super().__init__(normal, seed, anomalous)
+        self.contamination = _check_fraction("protocol.contamination", contamination)
+        self.val_fraction = _check_fraction("protocol.val_fraction", val_fraction)
+        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise AnomalyError(f"protocol.{key}={value} must be a positive integer, or null for "
+                                   "every image available")
+        self.n_train = None if n_train is None else int(n_train)
+        self.n_val = None if n_val is None else int(n_val)
+        self.n_test = None if n_test is None else int(n_test)
+
+    def _split(self, data: ImageSet, normal: list[int]) -> Split:
+        if data.official_test is None:
+            raise AnomalyError(f"protocol contamination needs an official test split and dataset "
+                               f"{data.name} has none; use protocol=anomaly_ratio")
+        return contamination_split(data.labels.numpy(), data.official_test.numpy(), normal,
+                                   self.contamination, self.val_fraction, self.n_train, self.n_val,
+                                   self.n_test, self.seed, data.class_names)
+
+
+# ---- coil_random: GPND / ARAE's COIL-100 protocol ------------------------------------------------
+# GPND's outlier share of the test set for 1, 4 and 7 normal objects
+COIL_OUTLIER_RATIOS = {1: 0.5, 4: 0.25, 7: 0.15}
+
+
+def _half_up(x: float) -> int:
+    """Round half up (Python's round() rounds half to even: 0.5 → 0, 2.5 → 2)."""
+    return int(np.floor(x + 0.5))
+
+
+def _one_per_object(pools: dict[int, list[int]], order: list[int], count: int) -> list[int]:
+    """`count` images taken round-robin over the objects in `order`: one image of each object
+    first, a second one only once every object has given one (and so on). Taken images are
+    removed from `pools`."""
+    taken: list[int] = []
+    while len(taken) < count:
+        progressed = False
+        for obj in order:
+            if len(taken) == count:
+                break
+            if pools[obj]:
+                taken.append(pools[obj].pop())
+                progressed = True
+        if not progressed:  # the caller checked the total; this would be a bug
+            raise AnomalyError(f"coil_random: ran out of outlier images after {len(taken)} of {count}")
+    return taken
+
+
+def coil_random_split(labels: np.ndarray, normal: list[int], outlier_ratio: float,
+                      test_fraction: float = 0.2, val_fraction: float = 0.2, seed: int = 0,
+                      class_names: Sequence[str] | None = None) -> Split:
+    """GPND / ARAE's COIL-100 protocol on the normal objects `normal` (one class per object).
+
+    Per normal object: `test_fraction` (20 %) of its images are tested, the rest (80 %) is the
+    training side; `val_fraction` of the training side is held out for validation (so the
+    threshold comes from the training side, never from test: the published ARAE code tuned it on
+    the test set). Outliers from the other objects make `outlier_ratio` of the test set
+    (round(n·p/(1−p)) for n test normals), at most one image per object where there are enough
+    objects (GPND: "at most one from each category"; round-robin otherwise). Validation gets
+    outliers at the same ratio, from objects the test does not use first; no image is in two
+    splits. The split checks its own arithmetic: each ratio is met to within one image.
+    """
+    p = _check_fraction("protocol.outlier_ratio", outlier_ratio)
+    test_fraction = _check_fraction("protocol.test_fraction", test_fraction)
+    val_fraction = _check_fraction("protocol.val_fraction", val_fraction)
+    name = (lambda k: repr(class_names[k])) if class_names is not None else (lambda k: str(k))
+    rng = np.random.default_rng(seed)
+    is_normal = np.isin(labels, normal)
+
+    def counts(n: int) -> tuple[int, int, int]:
+        n_test = _half_up(test_fraction * n)
+        n_val = _half_up(val_fraction * (n - n_test))
+        return n - n_test - n_val, n_val, n_test
+
+    train, val_n, test_n = [], [], []
+    for c in normal:
+        idx = np.flatnonzero(labels == c)
+        n_train, n_val, n_test = counts(len(idx))
+        if min(n_train, n_val, n_test) < 1:
+            need = next(n for n in range(1, 10_000) if min(counts(n)) >= 1)
+            empty = [part for part, k in zip(("train", "validation", "test"), (n_train, n_val, n_test))
+                     if k < 1]
+            raise AnomalyError(f"protocol coil_random: normal class {name(c)} has only {len(idx)} images: "
+                               f"protocol.test_fraction={test_fraction} and protocol.val_fraction="
+                               f"{val_fraction} leave it no {' and no '.join(empty)} image "
+                               f"(needs at least {need} images)")
+        idx = idx[rng.permutation(len(idx))]
+        test_n.append(idx[:n_test])
+        val_n.append(idx[n_test:n_test + n_val])
+        train.append(idx[n_test + n_val:])
+    train, val_n, test_n = (np.concatenate(part) for part in (train, val_n, test_n))
+
+    others = [int(k) for k in rng.permutation(np.unique(labels[~is_normal]))]
+    n_out_test = _half_up(len(test_n) * p / (1 - p))
+    n_out_val = _half_up(len(val_n) * p / (1 - p))
+    available = int((~is_normal).sum())
+    if n_out_test + n_out_val > available:
+        raise AnomalyError(f"protocol.outlier_ratio={p} needs {n_out_test} test + {n_out_val} validation "
+                           f"outliers but the other classes have only {available} images: lower "
+                           "protocol.outlier_ratio or use fewer normal objects")
+    pools = {k: list(np.flatnonzero(labels == k)[rng.permutation(int((labels == k).sum()))]) for k in others}
+    test_out = _one_per_object(pools, others, n_out_test)
+    used = set(labels[test_out].tolist())
+    val_out = _one_per_object(pools, [k for k in others if k not in used] + [k for k in others if k in used],
+                              n_out_val)
+
+    test = np.sort(np.concatenate([test_n, np.asarray(test_out, np.int64)]))
+    val = np.sort(np.concatenate([val_n, np.asarray(val_out, np.int64)]))
+    train = np.sort(train)
+    # own arithmetic: ratios within one image, one image per object where possible, disjoint
+    for part, n_in, n_out in (("test", len(test_n), len(test_out)), ("validation", len(val_n), len(val_out))):
+        if abs(n_out - p * (n_in + n_out)) > 1:
+            raise AnomalyError(f"coil_random: {part} has {n_out} outliers of {n_in + n_out} images, not "
+                               f"{p:.0%} within one image (a bug)")
+    if len(others) >= n_out_test and len(used) != n_out_test:
+        raise AnomalyError("coil_random: the test took two images of one outlier object (a bug)")
+    if len(np.unique(np.concatenate([train, val, test]))) != len(train) + len(val) + len(test):
+        raise AnomalyError("coil_random: an image is in two splits (a bug)")
+    return Split(train=train, val=val, test=test,
+                 train_anomalous=~is_normal[train], val_anomalous=~is_normal[val],
+                 test_anomalous=~is_normal[test], normal_classes=list(normal))
+
+
+class CoilRandom(Protocol):
+    """GPND / ARAE's COIL-100 protocol (see coil_random_split): `n_normal` objects drawn at random
+    (`draw` seeds the draw and the split: one draw = one of the papers' 30 repetitions) or listed
+    in `normal`; outliers at `outlier_ratio` (null: the papers' 50 / 25 / 15 % for 1 / 4 / 7
+    objects). Works on any dataset (classes = objects). `anomalous` is not offered: the outliers
+    are always every other class."""
+
+    name = "coil_random"
+    threshold_strategy = "f1_inlier"  # GPND and ARAE report F1 with inliers positive
+    default_normal = None  # no normal class given: draw them
+
+    def __init__(self, normal=None, n_normal: int | None = None, draw: int = 0,
+                 outlier_ratio: float | None = None, test_fraction: float = 0.2,
+                 val_fraction: float = 0.2) -> None:
+        super().__init__(normal, seed=draw)
+        if n_normal is not None and (isinstance(n_normal, bool) or int(n_normal) != n_normal or n_normal < 1):
+            raise AnomalyError(f"protocol.n_normal={n_normal} must be a positive integer "
+                               "(the papers: 1, 4 or 7)")
+        if self.normal is not None:
+            listed = len(self.normal) if isinstance(self.normal, list) else 1
+            if n_normal is not None and int(n_normal) != listed:
+                raise AnomalyError(f"protocol.n_normal={n_normal} but protocol.normal={self.normal} lists "
+                                   f"{listed}: give one of them (or make them agree)")
+            n_normal = listed
+        self.n_normal = 1 if n_normal is None else int(n_normal)
+        self.draw = int(draw)
+        if outlier_ratio is None:
+            if self.n_normal not in COIL_OUTLIER_RATIOS:
+                raise AnomalyError(f"protocol.n_normal={self.n_normal} has no paper outlier ratio (1 object: "
+                                   "50 %, 4: 25 %, 7: 15 %); set protocol.outlier_ratio")
+            outlier_ratio = COIL_OUTLIER_RATIOS[self.n_normal]
+        self.outlier_ratio = _check_fraction("protocol.outlier_ratio", outlier_ratio)
+        self.test_fraction = _check_fraction("protocol.test_fraction", test_fraction)
+        self.val_fraction = _check_fraction("protocol.val_fraction", val_fraction)
+
+    def normal_classes(self, data: ImageSet) -> list[int]:
+        """The listed classes, or `n_normal` classes drawn with `draw` (from those with images)."""
+        if self.normal is not None:
+            return resolve_classes(self.normal, data.class_names, data.name)
+        present = np.unique(data.labels.numpy())
+        if self.n_normal >= len(present):
+            raise AnomalyError(f"protocol.n_normal={self.n_normal} but dataset {data.name} has only "
+                               f"{len(present)} classes: nothing would be left to be an outlier")
+        draw_rng = np.random.default_rng(np.random.SeedSequence(self.draw).spawn(1)[0])
+        return sorted(int(c) for c in draw_rng.choice(present, self.n_normal, replace=False))
+
+    def split(self, data: ImageSet) -> Split:
+        normal = self.normal_classes(data)
+        split = coil_random_split(data.labels.numpy(), normal, self.outlier_ratio, self.test_fraction,
+                                  self.val_fraction, self.draw, data.class_names)
+        for part in ("train", "val", "test"):
+            if len(getattr(split, part)) == 0:
+                raise AnomalyError(f"protocol {self.name} on {data.name} with normal={normal} "
+                                   f"left the {part} split empty")
+        return split

@@ -127,18 +127,13 @@ class ADAE(AnomalyModule):
         return [torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas),
                 torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas)]
 
-    def _step(self, optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-
     def update_discriminator(self, x: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """D reconstructs x and fails on G(x). Returns L_D and G(x) (with its graph, for the G
         update; detached here so the D update leaves G untouched)."""
         fake = self.generator(x)
         detached = fake.detach()
         loss = self.discriminator_loss(x, self.discriminator(x), detached, self.discriminator(detached))
-        self._step(optimizer, loss)
+        self.manual_step(optimizer, loss)
         return loss, fake
 
     def update_generator(self, x: torch.Tensor, optimizer,
@@ -149,7 +144,7 @@ class ADAE(AnomalyModule):
             fake = self.generator(x)
         with frozen(self.discriminator):
             loss = self.generator_loss(x, fake, self.discriminator(fake))
-        self._step(optimizer, loss)
+        self.manual_step(optimizer, loss)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

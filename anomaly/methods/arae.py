@@ -171,20 +171,31 @@ def worst_spatial_transform(encoder: nn.Module, x: torch.Tensor, thetas: torch.T
                             chunk: int = 64) -> torch.Tensor:
     """Per image, the transform of `thetas` (T×2×3) with the largest latent shift, found by
     encoding every image under `chunk` transforms at a time (B·chunk images per pass). Returns
-    the transformed batch, detached."""
+    the transformed batch, detached.
+
+    Each chunk is one `affine_grid` of `chunk` sampling grids (H×W each, shared by the whole
+    batch) and one `grid_sample` that warps every image at once: the batch rides in the channel
+    dimension, so the interpolation weights are computed once per transform and pixel, not once
+    per image. The warped images are exactly `transform_images(x, theta)` for each theta (the
+    same grid values, the same bilinear sums); no gradients are recorded.
+    """
     x = x.detach()
-    thetas = thetas.to(x.device)
-    batch = len(x)
+    thetas = thetas.to(x.device, x.dtype)
+    batch, channels, height, width = x.shape
+    planes = x.reshape(1, batch * channels, height, width)  # the batch as channels of one image
     with attack_mode(encoder), torch.no_grad():
-        target = encoder(x)
+        target = encoder(x).reshape(1, batch, -1)
         best_shift = torch.full((batch,), -math.inf, device=x.device)
         best_index = torch.zeros(batch, dtype=torch.long, device=x.device)
         for start in range(0, len(thetas), chunk):
             part = thetas[start:start + chunk]
             n = len(part)
-            moved = transform_images(x.repeat_interleave(n, 0), part.repeat(batch, 1, 1))
-            shift = latent_shift(encoder, moved, target.repeat_interleave(n, 0)).view(batch, n)
-            value, index = shift.max(1)
+            grid = F.affine_grid(part, [n, 1, height, width], align_corners=True)
+            moved = F.grid_sample(planes.expand(n, -1, -1, -1), grid, mode="bilinear",
+                                  padding_mode="zeros", align_corners=True).clamp_(0.0, 1.0)
+            codes = encoder(moved.reshape(n * batch, channels, height, width)).reshape(n, batch, -1)
+            shift = (codes - target).pow(2).sum(2)  # n×B, transform-major
+            value, index = shift.max(0)
             better = value > best_shift
             best_shift = torch.where(better, value, best_shift)
             best_index = torch.where(better, index + start, best_index)

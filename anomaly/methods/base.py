@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
-from anomaly.metrics import compute_metrics, fit_threshold, score_problem
+from anomaly.metrics import check_contamination, compute_metrics, fit_threshold, score_problem
 
 VALUE_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
@@ -35,8 +35,10 @@ class AnomalyModule(L.LightningModule):
     """Base LightningModule of every method.
 
     image_shape: (C, H, W) of the inputs. value_range: "unit" ([0, 1]) or "symmetric" ([-1, 1]);
-    batches arrive as uint8 and are scaled on the device. threshold: {strategy, quantile}, see
-    `anomaly.metrics.fit_threshold`; fitted at the end of every validation epoch.
+    batches arrive as uint8 and are scaled on the device. threshold: {strategy, quantile,
+    contamination}, see `anomaly.metrics.fit_threshold`; fitted at the end of every validation
+    epoch. Strategy contamination_quantile also pools the training scores, computed in the
+    stand-alone validation after fit (per-epoch validation inside fit uses validation alone).
     """
 
     name: ClassVar[str] = "base"
@@ -47,13 +49,18 @@ class AnomalyModule(L.LightningModule):
         self.save_hyperparameters()
         if value_range not in VALUE_RANGES:
             raise AnomalyError(f"method.value_range={value_range!r}; choose one of {sorted(VALUE_RANGES)}")
-        self.image_shape = tuple(int(s) for s in image_shape)
+        self.image_shape = check_image_shape(image_shape, self.name)
         self.value_range = value_range
         threshold = dict(threshold or {})
         self.threshold_strategy = threshold.get("strategy", "f1")
         self.threshold_quantile = float(threshold.get("quantile", 0.95))
+        self.threshold_contamination = threshold.get("contamination")
+        if self.threshold_strategy == "contamination_quantile":  # fail before training, not after
+            self.threshold_contamination = check_contamination(self.threshold_contamination)
+        self._train_scores: torch.Tensor | None = None
         self.register_buffer("threshold", torch.tensor(math.nan, dtype=torch.float64))
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
+        self.config_hash: str | None = None  # stored in checkpoints: how ckpt_path=last finds them
         self._store: list[dict[str, torch.Tensor]] = []
         self.val_scores: ScoredSplit | None = None
         self.test_scores: ScoredSplit | None = None
@@ -69,6 +76,13 @@ class AnomalyModule(L.LightningModule):
     def prepare_scoring(self, train_loader) -> None:
         """Fit score statistics on the training images after training (GPND's densities…).
         Called once before the final validation; the default needs none."""
+
+    def manual_step(self, optimizer, loss: torch.Tensor) -> None:
+        """One update of one optimiser, for methods with manual optimisation (GANs alternating
+        several optimisers): zero its gradients, backward through Lightning, step."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
         """The method's reconstruction of a float batch, for the examples plot (None: it has none)."""
@@ -131,8 +145,13 @@ class AnomalyModule(L.LightningModule):
     def on_validation_start(self) -> None:
         # Only the stand-alone validation after fit (and evaluate's refit) fits score statistics:
         # per-epoch validation inside fit scores with whatever the method has.
+        self._train_scores = None
         if self.trainer.state.fn == TrainerFn.VALIDATING and self.trainer.datamodule is not None:
             self.prepare_scoring(self.device_batches(self.trainer.datamodule.train_eval_dataloader()))
+            if self.threshold_strategy == "contamination_quantile":  # it pools train + validation
+                self._train_scores = torch.cat([
+                    self.score(b["image"]).detach().float().reshape(-1).cpu()
+                    for b in self.device_batches(self.trainer.datamodule.train_eval_dataloader())])
 
     def device_batches(self, loader) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of a loader on this module's device, scaled as in the training loop."""
@@ -153,7 +172,8 @@ class AnomalyModule(L.LightningModule):
         out = self._gather()
         self.val_scores = out
         self.threshold.fill_(fit_threshold(out.score, out.anomalous, self.threshold_strategy,
-                                           self.threshold_quantile))
+                                           self.threshold_quantile, self.threshold_contamination,
+                                           unlabeled=self._train_scores))
         normal = out.score[~out.anomalous]
         if len(normal):
             self.log("val/score_normal", normal.mean().item())
@@ -183,10 +203,22 @@ class AnomalyModule(L.LightningModule):
     # ---- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["anomaly"] = {"method": self.name, "image_shape": list(self.image_shape),
-                                 "config": self.run_config}
+                                 "config": self.run_config, "config_hash": self.config_hash}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_identity(checkpoint, self.name, self.image_shape)
+
+
+def check_image_shape(image_shape: Sequence[int], method: str) -> tuple[int, int, int]:
+    """(C, H, W) as ints; refuses what no method's networks take (the networks check their sizes)."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise AnomalyError(f"method={method}: image shape {shape} must be C×H×W with positive sizes")
+    if shape[1] != shape[2]:
+        # every loader makes squares (dataset.image_size) and the conv nets are built for them
+        raise AnomalyError(f"method={method}: images of {shape[1]}×{shape[2]} are not square; the "
+                           "networks take square images: set dataset.image_size (e.g. 32)")
+    return shape  # type: ignore[return-value]
 
 
 def check_checkpoint_identity(checkpoint: dict[str, Any], method: str,

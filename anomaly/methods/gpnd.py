@@ -16,11 +16,23 @@ Faithful to the paper and the published code, with these deliberate differences:
 - p(w_perp) is the paper's isotropic form log Γ(k/2) − log 2 − (k/2) log π − (k−1) log r +
   log p_R(r), k = m − n. The 2020 code's empirical shrinking of k (×0.2) is `perp_dim_factor`
   (default 1.0 = the paper).
-- Jacobians are batched with torch.func (vmap over jacfwd / jacrev) instead of one backward
-  pass per latent dimension and image; singular values by torch.linalg.svdvals.
-- The generator update reuses the forward pass G(z) of the image-discriminator update (same z);
-  the published loop drew a second z and ran G again. Both are unbiased estimates of the same
-  gradient; reusing saves a generator forward per batch.
+- Jacobians are batched with torch.func (vmap over jacfwd / jacrev, input gradients only)
+  instead of one backward pass per latent dimension that also computes every weight gradient
+  (the published `compute_jacobian`); the same forward pass gives E(x) (or G(z)), so the score
+  runs each network once per image besides the Jacobian. Σ log σ_i(J) is ½ log det of the
+  n×n Gram matrix, by a float64 Cholesky, instead of an SVD per image (`python -m
+  anomaly.bench --only 1` compares the scores with the published loop's).
+- Forward passes are reused where the weights they depend on have not changed: the generator
+  update backpropagates through the G(z) of the image-discriminator update (the published loop
+  drew a second z and ran G again: both are unbiased estimates of the same gradient), and the
+  autoencoder update through the E(x) of the latent-discriminator update (the published loop
+  ran E(x) again; E has not changed in between, so the values are the same). Each update also
+  freezes the networks it only backpropagates through (`frozen`), so no weight gradient is
+  computed for a network that is not being updated. With the same z the weights after a batch
+  are the same as the published loop's (`python -m anomaly.bench --only 3` checks it); what
+  differs is BatchNorm's running statistics, which see one forward pass of G and of E per
+  batch instead of two (they are used only at scoring time, in eval mode). Measured: about
+  15–20 % less time per batch on CPU.
 - Removed rot of the published code (scipy.misc.imresize, zero_gradients, np.histogram(normed=),
   np.int) has no counterpart here.
 
@@ -82,25 +94,47 @@ def histogram_log_density(r: torch.Tensor, edges: torch.Tensor, density: torch.T
 
 
 def sum_log_singular_values(jacobians: torch.Tensor) -> torch.Tensor:
-    """Σ_i log σ_i for a batch of Jacobians B×a×b."""
-    return torch.linalg.svdvals(jacobians).log().sum(-1)
+    """Σ_i log σ_i for a batch of Jacobians B×a×b (float64).
+
+    Computed as ½ log det of the small Gram matrix (J Jᵀ or Jᵀ J, min(a, b) square) by a Cholesky
+    factorisation in float64: the same number as summing the logs of `svdvals`, as accurate as
+    a float32 SVD or more (the products are exact in float64), and much cheaper where batched
+    SVDs of a×b matrices are slow (on a GPU they dominated the whole score). Where the Gram
+    matrix is not numerically positive definite (a rank-deficient Jacobian), the SVD answers.
+    """
+    j = jacobians.double()
+    gram = j @ j.mT if j.shape[-2] <= j.shape[-1] else j.mT @ j
+    chol, info = torch.linalg.cholesky_ex(gram)
+    out = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    singular = info != 0
+    if bool(singular.any()):
+        out[singular] = torch.linalg.svdvals(j[singular]).log().sum(-1)
+    return out
 
 
-def generator_jacobians(generator: Callable, z: torch.Tensor, chunk: int | None = 64) -> torch.Tensor:
-    """J_G(z) for each z in the batch: B×m×n (forward mode: n columns, n ≪ m)."""
-    def single(zi: torch.Tensor) -> torch.Tensor:
-        return generator(zi[None]).flatten()
+def generator_jacobians(generator: Callable, z: torch.Tensor, chunk: int | None = 64,
+                        with_outputs: bool = False):
+    """J_G(z) for each z in the batch: B×m×n (forward mode: n columns, n ≪ m). with_outputs:
+    also G(z) flattened (B×m), from the same forward pass."""
+    def single(zi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = generator(zi[None]).flatten()
+        return out, out
 
-    return torch.func.vmap(torch.func.jacfwd(single), chunk_size=chunk)(z)
+    jac, out = torch.func.vmap(torch.func.jacfwd(single, has_aux=True), chunk_size=chunk)(z)
+    return (jac, out) if with_outputs else jac
 
 
-def encoder_jacobians(encoder: Callable, x: torch.Tensor, chunk: int | None = 64) -> torch.Tensor:
-    """J_E(x) for each x in the batch: B×n×m (reverse mode: n rows)."""
-    def single(xi: torch.Tensor) -> torch.Tensor:
-        return encoder(xi[None]).flatten()
+def encoder_jacobians(encoder: Callable, x: torch.Tensor, chunk: int | None = 64,
+                      with_outputs: bool = False):
+    """J_E(x) for each x in the batch: B×n×m (reverse mode: n rows). with_outputs: also E(x)
+    (B×n), from the same forward pass."""
+    def single(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = encoder(xi[None]).flatten()
+        return out, out
 
-    jac = torch.func.vmap(torch.func.jacrev(single), chunk_size=chunk)(x)
-    return jac.reshape(len(x), jac.shape[1], -1)
+    jac, out = torch.func.vmap(torch.func.jacrev(single, has_aux=True), chunk_size=chunk)(x)
+    jac = jac.reshape(len(x), jac.shape[1], -1)
+    return (jac, out) if with_outputs else jac
 
 
 # ---- the method --------------------------------------------------------------------------------
@@ -164,11 +198,6 @@ class GPND(AnomalyModule):
                       for o in optimizers]
         return optimizers, schedulers
 
-    def _step(self, optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-
     @staticmethod
     def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
         logits = logits.reshape(-1)
@@ -180,14 +209,14 @@ class GPND(AnomalyModule):
         fake = self.generator(torch.randn(len(x), self.latent_dim, device=x.device))
         loss = self._bce(self.image_discriminator(x), True) + \
             self._bce(self.image_discriminator(fake.detach()), False)
-        self._step(optimizer, loss)
+        self.manual_step(optimizer, loss)
         return loss, fake
 
     def update_generator(self, fake: torch.Tensor, optimizer) -> torch.Tensor:
         """(2) the generator fools the image discriminator (on the G(z) of update 1)."""
         with frozen(self.image_discriminator):
             loss = self._bce(self.image_discriminator(fake), True)
-        self._step(optimizer, loss)
+        self.manual_step(optimizer, loss)
         return loss
 
     def update_latent_discriminator(self, x: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +224,7 @@ class GPND(AnomalyModule):
         z = self.encoder(x)
         loss = self._bce(self.latent_discriminator(torch.randn_like(z)), True) + \
             self._bce(self.latent_discriminator(z.detach()), False)
-        self._step(optimizer, loss)
+        self.manual_step(optimizer, loss)
         return loss, z
 
     def update_autoencoder(self, x: torch.Tensor, z: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +233,7 @@ class GPND(AnomalyModule):
             reconstruction = F.binary_cross_entropy(self.generator(z), x)
             fool = self._bce(self.latent_discriminator(z), True)
         loss = self.reconstruction_weight * reconstruction + self.latent_adversarial_weight * fool
-        self._step(optimizer, loss)
+        self.manual_step(optimizer, loss)
         return loss, reconstruction
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -258,14 +287,18 @@ class GPND(AnomalyModule):
 
     def log_density_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The pieces of log p(x) per image: log p_Z(z), the Jacobian term, log p(w_perp)."""
-        z = self.encoder(x)
-        r = (x - self.generator(z)).flatten(1).norm(dim=1)
+        # the Jacobian's forward pass also gives E(x) (encoder route) or G(E(x)) (generator route)
+        if self.jacobian == "generator":
+            z = self.encoder(x)
+            jac, recon = generator_jacobians(self.generator, z, self.jacobian_chunk, with_outputs=True)
+            jac_term = -sum_log_singular_values(jac)
+            r = (x.flatten(1) - recon).norm(dim=1)
+        else:  # σ(J_E) ≈ 1/σ(J_G): the same term with the opposite sign
+            jac, z = encoder_jacobians(self.encoder, x, self.jacobian_chunk, with_outputs=True)
+            jac_term = sum_log_singular_values(jac)
+            r = (x - self.generator(z)).flatten(1).norm(dim=1)
         log_pz = gennorm_logpdf(z.double(), self.latent_beta, self.latent_loc, self.latent_scale)
         log_pz = log_pz.clamp_min(LOG_DENSITY_FLOOR).sum(1)
-        if self.jacobian == "generator":
-            jac_term = -sum_log_singular_values(generator_jacobians(self.generator, z, self.jacobian_chunk))
-        else:  # σ(J_E) ≈ 1/σ(J_G): the same term with the opposite sign
-            jac_term = sum_log_singular_values(encoder_jacobians(self.encoder, x, self.jacobian_chunk))
         m, n = x[0].numel(), self.latent_dim
         k = (m - n) * self.perp_dim_factor
         log_pr = histogram_log_density(r, self.residual_edges, self.residual_density)

@@ -1,8 +1,11 @@
 """Networks, kept apart from the optimisation so that methods share them."""
 
 from anomaly.nets.conv import ConvDecoder, ConvEncoder, dcgan_init, num_scales
+from anomaly.nets.dcgan import (DCGANDiscriminator, DCGANEncoder, DCGANGenerator, dcgan_stages,
+                                frozen_inference)
 from anomaly.nets.dense import DenseDecoder, DenseEncoder, glorot_init
 from anomaly.nets.mlp import MLP, frozen
 
 __all__ = ["ConvEncoder", "ConvDecoder", "DenseEncoder", "DenseDecoder", "MLP", "dcgan_init",
-           "frozen", "glorot_init", "num_scales"]
+           "frozen", "glorot_init", "num_scales", "DCGANGenerator", "DCGANDiscriminator",
+           "DCGANEncoder", "dcgan_stages", "frozen_inference"]

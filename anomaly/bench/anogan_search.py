@@ -1,0 +1,79 @@
+"""2. AnoGAN's latent search batched vs one image at a time; f-AnoGAN's one-pass score vs
+AnoGAN's 500-step search on the same images.
+
+The AnoGAN / f-AnoGAN modules are imported lazily: where they are missing (or lack the
+functions used here) the rows say "not available" instead of failing the suite.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anomaly.bench.core import Case, Check, Goal, compare_values
+from anomaly.bench.data import unit_images
+
+
+def _unavailable(what: str, why: str, goal: Goal) -> Case:
+    return Case(bench="2", what=what, baseline_label="", ours_label="", baseline=None, ours=None,
+                compare=lambda a, b: Check(None, ""), goal=goal, unavailable=why)
+
+
+def cases(size, device) -> list[Case]:
+    cuda = torch.device(device).type == "cuda"
+    search_what = f"AnoGAN latent search, {size.anogan_images} images × {size.anogan_steps} steps"
+    search_goal = Goal("speedup", 30.0 if cuda else 3.5)
+    fast_what = f"AnoGAN {size.anogan_long_steps}-step search vs f-AnoGAN, {size.anogan_long_images} images"
+    fast_goal = Goal("speedup", 500.0)
+    try:
+        from anomaly.methods.anogan import AnoGAN, latent_search, latent_search_per_image
+    except ImportError as err:
+        why = f"not available: anomaly.methods.anogan ({err})"
+        return [_unavailable(search_what, why, search_goal), _unavailable(fast_what, why, fast_goal)]
+
+    side = size.anogan_image_size
+    torch.manual_seed(0)
+    model = AnoGAN([1, side, side], top_width=size.anogan_top_width).to(device).eval()
+    generator, discriminator = model.generator, model.discriminator
+    x = (unit_images(size.anogan_images, side, seed=3) * 2 - 1).to(device)
+    z0 = model.sample_prior(len(x), torch.Generator().manual_seed(0)).to(device)
+    options = dict(model.search_options, steps=size.anogan_steps)
+    out = [Case(
+        bench="2", what=search_what + f" ({side}×{side}, DCGAN top width {size.anogan_top_width})",
+        baseline_label="one image at a time (`latent_search_per_image`)",
+        ours_label="all images at once (`latent_search`)",
+        baseline=lambda: latent_search_per_image(generator, discriminator, x, z0, **options)[0],
+        ours=lambda: latent_search(generator, discriminator, x, z0, **options)[0],
+        compare=compare_values(1e-4, "scores"), goal=search_goal,
+        items=len(x) * size.anogan_steps, item="image·step")]
+
+    try:
+        from anomaly.methods.fanogan import FAnoGAN
+    except ImportError as err:
+        out.append(_unavailable(fast_what, f"not available: anomaly.methods.fanogan ({err})", fast_goal))
+        return out
+    torch.manual_seed(0)
+    fast = FAnoGAN([1, side, side], top_width=size.anogan_top_width).to(device).eval()
+    xl = x[:size.anogan_long_images]
+    zl = z0[:size.anogan_long_images]
+    long_options = dict(model.search_options, steps=size.anogan_long_steps)
+    warm_options = dict(model.search_options, steps=2)
+
+    def fanogan_scores() -> torch.Tensor:
+        with torch.no_grad():
+            return fast.score(xl)
+
+    def both_finite(a: torch.Tensor, b: torch.Tensor) -> Check:
+        finite = bool(torch.isfinite(a).all() and torch.isfinite(b).all())
+        return Check(None, "different models (no equality); both scores finite" if finite
+                     else "a score is not finite")
+
+    out.append(Case(
+        bench="2", what=fast_what,
+        baseline_label=f"AnoGAN, {size.anogan_long_steps} Adam steps on z (batched)",
+        ours_label="f-AnoGAN, one encoder + generator + critic pass",
+        baseline=lambda: latent_search(generator, discriminator, xl, zl, **long_options)[0],
+        ours=fanogan_scores,
+        warmup_baseline=lambda: latent_search(generator, discriminator, xl, zl, **warm_options)[0],
+        compare=both_finite, goal=fast_goal, repeats=size.anogan_long_repeats, repeats_ours=size.repeats,
+        items=len(xl)))
+    return out

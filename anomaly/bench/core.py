@@ -1,0 +1,301 @@
+"""What every benchmark shares: a case (a baseline path and ours on the same inputs), timing
+(warm-up excluded, median of repeats, the two paths interleaved), comparisons and the table."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+
+@dataclass
+class Timed:
+    """What a path returns when it times itself (a Trainer fit timed from the epoch's first
+    batch to its last, a loop without its set-up): the value to compare and the seconds."""
+
+    value: Any
+    seconds: float
+
+
+@dataclass
+class Check:
+    """Do the two paths give the same numbers? ok None: not applicable (different models)."""
+
+    ok: bool | None
+    text: str
+
+
+@dataclass
+class Goal:
+    """speedup: baseline ÷ ours ≥ value; overhead: ours ÷ baseline ≤ value; None: reported only."""
+
+    kind: str  # "speedup" | "overhead"
+    value: float | None = None
+
+    def ratio(self, baseline: float, ours: float) -> float:
+        return baseline / ours if self.kind == "speedup" else ours / baseline
+
+    def met(self, ratio: float) -> bool | None:
+        if self.value is None or not math.isfinite(ratio):
+            return None
+        return ratio >= self.value if self.kind == "speedup" else ratio <= self.value
+
+    def describe(self) -> str:
+        if self.value is None:
+            return "reported"
+        return f"≥ {self.value:g}× faster" if self.kind == "speedup" else f"≤ {self.value:g}× the time"
+
+
+@dataclass
+class Case:
+    """One row: `baseline()` and `ours()` on the same inputs, `compare(b, o)` on their outputs.
+
+    Each call must start from the same state (weights, seeds): the callables set it up
+    themselves, and return a `Timed` where the set-up must not count. `items` (and `item`) turn
+    times into a per-item figure (ms per image…). `warmup_*` replace the warm-up call where a
+    full call is long (the 500-step search)."""
+
+    bench: str
+    what: str
+    baseline_label: str
+    ours_label: str
+    baseline: Callable[[], Any] | None
+    ours: Callable[[], Any] | None
+    compare: Callable[[Any, Any], Check]
+    goal: Goal
+    items: int | None = None
+    item: str = "image"
+    repeats: int | None = None  # instead of the suite's repeats (both paths)
+    repeats_ours: int | None = None  # ours only (a cheap path next to a long baseline)
+    warmup_baseline: Callable[[], Any] | None = None
+    warmup_ours: Callable[[], Any] | None = None
+    # where the timed calls return nothing to compare: untimed calls whose outputs are compared
+    check_baseline: Callable[[], Any] | None = None
+    check_ours: Callable[[], Any] | None = None
+    unavailable: str | None = None  # why this row could not run (a module that is not there)
+    note: str = ""
+
+
+@dataclass
+class Result:
+    case: Case
+    baseline_s: float = math.nan
+    ours_s: float = math.nan
+    baseline_all: list[float] = field(default_factory=list)
+    ours_all: list[float] = field(default_factory=list)
+    check: Check | None = None
+    error: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        if not (self.baseline_s > 0 and self.ours_s > 0):
+            return math.nan
+        return self.case.goal.ratio(self.baseline_s, self.ours_s)
+
+
+def synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def deterministic(device):
+    """On a GPU: deterministic kernels (cuDNN's atomics-free algorithms, no autotuning) inside
+    the block, for the untimed calls whose numbers are compared; Adam amplifies the last-bit
+    differences of nondeterministic backward kernels into visibly different weights within an
+    epoch. A no-op on the CPU, where the kernels are deterministic."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.deterministic, cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.deterministic, cudnn.benchmark = saved[2], saved[3]
+
+
+def timed_call(fn: Callable[[], Any], device) -> tuple[Any, float]:
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    if isinstance(out, Timed):
+        return out.value, out.seconds
+    return out, seconds
+
+
+def run_case(case: Case, repeats: int, device, log: Callable[[str], None] = lambda s: None) -> Result:
+    """Warm-up (one call of each path, excluded), then `repeats` timed calls of each, the two
+    paths alternating (and alternating which goes first) so that load from other work on the
+    machine falls on both alike. Times are medians; the check compares the last outputs."""
+    result = Result(case)
+    if case.unavailable is not None:
+        return result
+    counts = {"baseline": case.repeats or repeats, "ours": case.repeats_ours or case.repeats or repeats}
+    try:
+        (case.warmup_baseline or case.baseline)()
+        (case.warmup_ours or case.ours)()
+        outputs: dict[str, Any] = {}
+        for r in range(max(counts.values())):
+            order = [("baseline", case.baseline), ("ours", case.ours)]
+            for name, fn in (order if r % 2 == 0 else order[::-1]):
+                if r >= counts[name]:
+                    continue
+                outputs[name], seconds = timed_call(fn, device)
+                (result.baseline_all if name == "baseline" else result.ours_all).append(seconds)
+        result.baseline_s = statistics.median(result.baseline_all)
+        result.ours_s = statistics.median(result.ours_all)
+        if case.check_baseline is not None and case.check_ours is not None:
+            outputs = {"baseline": case.check_baseline(), "ours": case.check_ours()}
+        result.check = case.compare(outputs["baseline"], outputs["ours"])
+    except Exception as err:  # one broken row must not hide the others
+        result.error = f"{type(err).__name__}: {err}"
+    log(f"[{case.bench}] {case.what}: baseline {fmt_time(result.baseline_s)}, ours "
+        f"{fmt_time(result.ours_s)}" + (f" — {result.error}" if result.error else ""))
+    return result
+
+
+# ---- comparisons -------------------------------------------------------------------------------
+def fmt_tol(value: float) -> str:
+    """1e-4, 0.5, 2e-07 → short scientific where it is shorter."""
+    text = f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    return text if len(text) < len(f"{value:g}") else f"{value:g}"
+
+
+def max_relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a − b| / |b| elementwise (float64)."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float(((a - b).abs() / b.abs().clamp_min(1e-30)).max()) if b.numel() else 0.0
+
+
+def compare_values(rtol: float, what: str = "scores") -> Callable[[Any, Any], Check]:
+    """Elementwise relative difference of two tensors ≤ rtol."""
+    def compare(a: torch.Tensor, b: torch.Tensor) -> Check:
+        if a.shape != b.shape:
+            return Check(False, f"{what}: shapes {tuple(a.shape)} vs {tuple(b.shape)}")
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            return Check(False, f"{what}: not finite")
+        diff = max_relative_difference(a, b)
+        return Check(diff <= rtol, f"{what} max rel diff {diff:.1e} (≤ {fmt_tol(rtol)})")
+    return compare
+
+
+def compare_states(rtol: float = 1e-4, what: str = "weights") -> Callable[[Any, Any], Check]:
+    """Two dicts of tensors (weights after an epoch): max |a − b| / max |b| per tensor ≤ rtol."""
+    def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Check:
+        if a.keys() != b.keys():
+            return Check(False, f"{what}: different tensors")
+        worst = 0.0
+        for key in a:
+            x, y = a[key].detach().double().cpu(), b[key].detach().double().cpu()
+            scale = float(y.abs().max()) or 1.0
+            worst = max(worst, float((x - y).abs().max()) / scale)
+        return Check(worst <= rtol, f"{what} after the epoch: max rel diff {worst:.1e} (≤ {fmt_tol(rtol)})")
+    return compare
+
+
+def not_comparable(text: str) -> Callable[[Any, Any], Check]:
+    def compare(a: Any, b: Any) -> Check:
+        return Check(None, text)
+    return compare
+
+
+# ---- the table ------------------------------------------------------------------------------------
+def fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "—"
+    if seconds >= 100:
+        return f"{seconds:.0f} s"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def _time_cell(seconds: float, case: Case) -> str:
+    text = fmt_time(seconds)
+    if case.items and math.isfinite(seconds):
+        text += f" ({fmt_time(seconds / case.items)}/{case.item})"
+    return text
+
+
+def _mark(ok: bool | None) -> str:
+    return {True: "✓", False: "✗", None: ""}[ok]
+
+
+def result_row(r: Result) -> list[str]:
+    case = r.case
+    what = f"**{case.what}**: {case.baseline_label} → {case.ours_label}"
+    if case.note:
+        what += f" ({case.note})"
+    if case.unavailable is not None:
+        return [case.bench, what, "—", "—", "not available", case.goal.describe(), case.unavailable]
+    if r.error is not None:
+        return [case.bench, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case), "—",
+                case.goal.describe(), f"error: {r.error}"]
+    ratio = r.ratio
+    if case.goal.kind == "speedup":
+        ratio_text = f"{ratio:.2f}× faster"
+    else:
+        ratio_text = f"{ratio:.2f}× the time"
+    met = case.goal.met(ratio)
+    goal = case.goal.describe() + (f" {_mark(met)}" if met is not None else "")
+    check = r.check.text if r.check else "—"
+    if r.check and r.check.ok is not None:
+        check = f"{_mark(r.check.ok)} {check}"
+    return [case.bench, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case), ratio_text,
+            goal, check]
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    def clean(cell: str) -> str:
+        return str(cell).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+RESULT_HEADER = ["#", "what: baseline → ours", "baseline", "ours", "ratio", "target", "same numbers?"]
+
+
+# ---- the machine ------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def machine_line(device: torch.device) -> str:
+    cores = os.cpu_count()
+    text = (f"{cpu_name()}, {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} "
+            f"CPU threads, Python {sys.version.split()[0]}")
+    if device.type == "cuda":
+        text += f"; GPU {torch.cuda.get_device_name(device)}"
+    return text

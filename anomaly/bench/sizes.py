@@ -1,0 +1,92 @@
+"""Benchmark sizes: quick (the tests), default (`make bench`, minutes on 2 CPU cores), full (the
+issue's sizes; a GPU, or a long CPU run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    repeats: int
+    # 1. GPND scoring
+    gpnd_images: int
+    gpnd_fit_images: int
+    gpnd_latents: tuple[int, ...]
+    gpnd_batch: int
+    gpnd_chunk: int | None  # vmap chunk of GPND.score; None: the method's default
+    gpnd_single_images: int  # the row with the published loop run one image at a time
+    # 2. AnoGAN
+    anogan_images: int
+    anogan_steps: int
+    anogan_image_size: int
+    anogan_top_width: int
+    anogan_long_images: int
+    anogan_long_steps: int
+    anogan_long_repeats: int
+    # 3. training epochs (batches of each method's batch size)
+    ae_batch: int
+    ae_batches: int
+    gpnd_train_batch: int
+    gpnd_train_batches: int
+    arae_batch: int
+    arae_batches: int
+    arae_steps: int
+    # 4. ARAE union
+    union_batch: int
+    union_l2_steps: int
+    union_linf_steps: int
+    union_rotations: int
+    union_shifts: int
+    # 5. data path
+    data_images: int
+    data_batch: int
+    # 6. scale
+    scale_images: int
+    scale_factors: tuple[int, ...]
+    scale_batch: int
+    scale_subprocess: bool
+
+
+QUICK = Size(
+    name="quick", repeats=1,
+    gpnd_images=6, gpnd_fit_images=24, gpnd_latents=(4,), gpnd_batch=4, gpnd_chunk=None, gpnd_single_images=3,
+    anogan_images=3, anogan_steps=2, anogan_image_size=16, anogan_top_width=32,
+    anogan_long_images=2, anogan_long_steps=3, anogan_long_repeats=1,
+    ae_batch=16, ae_batches=2, gpnd_train_batch=8, gpnd_train_batches=2, arae_batch=16, arae_batches=2,
+    arae_steps=2,
+    union_batch=6, union_l2_steps=3, union_linf_steps=2, union_rotations=3, union_shifts=3,
+    data_images=96, data_batch=32,
+    scale_images=96, scale_factors=(1, 2), scale_batch=32, scale_subprocess=False,
+)
+
+# `make bench`: every benchmark at the issue's settings per step / batch; fewer images or steps
+# where the baseline's time is linear in them (the ratios are per image / per step)
+DEFAULT = Size(
+    name="default", repeats=3,
+    gpnd_images=128, gpnd_fit_images=512, gpnd_latents=(16, 32), gpnd_batch=128, gpnd_chunk=None,
+    gpnd_single_images=32,
+    anogan_images=64, anogan_steps=5, anogan_image_size=32, anogan_top_width=512,
+    anogan_long_images=2, anogan_long_steps=500, anogan_long_repeats=1,
+    ae_batch=128, ae_batches=16, gpnd_train_batch=128, gpnd_train_batches=4, arae_batch=256,
+    arae_batches=4, arae_steps=40,
+    union_batch=128, union_l2_steps=100, union_linf_steps=40, union_rotations=31, union_shifts=3,
+    data_images=12000, data_batch=128,
+    scale_images=2000, scale_factors=(1, 2, 4), scale_batch=128, scale_subprocess=True,
+)
+
+FULL = Size(
+    name="full", repeats=5,
+    gpnd_images=1024, gpnd_fit_images=1024, gpnd_latents=(16, 32), gpnd_batch=128, gpnd_chunk=None,
+    gpnd_single_images=128,
+    anogan_images=64, anogan_steps=100, anogan_image_size=32, anogan_top_width=512,
+    anogan_long_images=64, anogan_long_steps=500, anogan_long_repeats=3,
+    ae_batch=128, ae_batches=47, gpnd_train_batch=128, gpnd_train_batches=16, arae_batch=256,
+    arae_batches=16, arae_steps=40,
+    union_batch=128, union_l2_steps=100, union_linf_steps=40, union_rotations=31, union_shifts=3,
+    data_images=60000, data_batch=128,
+    scale_images=6000, scale_factors=(1, 2, 4), scale_batch=128, scale_subprocess=True,
+)
+
+SIZES = {s.name: s for s in (QUICK, DEFAULT, FULL)}

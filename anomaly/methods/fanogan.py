@@ -1,0 +1,194 @@
+"""f-AnoGAN: Fast unsupervised anomaly detection with generative adversarial networks
+(Schlegl, Seeböck, Waldstein, Langs & Schmidt-Erfurth, Medical Image Analysis 54, 2019).
+
+Two stages. (1) A Wasserstein GAN with gradient penalty learns the normal images. (2) With G and
+the critic D frozen, an encoder E learns to map images onto the GAN's latent space (the "izi_f"
+training: image → z → image, with a feature residual):
+
+    L(x) = MSE(x, G(E(x))) + κ · MSE(f(x), f(G(E(x))))
+
+(means over the image's pixels and over f = the critic's last convolutional features). The score
+is L(x) of a test image: one forward pass, where AnoGAN needs an iterative latent search.
+
+Faithful to the paper: WGAN-GP with 5 critic steps per generator step, gradient penalty weight
+10, Adam 1e-4 β (0, 0.9); z ~ N(0, 1)^128; encoder with the critic's topology and a 128-d tanh
+output; encoder RMSprop 5e-5 (`encoder_optimizer`), κ = 1; inputs in [−1, 1].
+
+Choices and differences:
+- Both stages in one run: epochs [0, gan_epochs) train the GAN, the next `encoder_epochs` the
+  encoder. The method owns this schedule: at the start of fit it sets the trainer's max_epochs
+  to gan_epochs + encoder_epochs (and warns when trainer.max_epochs said otherwise). One run
+  keeps one checkpoint, one results file and one threshold; a run stopped in either stage
+  resumes from `ckpt_path` in that stage (the stage is a function of the epoch). The paper ran
+  the two trainings as separate programs.
+- Networks: the DCGAN generator / discriminator of `anomaly.nets.dcgan` (as AnoGAN's, sized from
+  the image), not the paper's 64×64 residual networks. The critic (and the encoder) use layer
+  normalisation instead of batch norm (`critic_norm`: layer or none): the gradient penalty is
+  a per-image gradient, which batch statistics would couple across the batch.
+- Generator steps are counted over the whole run: one after every 5th critic step, whatever the
+  epoch length (a 3-batch epoch still trains G).
+- During the encoder stage G and D run in inference mode (BN running statistics, no updates):
+  the stage leaves them bit-identical, buffers included.
+- The per-epoch validation during the GAN stage scores with the untrained encoder (cheap, and
+  meaningless until the encoder stage): read val/auroc from the encoder stage on.
+- Epoch counts are not taken from the paper (it counts iterations on its OCT data); the
+  defaults and experiment=fanogan_mnist are this framework's budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar, Sequence
+
+import torch
+
+from anomaly import AnomalyError
+from anomaly.methods.base import AnomalyModule
+from anomaly.nets import (DCGANDiscriminator, DCGANEncoder, DCGANGenerator, dcgan_init, frozen,
+                          frozen_inference)
+
+log = logging.getLogger(__name__)
+
+PRIORS = ("normal", "uniform")
+ENCODER_OPTIMIZERS = ("rmsprop", "adam")
+CRITIC_NORMS = ("layer", "none")
+
+
+def mse_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).pow(2).flatten(1).mean(1)
+
+
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[(‖∇D(x̂)‖₂ − 1)²] at random points x̂ on the lines between real and fake images."""
+    eps = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    mixed = (eps * real + (1 - eps) * fake).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+class FAnoGAN(AnomalyModule):
+    """WGAN-GP, then the izi_f encoder (see the module docstring). Three optimisers (critic,
+    generator, encoder), manual optimisation."""
+
+    name: ClassVar[str] = "fanogan"
+
+    def __init__(self, image_shape: Sequence[int], latent_dim: int = 128, prior: str = "normal",
+                 generator_widths: Sequence[int] | None = None,
+                 critic_widths: Sequence[int] | None = None,
+                 encoder_widths: Sequence[int] | None = None, top_width: int = 512,
+                 critic_norm: str = "layer", gan_epochs: int = 100, encoder_epochs: int = 50,
+                 critic_steps: int = 5, gradient_penalty_weight: float = 10.0, lr: float = 1e-4,
+                 betas: Sequence[float] = (0.0, 0.9), encoder_optimizer: str = "rmsprop",
+                 encoder_lr: float = 5e-5, feature_weight: float = 1.0,
+                 value_range: str = "symmetric", **base) -> None:
+        super().__init__(image_shape, value_range=value_range, **base)
+        if self.value_range != "symmetric":
+            raise AnomalyError(f"method.value_range={self.value_range!r}: method=fanogan needs symmetric "
+                               "(inputs in [−1, 1] like its tanh generator)")
+        if prior not in PRIORS:
+            raise AnomalyError(f"method.prior={prior!r}; choose one of {list(PRIORS)}")
+        if critic_norm not in CRITIC_NORMS:
+            raise AnomalyError(f"method.critic_norm={critic_norm!r}; choose one of {list(CRITIC_NORMS)} "
+                               "(batch norm would couple the images of the gradient penalty)")
+        if encoder_optimizer not in ENCODER_OPTIMIZERS:
+            raise AnomalyError(f"method.encoder_optimizer={encoder_optimizer!r}; choose one of "
+                               f"{list(ENCODER_OPTIMIZERS)}")
+        for key, value in (("gan_epochs", gan_epochs), ("encoder_epochs", encoder_epochs),
+                           ("critic_steps", critic_steps)):
+            if int(value) < 1:
+                raise AnomalyError(f"method.{key}={value}: must be ≥ 1")
+        self.latent_dim = int(latent_dim)
+        self.prior = prior
+        self.generator = DCGANGenerator(self.latent_dim, self.image_shape, generator_widths, top_width)
+        self.critic = DCGANDiscriminator(self.image_shape, critic_widths, top_width, norm=critic_norm)
+        self.encoder = DCGANEncoder(self.image_shape, self.latent_dim, encoder_widths, top_width,
+                                    norm=critic_norm)
+        dcgan_init(self)
+        self.automatic_optimization = False
+        self.gan_epochs, self.encoder_epochs = int(gan_epochs), int(encoder_epochs)
+        self.critic_steps = int(critic_steps)
+        self.gradient_penalty_weight = float(gradient_penalty_weight)
+        self.lr, self.betas = float(lr), tuple(float(b) for b in betas)
+        self.encoder_optimizer, self.encoder_lr = encoder_optimizer, float(encoder_lr)
+        self.feature_weight = float(feature_weight)
+
+    def sample_prior(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        if self.prior == "normal":
+            return torch.randn(n, self.latent_dim, device=like.device, dtype=like.dtype)
+        return torch.rand(n, self.latent_dim, device=like.device, dtype=like.dtype) * 2.0 - 1.0
+
+    # ---- the schedule ------------------------------------------------------------------------------
+    @property
+    def stage(self) -> str:
+        """"gan" for the first gan_epochs epochs, then "encoder"."""
+        return "gan" if self.current_epoch < self.gan_epochs else "encoder"
+
+    def on_fit_start(self) -> None:
+        total = self.gan_epochs + self.encoder_epochs
+        loop = self.trainer.fit_loop
+        if loop.max_epochs != total:
+            log.warning("f-AnoGAN trains method.gan_epochs (%d) + method.encoder_epochs (%d) = %d epochs; "
+                        "trainer.max_epochs=%s is replaced by %d", self.gan_epochs, self.encoder_epochs,
+                        total, loop.max_epochs, total)
+            loop.max_epochs = total
+
+    # ---- training ----------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        encoder_cls = torch.optim.RMSprop if self.encoder_optimizer == "rmsprop" else torch.optim.Adam
+        return [torch.optim.Adam(self.critic.parameters(), lr=self.lr, betas=self.betas),
+                torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas),
+                encoder_cls(self.encoder.parameters(), lr=self.encoder_lr)]
+
+    def update_critic(self, x: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """Critic: D(G(z)) − D(x) + weight · gradient penalty. Returns (Wasserstein estimate
+        D(x) − D(G(z)), penalty)."""
+        with torch.no_grad():  # G gets no gradient from the critic's update
+            fake = self.generator(self.sample_prior(len(x), x))
+        distance = self.critic(x).mean() - self.critic(fake).mean()
+        penalty = gradient_penalty(self.critic, x, fake)
+        self.manual_step(optimizer, -distance + self.gradient_penalty_weight * penalty)
+        return distance.detach(), penalty.detach()
+
+    def update_generator(self, n: int, like: torch.Tensor, optimizer) -> torch.Tensor:
+        """Generator: −D(G(z)); the critic's parameters get no gradient."""
+        with frozen(self.critic):
+            loss = -self.critic(self.generator(self.sample_prior(n, like))).mean()
+        self.manual_step(optimizer, loss)
+        return loss
+
+    def izif_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Per image MSE(x, G(E(x))) + κ · MSE(f(x), f(G(E(x)))): shape B (also the score)."""
+        fake = self.generator(self.encoder(x))
+        return mse_per_sample(x, fake) + self.feature_weight * mse_per_sample(
+            self.critic.features(x), self.critic.features(fake))
+
+    def update_encoder(self, x: torch.Tensor, optimizer) -> torch.Tensor:
+        """Encoder: izi_f loss, G and D frozen and in inference mode."""
+        with frozen_inference(self.generator, self.critic):
+            loss = self.izif_loss(x).mean()
+        self.manual_step(optimizer, loss)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x = batch["image"]
+        opt_critic, opt_generator, opt_encoder = self.optimizers()
+        if self.stage == "encoder":
+            loss = self.update_encoder(x, opt_encoder)
+            self.log("train/encoder", loss, on_step=True, on_epoch=True, batch_size=len(x))
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+            return
+        distance, penalty = self.update_critic(x, opt_critic)
+        self.log_dict({"train/wasserstein": distance, "train/gradient_penalty": penalty},
+                      on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", -distance, prog_bar=True, batch_size=len(x))
+        # batches over the whole run, so short epochs still reach the generator step
+        if (self.trainer.fit_loop.total_batch_idx + 1) % self.critic_steps == 0:
+            loss_generator = self.update_generator(len(x), x, opt_generator)
+            self.log("train/generator", loss_generator, on_step=True, on_epoch=True, batch_size=len(x))
+
+    # ---- scoring -------------------------------------------------------------------------------------
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(self.encoder(x))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.izif_loss(x)

@@ -1,0 +1,258 @@
+"""Variational autoencoder novelty detection (`method=vae`), after LordAlucard90's
+"Variational-AutoEncoder-For-Novelty-Detection" (Keras, EMNIST letters, class A normal with 3 %
+impurities; see ../shared/PAPERS.md). The OC-SVM it was compared with is `method=ocsvm`.
+
+A convolutional VAE is trained on the (contaminated) training set; impurities reconstruct badly.
+Score: the mean squared reconstruction error per image (`score=mse`, the published score) or the
+negative ELBO (`score=elbo`: Σ pixel BCE + KL). The published threshold, the (1 − contamination)
+quantile of the training + validation scores, is `threshold.strategy=contamination_quantile`
+(what `threshold.strategy=auto` picks under `protocol=contamination`).
+
+Faithful to the published model at 28×28 in its layout and sizes:
+- encoder: Conv16 3×3 ReLU, then two branches, one with 2×2 max pooling and one with 2×2
+  average pooling ('same' padding: 28 → 14 → 7 → 4), each (pool → Conv16 ReLU → dropout)× 2 →
+  pool; the two 4×4×16 maps concatenated → Dense 128 ReLU → μ and log σ² (linear, `latent_dim`,
+  the published best 32);
+- decoder: Dense 128 ReLU → Dense 16·4·4 ReLU → 4×4×16 → dropout → two branches, one
+  upsampling by repetition with Conv16 ReLU layers, one with transposed Conv16 ReLU layers,
+  concatenated → Conv16 ReLU → Conv(C) sigmoid;
+- Keras-style L2 (`l2`: l2·Σw² added to the loss) on the kernels the published model
+  regularised (every branch convolution and the Dense 128 / 256 layers; not the first
+  convolution, μ, log σ² or the last two convolutions), dropout (`dropout`) after most branch
+  convolutions, Glorot-uniform weights and zero biases (the Keras defaults);
+- loss = C·H·W · mean BCE + KL(q(z|x) ‖ N(0, I)), averaged over the batch; RMSprop lr 1e-3 with
+  Keras's ρ 0.9 and ε 1e-7; batch 128 in the experiment config.
+
+Deliberate differences and bug fixes:
+- Reparametrisation (fix): z = μ + exp(½ log σ²)·ε, so that z has variance σ². The published
+  `_sampling` used exp(log σ²)·ε, i.e. standard deviation σ² (variance σ⁴), which no longer
+  matches the KL term the loss charges for σ².
+- Score without sampling noise: the published scores came from `model.predict`, which samples z
+  (with the bug above), so a test image's score was random. Here z = μ (`score_samples=0`, the
+  default) or the mean over `score_samples` draws of z.
+- Sized from the image shape: the pooling stages run until the side is ≤ 4 (16 → 8 → 4;
+  28 → 14 → 7 → 4; 32 → 16 → 8 → 4; 64 → … → 4) and the decoder returns through the same sides
+  in reverse: the repetition branch upsamples to each side (nearest), the transposed branch
+  uses stride-2 transposed convolutions sized to each side. The published decoder reached 28
+  with valid convolutions (4 → 6 → 12 → 14 → 28 and 16 → 14), which fit 28×28 only. C channels
+  in and out (the published model was grey-scale only).
+- The BCE is computed from logits (the sigmoid is applied in `reconstruct`): the same loss
+  without Keras's clipping of probabilities at 1e-7.
+- Model selection: the published run kept the epoch with the lowest (contaminated) validation
+  loss over 300 epochs; here the last epoch is used, as for every method.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anomaly import AnomalyError
+from anomaly.methods.base import AnomalyModule
+
+SCORES = ("mse", "elbo")
+
+
+def pooled_sides(size: int) -> list[int]:
+    """The image side before and after each 2×2 'same' pooling, down to ≤ 4: 28 → [28, 14, 7, 4]."""
+    if size < 8:
+        raise AnomalyError(f"method=vae needs images of side ≥ 8, not {size}: set dataset.image_size")
+    sides = [size]
+    while sides[-1] > 4:
+        sides.append(math.ceil(sides[-1] / 2))
+    return sides
+
+
+def conv3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """3×3 convolution with 'same' padding."""
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
+def keras_init(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases (Keras's defaults) for every dense / conv layer."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def reparametrise(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """z = μ + σ·ε, σ = exp(½ log σ²), ε ~ N(0, I) (the published code had exp(log σ²): a bug)."""
+    return mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+
+
+def kl_divergence(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) per sample: −½ Σ (1 + log σ² − μ² − σ²)."""
+    return -0.5 * (1 + log_var - mean.pow(2) - log_var.exp()).sum(1)
+
+
+def reconstruction_bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ over pixels of the binary cross-entropy per sample (= pixels × the mean BCE)."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+class VAEEncoder(nn.Module):
+    """x → (μ, log σ²): Conv → max-pool branch ‖ avg-pool branch → Dense → two linear heads."""
+
+    def __init__(self, channels: int, size: int, latent_dim: int, width: int = 16, hidden: int = 128,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        sides = pooled_sides(size)
+        stages = len(sides) - 1
+        self.stem = nn.Sequential(conv3(channels, width), nn.ReLU())
+        self.regularised: list[nn.Module] = []  # the layers Keras's l2 applied to
+
+        def branch(pool: type[nn.Module]) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for i in range(stages):
+                layers.append(pool(2, ceil_mode=True))  # ceil: Keras 'same' pooling, 7 → 4
+                if i < stages - 1:
+                    conv = conv3(width, width)
+                    self.regularised.append(conv)
+                    layers += [conv, nn.ReLU(), nn.Dropout(dropout)]
+            return nn.Sequential(*layers)
+
+        self.max_branch = branch(nn.MaxPool2d)
+        # AvgPool2d with ceil_mode divides a border window by the pixels it covers, as Keras does
+        self.avg_branch = branch(nn.AvgPool2d)
+        self.dense = nn.Linear(2 * width * sides[-1] ** 2, hidden)
+        self.regularised.append(self.dense)
+        self.mean = nn.Linear(hidden, latent_dim)
+        self.log_var = nn.Linear(hidden, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.stem(x)
+        h = torch.cat([self.max_branch(h), self.avg_branch(h)], 1).flatten(1)
+        h = F.relu(self.dense(h))
+        return self.mean(h), self.log_var(h)
+
+
+class VAEDecoder(nn.Module):
+    """z → logits (B×C×H×W): Dense → Dense → small map → repetition-upsampling branch ‖
+    transposed-convolution branch → Conv → Conv to C channels (no sigmoid: logits)."""
+
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 16, hidden: int = 128,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        sides = pooled_sides(size)
+        self.width, self.side = width, sides[-1]
+        self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
+                                   nn.Linear(hidden, width * sides[-1] ** 2), nn.ReLU())
+        self.dropout = nn.Dropout(dropout)
+        repeat: list[nn.Module] = []
+        transposed: list[nn.Module] = []
+        for small, big in zip(sides[::-1][:-1], sides[::-1][1:]):
+            repeat += [conv3(width, width), nn.ReLU(), nn.Dropout(dropout),
+                       nn.Upsample(size=(big, big), mode="nearest")]
+            # stride 2, kernel 3, padding 1 gives 2·small − 1 + output_padding: exactly `big`
+            transposed += [nn.ConvTranspose2d(width, width, 3, stride=2, padding=1,
+                                              output_padding=big - (2 * small - 1)),
+                           nn.ReLU(), nn.Dropout(dropout)]
+        repeat += [conv3(width, width), nn.ReLU()]
+        transposed += [nn.ConvTranspose2d(width, width, 3, padding=1), nn.ReLU()]
+        self.repeat_branch = nn.Sequential(*repeat)
+        self.transposed_branch = nn.Sequential(*transposed)
+        self.merge = nn.Sequential(conv3(2 * width, width), nn.ReLU(), conv3(width, channels))
+        self.regularised: list[nn.Module] = [
+            m for m in [*self.dense, *self.repeat_branch, *self.transposed_branch]
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(self.dense(z).view(-1, self.width, self.side, self.side))
+        return self.merge(torch.cat([self.repeat_branch(h), self.transposed_branch(h)], 1))
+
+
+class VAE(AnomalyModule):
+    """Convolutional VAE (see the module docstring). Inputs in [0, 1] (value_range unit).
+
+    latent_dim: size of z (the published `hidden`, grid 2…64, best 32); width: channels of every
+    convolution (16); hidden: the dense layer's width (128); l2: Keras-style kernel penalty
+    l2·Σw² (published grid 0.1…1e-5; 0 = off); dropout: rate after most convolutions (0 = off);
+    score: "mse" or "elbo"; score_samples: 0 scores with z = μ, n > 0 averages n draws of z.
+    """
+
+    name = "vae"
+
+    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32, width: int = 16,
+                 hidden: int = 128, l2: float = 0.0, dropout: float = 0.0, lr: float = 1e-3,
+                 score: str = "mse", score_samples: int = 0, **base) -> None:
+        super().__init__(image_shape, **base)
+        if self.value_range != "unit":
+            raise AnomalyError(f"method=vae needs method.value_range=unit, not {self.value_range!r} "
+                               "(its loss is a binary cross-entropy on [0, 1] pixels)")
+        if score not in SCORES:
+            raise AnomalyError(f"method.score={score!r}; choose one of {list(SCORES)}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise AnomalyError(f"method.dropout={dropout} must be in [0, 1)")
+        if not float(l2) >= 0.0:
+            raise AnomalyError(f"method.l2={l2} must be ≥ 0")
+        for key, value, low in (("latent_dim", latent_dim, 1), ("width", width, 1), ("hidden", hidden, 1),
+                                ("score_samples", score_samples, 0)):
+            if int(value) != value or value < low:
+                raise AnomalyError(f"method.{key}={value} must be an integer ≥ {low}")
+        channels, height, side = self.image_shape
+        if height != side:
+            raise AnomalyError(f"method=vae needs square images, not {height}×{side}")
+        self.encoder = VAEEncoder(channels, side, int(latent_dim), int(width), int(hidden), float(dropout))
+        self.decoder = VAEDecoder(int(latent_dim), channels, side, int(width), int(hidden), float(dropout))
+        keras_init(self)
+        self.l2 = float(l2)
+        self.lr = float(lr)
+        self.score_kind = score
+        self.score_samples = int(score_samples)
+
+    # ---- training -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits of the reconstruction from a sampled z, μ, log σ²)."""
+        mean, log_var = self.encoder(x)
+        return self.decoder(reparametrise(mean, log_var)), mean, log_var
+
+    def regularised_weights(self) -> Iterator[torch.Tensor]:
+        for m in [*self.encoder.regularised, *self.decoder.regularised]:
+            yield m.weight
+
+    def l2_penalty(self) -> torch.Tensor:
+        return sum((w.pow(2).sum() for w in self.regularised_weights()), torch.zeros((), device=self.device))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = batch["image"]
+        logits, mean, log_var = self(x)
+        reconstruction = reconstruction_bce(logits, x).mean()
+        kl = kl_divergence(mean, log_var).mean()
+        loss = reconstruction + kl
+        if self.l2 > 0:
+            loss = loss + self.l2 * self.l2_penalty()
+        self.log_dict({"train/reconstruction": reconstruction, "train/kl": kl},
+                      on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.RMSprop(self.parameters(), lr=self.lr, alpha=0.9, eps=1e-7)
+
+    # ---- scoring ---------------------------------------------------------------------------------
+    def _codes(self, mean: torch.Tensor, log_var: torch.Tensor) -> list[torch.Tensor]:
+        if self.score_samples == 0:
+            return [mean]
+        return [reparametrise(mean, log_var) for _ in range(self.score_samples)]
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        mean, _ = self.encoder(x)
+        return torch.sigmoid(self.decoder(mean))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        mean, log_var = self.encoder(x)
+        per_code = []
+        for z in self._codes(mean, log_var):
+            logits = self.decoder(z)
+            if self.score_kind == "mse":
+                per_code.append((torch.sigmoid(logits) - x).pow(2).flatten(1).mean(1))
+            else:
+                per_code.append(reconstruction_bce(logits, x))
+        value = torch.stack(per_code).mean(0)
+        return value + kl_divergence(mean, log_var) if self.score_kind == "elbo" else value

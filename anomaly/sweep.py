@@ -1,0 +1,227 @@
+"""What a job of a sweep needs beyond a single run: its share of the machine, a failure that is
+recorded instead of ending the sweep, and a summary when the sweep ends.
+
+- `configure_job(cfg)`: torch threads (`threads`, or one share of the cores per parallel job under
+  `hydra/launcher=joblib`) and, with several GPUs and a parallel launcher, one GPU per job.
+- `job_errors(cfg)`: a failing job writes `results.json` with `status: failed` and the error, so
+  the report shows it; in a sweep the error is logged (traceback in the job's log) and the other
+  jobs go on; a single run prints an `AnomalyError` as one line and exits 2. A run stopped by
+  SIGTERM (`RunInterrupted`) records `status: interrupted`, prints one line and exits 143, in a
+  sweep too (the scheduler wants the whole job gone); `ckpt_path=last` resumes it.
+- `SweepSummary`: a Hydra callback that, when a multirun ends, counts the jobs' results (ok,
+  failed, missing), prints the command that turns them into a report, and exits 1 if any job
+  failed. (Handing the exception to Hydra instead would also keep the other jobs running, but
+  Hydra then raises before its end-of-sweep callbacks run.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from anomaly import AnomalyError, RunInterrupted
+
+log = logging.getLogger("anomaly")
+
+
+def hydra_job() -> dict[str, Any]:
+    """Where this process runs: {"multirun", "launcher", "n_jobs", "job_num"} (defaults when
+    called outside a Hydra app, e.g. from tests)."""
+    if not HydraConfig.initialized():
+        return {"multirun": False, "launcher": "", "n_jobs": 1, "job_num": 0}
+    hc = HydraConfig.get()
+    launcher = str(hc.launcher.get("_target_", ""))
+    n_jobs = hc.launcher.get("n_jobs", 1) if "joblib" in launcher.lower() else 1
+    return {"multirun": hc.mode == RunMode.MULTIRUN, "launcher": launcher,
+            "n_jobs": int(n_jobs if n_jobs is not None else 1), "job_num": int(hc.job.get("num", 0) or 0)}
+
+
+def parallel_jobs(n_jobs: int, cpus: int | None = None) -> int:
+    """joblib's n_jobs as a count of jobs running at once (-1: one per core, -2: all but one…)."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)
+
+
+def threads_per_job(threads: int | None, n_jobs: int, cpus: int | None = None) -> int | None:
+    """`threads` when set; else, for parallel jobs on one machine, the cores divided among them
+    (two jobs with two threads each on two cores stall on each other); else None (torch's default)."""
+    if threads is not None:
+        if int(threads) < 1:
+            raise AnomalyError(f"threads={threads} must be ≥ 1, or null for automatic")
+        return int(threads)
+    jobs = parallel_jobs(n_jobs, cpus)
+    if jobs <= 1:
+        return None
+    return max(1, (cpus or os.cpu_count() or 1) // jobs)
+
+
+def gpu_for_job(job_num: int, n_gpus: int, n_jobs: int) -> list[int] | None:
+    """With parallel jobs and several GPUs, job k gets GPU k mod n_gpus (None: leave it to the
+    trainer config)."""
+    if n_gpus <= 1 or parallel_jobs(n_jobs) <= 1:
+        return None
+    return [job_num % n_gpus]
+
+
+def configure_job(cfg: DictConfig) -> None:
+    """Set this job's torch threads and, under a parallel launcher with several GPUs, its GPU."""
+    job = hydra_job()
+    threads = threads_per_job(cfg.get("threads"), job["n_jobs"])
+    if threads is not None:
+        torch.set_num_threads(threads)
+    trainer = cfg.get("trainer") or {}
+    wants_gpu = str(trainer.get("accelerator", "auto")) in ("gpu", "cuda", "auto")
+    single = trainer.get("devices", "auto") in (1, "1", "auto") and "ddp" not in str(trainer.get("strategy", ""))
+    if wants_gpu and single and torch.cuda.is_available():
+        devices = gpu_for_job(job["job_num"], torch.cuda.device_count(), job["n_jobs"])
+        if devices is not None:
+            with _writable(cfg):
+                cfg.trainer.accelerator = "gpu"
+                cfg.trainer.devices = devices
+            log.info("job %d runs on GPU %d", job["job_num"], devices[0])
+
+
+@contextmanager
+def _writable(cfg: DictConfig) -> Iterator[None]:
+    readonly = OmegaConf.is_readonly(cfg)
+    OmegaConf.set_readonly(cfg, False)
+    try:
+        yield
+    finally:
+        OmegaConf.set_readonly(cfg, readonly)
+
+
+# ---- failures ------------------------------------------------------------------------------------
+def failure_record(cfg: DictConfig, err: BaseException, status: str = "failed") -> dict[str, Any]:
+    """What the report needs to show a failed job in its place (the settings as requested: the
+    classes may never have been resolved)."""
+
+    def plain(key: str) -> Any:
+        try:
+            node = OmegaConf.select(cfg, key)
+            return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        except Exception:  # an unresolvable interpolation must not hide the real error
+            return None
+
+    protocol = plain("protocol") or {}
+    protocol = {"name": str(protocol.pop("_target_", "?")).rsplit(".", 1)[-1], **protocol} \
+        if isinstance(protocol, dict) else {"name": "?"}
+    protocol_choice = _choice("protocol")
+    if protocol_choice:
+        protocol["name"] = protocol_choice
+    resolved = getattr(err, "anomaly_protocol", None)  # set when the run got as far as its classes
+    if isinstance(resolved, dict):
+        protocol = dict(resolved)  # as a successful run records it
+    method = plain("method") or {}
+    return {
+        "method": _choice("method") or str(method.get("_target_", "?")).rsplit(".", 1)[-1].lower(),
+        "dataset": plain("dataset.name"),
+        "protocol": protocol,
+        "method_settings": {k: v for k, v in method.items() if k != "_target_"} if isinstance(method, dict) else {},
+        "seed": plain("seed"),
+        "status": status,
+        "problem": f"{type(err).__name__}: {err}",
+        "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__))[-4000:],
+        "metrics": {},
+        "run_dir": plain("paths.output_dir"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _choice(group: str) -> str | None:
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
+
+
+def write_failure(cfg: DictConfig, err: BaseException, status: str = "failed") -> Path | None:
+    """results.json with status failed (or interrupted), unless the run already wrote its own."""
+    try:
+        output_dir = Path(cfg.paths.output_dir)
+    except Exception:
+        return None
+    path = output_dir / "results.json"
+    if path.exists():
+        return None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(failure_record(cfg, err, status), indent=2, default=str) + "\n")
+    return path
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+@contextmanager
+def job_errors(cfg: DictConfig) -> Iterator[None]:
+    """Record a failure in the run dir; end a single run with one line for an AnomalyError; in a
+    sweep log it and return, so that the other jobs still run (SweepSummary sets the exit code)."""
+    try:
+        yield
+    except RunInterrupted as err:
+        # a signal to stop (a scheduler's pre-emption or time limit): the whole sweep stops too
+        if _is_rank_zero():
+            write_failure(cfg, err, status="interrupted")
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+    except Exception as err:
+        if _is_rank_zero():
+            write_failure(cfg, err)
+        if hydra_job()["multirun"]:
+            log.error("job failed: %s: %s", type(err).__name__, err,
+                      exc_info=not isinstance(err, AnomalyError))
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return
+        if isinstance(err, AnomalyError):
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        raise
+
+
+# ---- end of a sweep -------------------------------------------------------------------------------
+def sweep_status(sweep_dir: Path) -> dict[str, list[str]]:
+    """Job dirs of a sweep by status: ok, invalid_scores, failed, interrupted, resumed (finished by
+    a later run with ckpt_path=last), missing (no results.json)."""
+    status: dict[str, list[str]] = {}
+    for job_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+                          key=lambda p: int(p.name)):
+        path = job_dir / "results.json"
+        try:
+            state = json.loads(path.read_text()).get("status", "ok") if path.exists() else "missing"
+        except (OSError, ValueError):
+            state = "missing"
+        status.setdefault(state, []).append(job_dir.name)
+    return status
+
+
+class SweepSummary(Callback):
+    """When a multirun ends: how many jobs succeeded or failed, and the report command."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        status = sweep_status(sweep_dir)
+        total = sum(len(v) for v in status.values())
+        parts = [f"{len(v)} {k}" for k, v in sorted(status.items())]
+        message = f"sweep {sweep_dir}: {total} jobs: " + ", ".join(parts)
+        bad = {k: v for k, v in status.items() if k != "ok"}
+        if bad:
+            message += " (" + "; ".join(f"{k}: jobs {', '.join(v)}" for k, v in bad.items()) + ")"
+        print(message, file=sys.stderr if bad else sys.stdout, flush=True)
+        print(f"report: python -m anomaly.report {sweep_dir}", flush=True)
+        if "failed" in status:
+            sys.exit(1)

@@ -1,0 +1,248 @@
+"""Faults on purpose: runs killed mid-epoch resume to the uninterrupted result, a diverging loss
+stops the run (and only its job in a sweep), collapsed scores are reported as such, checkpoints
+that do not belong are refused, the same seed gives the same numbers."""
+
+import json
+import re
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly import AnomalyError
+from anomaly.pipeline import load_checkpoint, train
+from anomaly.report import report
+from tests.conftest import TINY, compose_config
+from tests.test_cli import error_line, run
+
+# the default run (ae on digits), 4 epochs of about 4 batches; noise so that the resumed run must
+# also draw the uninterrupted run's random numbers
+RUN = ["trainer.max_epochs=4", "method.noise_std=0.2", "logger=none"]
+
+
+def kill_at(signum: int, epoch: int = 2) -> list[str]:
+    """Overrides that make the run send itself `signum` at batch 1 of `epoch`."""
+    return ["+callbacks.fault._target_=tests.helpers.faults.SignalAt", f"+callbacks.fault.signum={int(signum)}",
+            f"+callbacks.fault.epoch={epoch}"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    results = train(compose_config(out, [*TINY, *RUN]))
+    return results, np.load(out / "scores.npz")["scores"]
+
+
+def run_dirs(log_dir):
+    return sorted(p for p in (log_dir / "runs" / "ae" / "digits").iterdir() if p.is_dir())
+
+
+def test_sigkilled_run_resumes_to_the_same_result(tmp_path, uninterrupted):
+    command = [*RUN, "threads=1", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
+    proc = run("anomaly.train", *command, *kill_at(signal.SIGKILL), cwd=tmp_path)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (killed,) = run_dirs(tmp_path)
+    assert not (killed / "results.json").exists()
+    assert load_checkpoint(killed / "checkpoints" / "last.ckpt")["epoch"] == 1  # epochs 0 and 1 done
+
+    proc = run("anomaly.train", *command, cwd=tmp_path)  # the same command again
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming from" in proc.stdout + proc.stderr
+    resumed = run_dirs(tmp_path)[-1]
+    results = json.loads((resumed / "results.json").read_text())
+    assert results["resumed_from"] == str(killed / "checkpoints" / "last.ckpt")
+    reference, scores = uninterrupted
+    assert results["metrics"] == reference["metrics"]  # exactly
+    assert np.array_equal(np.load(resumed / "scores.npz")["scores"], scores)
+
+
+def test_sigterm_stops_cleanly_and_resumes_to_the_same_result(tmp_path, uninterrupted):
+    proc = run("anomaly.train", *RUN, "threads=1", f"paths.log_dir={tmp_path}", *kill_at(signal.SIGTERM),
+               cwd=tmp_path)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    (stopped,) = run_dirs(tmp_path)
+    ckpt = stopped / "checkpoints" / "last.ckpt"
+    # Lightning stops at the end of the batch in progress (batch 1 of epoch 2, 4 batches an epoch)
+    assert error_line(proc) == (f"error: run interrupted by SIGTERM in epoch 2 (global step 10); {ckpt} holds "
+                                "the end of epoch 1: run the same command with ckpt_path=last to resume from it")
+    failed = json.loads((stopped / "results.json").read_text())
+    assert failed["status"] == "interrupted" and "SIGTERM" in failed["problem"]
+    assert load_checkpoint(ckpt)["epoch"] == 1
+
+    # a newer last.ckpt that is not one (a copy cut short, say) is passed over
+    junk = tmp_path / "junk" / "checkpoints" / "last.ckpt"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(ckpt.read_bytes()[:1000])
+    cfg = compose_config(tmp_path / "again", [*TINY, *RUN, "ckpt_path=last"])
+    cfg.paths.log_dir = str(tmp_path)
+    results = train(cfg)
+    reference, scores = uninterrupted
+    assert results["resumed_from"] == str(ckpt) and results["metrics"] == reference["metrics"]
+    assert np.array_equal(np.load(tmp_path / "again" / "scores.npz")["scores"], scores)
+    # the interrupted attempt now points at its continuation, and the report counts the run once
+    old = json.loads((stopped / "results.json").read_text())
+    assert old["status"] == "resumed" and old["resumed_in"] == str(tmp_path / "again")
+    runs = report([tmp_path], plots=False, echo=False)["runs"]
+    assert [r.status for r in runs] == ["ok"]
+
+
+def test_ckpt_path_last_in_a_fixed_run_dir(tmp_path):
+    # first time: nothing to resume, trains from the start; again: resumes in place (all epochs
+    # done: only re-scores); a different config in that dir is refused instead of overwritten
+    overrides = [*TINY, "trainer.max_epochs=1", "logger=none", "ckpt_path=last"]
+    first = train(compose_config(tmp_path, overrides))
+    assert first["resumed_from"] is None
+    again = train(compose_config(tmp_path, overrides))
+    assert again["resumed_from"] == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert again["metrics"] == first["metrics"]
+    with pytest.raises(AnomalyError, match=r"ckpt_path=last: .*last.ckpt is of another run config \(hash "
+                                           r"\w+, this run \w+\); remove it or choose another run dir"):
+        train(compose_config(tmp_path, [*overrides, "seed=5"]))
+    (tmp_path / "checkpoints" / "last.ckpt").write_text("not a checkpoint")
+    with pytest.raises(AnomalyError, match=r"ckpt_path=last: .*last.ckpt is not a readable checkpoint of "
+                                           r"anomaly.train; remove it \(the run then starts over\)"):
+        train(compose_config(tmp_path, overrides))
+
+
+# ---- diverging training --------------------------------------------------------------------------
+@pytest.mark.parametrize("method, overrides, term", [
+    ("ae", [], "train/loss=nan"),
+    # manual optimisation, several networks: the first term that diverged is named
+    ("adae", [], r"train/\w+=(nan|inf|-inf)"),
+    ("fanogan", ["dataset.image_size=16", "method.top_width=64"], r"train/\w+=(nan|inf|-inf)"),
+    # its networks overflow within one batch (four updates): the weights are named, or the loss
+    ("gpnd", ["dataset.image_size=32"], r"(in \w+.*|train/\w+=(nan|inf|-inf))"),
+])
+def test_non_finite_loss_stops_the_run(tmp_path, method, overrides, term):
+    cfg = compose_config(tmp_path, [*TINY, f"method={method}", "method.lr=1e30", "trainer.max_epochs=2",
+                                    "logger=none", *overrides])
+    with pytest.raises(AnomalyError, match=rf"^method={method}: non-finite (training loss|weights) at epoch 0, "
+                                           rf"batch \d+ \(global step \d+\): {term}.*; the training diverged: "
+                                           r"lower the learning rate \(method.lr=1e\+30\)"):
+        train(cfg)
+    assert not (tmp_path / "results.json").exists()  # no metrics of a diverged model
+
+
+def test_update_that_fails_on_diverged_weights_is_reported_as_divergence(tmp_path):
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=1", "logger=none",
+                                    "method._target_=tests.helpers.faults.DivergesMidBatch"])
+    with pytest.raises(AnomalyError, match=r"^method=ae: non-finite weights at epoch 0, batch 1 \(global step 1\): "
+                                           r"in decoder; DivergesMidBatch.training_step then failed \(RuntimeError: "
+                                           r"all elements of input should be between 0 and 1\); the training "
+                                           r"diverged: lower the learning rate \(method.lr=0.001\)"):
+        train(cfg)
+    # weights that overflow behind a finite loss are caught at the end of that batch
+    cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=1", "logger=none",
+                                    "method._target_=tests.helpers.faults.DivergesMidBatch", "+method.fail=false"])
+    with pytest.raises(AnomalyError, match=r"^method=ae: non-finite weights at epoch 0, batch 1 \(global step 2\): "
+                                           r"in decoder after this batch's update \(its losses: loss=0.\d+, "
+                                           r"train/loss=0.\d+\); the training diverged"):
+        train(cfg)
+
+
+def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
+    proc = run("anomaly.train", "-m", "method.lr=0.001,1e30", "trainer.max_epochs=1", "logger=none", "threads=1",
+               f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "2 jobs: 1 failed, 1 ok (failed: jobs 1)" in proc.stderr
+    sweep = next((tmp_path / "multirun" / "ae" / "digits").iterdir())
+    ok, failed = (json.loads((sweep / job / "results.json").read_text()) for job in ("0", "1"))
+    assert ok["status"] == "ok" and ok["metrics"]["auroc"] > 0.5
+    assert failed["status"] == "failed"
+    assert "AnomalyError: method=ae: non-finite training loss at epoch 0" in failed["problem"]
+    assert failed["protocol"]["normal"] == [0]  # resolved, as an ok run's: the report's class column
+    out = report([sweep], plots=False, echo=False)
+    table = out["tables"]["auroc"]
+    assert table.header[1] == "0" and len(table.header) == 5  # one class column
+    assert [row[0] for row in table.rows] == ["ae · digits · one_class · lr=0.001",
+                                              "ae · digits · one_class · lr=1e+30"]
+    assert table.rows[1][1] == "failed" and table.rows[1][-2:] == ["0", "1"]
+    assert "non-finite training loss" in (sweep / "report" / "report.md").read_text()
+
+
+# ---- collapsed scores ----------------------------------------------------------------------------
+@pytest.mark.parametrize("constant, problem", [("0.25", r"all \d+ scores are equal \(0.25\): a collapsed model"),
+                                               ("nan", r"\d+ of \d+ scores are not finite")])
+def test_collapsed_scores_are_reported_not_measured(tmp_path, constant, problem):
+    cfg = compose_config(tmp_path / "run", [*TINY, "debug=fast", "logger=none",
+                                            "method._target_=tests.helpers.faults.ConstantScore",
+                                            f"+method.constant={constant}"])
+    results = train(cfg)
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    for r in (results, on_disk):
+        assert r["status"] == "invalid_scores" and r["metrics"] == {}
+        assert re.search(problem, r["problem"]), r["problem"]
+    assert not (tmp_path / "run" / "roc.png").exists()  # no curve of meaningless scores
+    out = report([tmp_path], plots=False, echo=False)
+    assert out["tables"]["auroc"].rows[0][1:] == ["failed", "—", "0", "1"]  # never averaged in
+
+
+# ---- checkpoints that do not belong ------------------------------------------------------------
+def test_checkpoint_of_another_image_size_or_not_a_checkpoint_is_refused(tmp_path):
+    train(compose_config(tmp_path / "run", [*TINY, "debug=fast", "logger=none"]))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_config(tmp_path / "big", [*TINY, "debug=fast", "dataset.image_size=32", f"ckpt_path={ckpt}"])
+    with pytest.raises(AnomalyError, match=r"was trained on images of shape \(1, 16, 16\), not \(1, 32, 32\)"):
+        train(cfg)
+    assert not (tmp_path / "big" / "csv").exists()  # refused before any logger or training started
+
+    # a pickle that would run code when unpickled: weights_only refuses it, nothing runs
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return os.mkdir, (str(marker),)
+
+    torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "evil.ckpt")
+    text = tmp_path / "notes.ckpt"
+    text.write_text("epoch 3 looked good\n")
+    for bad in (tmp_path / "evil.ckpt", text):
+        cfg = compose_config(tmp_path / "r", [*TINY, "debug=fast", f"ckpt_path={bad}"])
+        with pytest.raises(AnomalyError, match=rf"ckpt_path={bad} is not a readable checkpoint \(.+\)$"):
+            train(cfg)
+    assert not marker.exists()
+
+
+# ---- determinism ---------------------------------------------------------------------------------
+def test_same_command_same_seed_identical_metrics(tmp_path):
+    # a GAN (random latents every step, several optimisers) with deterministic algorithms
+    overrides = [*TINY, "method=fanogan", "dataset.image_size=16", "method.gan_epochs=1",
+                 "method.encoder_epochs=1", "method.top_width=64", "method.latent_dim=16",
+                 "+trainer.limit_train_batches=3", "trainer.deterministic=true", "logger=none"]
+    a = train(compose_config(tmp_path / "a", overrides))
+    b = train(compose_config(tmp_path / "b", overrides))
+    assert a["status"] == "ok" and a["metrics"] == b["metrics"]
+    assert np.array_equal(np.load(tmp_path / "a" / "scores.npz")["scores"],
+                          np.load(tmp_path / "b" / "scores.npz")["scores"])
+
+
+# ---- images a method's networks cannot take ------------------------------------------------------
+@pytest.mark.parametrize("method, size, message", [
+    ("ae", 12, r"method=ae \(1×12×12 images of digits\): image size 12 does not fit the convolutional "
+               r"networks: use a power of two ≥ 8 \(8, 16, 32, 64, 128\), e.g. dataset.image_size=32"),
+    ("adae", 24, r"method=adae \(1×24×24 images of digits\): image size 24 does not fit the convolutional"),
+    ("gpnd", 16, r"method=gpnd \(1×16×16 images of digits\): 3 stage widths \[64, 256, 512\] fit 32×32 images, "
+                 r"not 16×16: set dataset.image_size=32 or give 2 widths"),
+    ("vae", 4, r"method=vae needs images of side ≥ 8, not 4: set dataset.image_size"),
+    ("anogan", 8, r"method=anogan \(1×8×8 images of digits\): image size 8×8 does not fit the DCGAN networks: "
+                  r"use a square image of side 16, 32, 64 \(e.g. dataset.image_size=32\)"),
+    ("fanogan", 128, r"method=fanogan \(1×128×128 images of digits\): image size 128×128 does not fit the DCGAN"),
+])
+def test_image_sizes_a_method_cannot_take_are_refused(tmp_path, method, size, message):
+    from anomaly.pipeline import build_datamodule, build_method
+
+    cfg = compose_config(tmp_path, [*TINY, f"method={method}", f"dataset.image_size={size}"])
+    dm = build_datamodule(cfg)
+    dm.setup()
+    with pytest.raises(AnomalyError, match=f"^{message}"):
+        build_method(cfg, dm)
+
+
+def test_non_square_images_are_refused():
+    from anomaly.methods.ae import Autoencoder
+
+    with pytest.raises(AnomalyError, match=r"method=ae: images of 16×24 are not square; the networks take "
+                                           r"square images: set dataset.image_size"):
+        Autoencoder(image_shape=[1, 16, 24])

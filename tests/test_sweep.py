@@ -1,0 +1,118 @@
+"""Sweeps and reports: a multirun with a failing job keeps the others, the report's numbers are
+the result files' numbers, failed and missing runs are shown as such, jobs share the machine."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from anomaly import AnomalyError
+from anomaly.report import report
+from anomaly.sweep import gpu_for_job, parallel_jobs, threads_per_job
+from tests.test_cli import run
+
+
+def test_sweep_with_a_failing_job_then_report(tmp_path):
+    # 2 classes × 2 seeds, plus a class the dataset does not have: those two jobs fail, the
+    # four others still run and the sweep exits non-zero at its end
+    proc = run("anomaly.train", "-m", "protocol.normal=0,1,12", "seed=0,1", "trainer.max_epochs=1",
+               "logger=none", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "6 jobs: 2 failed, 4 ok (failed: jobs 4, 5)" in proc.stderr
+    assert "report: python -m anomaly.report" in proc.stdout
+    paths = sorted((tmp_path / "multirun" / "ae" / "digits").glob("*/*/results.json"))
+    results = [json.loads(p.read_text()) for p in paths]
+    assert len(results) == 6
+    ok = [r for r in results if r["status"] == "ok"]
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(ok) == 4 and {tuple(r["protocol"]["normal"]) for r in ok} == {(0,), (1,)}
+    assert len(failed) == 2 and all("unknown class 12" in r["problem"] for r in failed)
+
+    sweep_dir = paths[0].parent.parent
+    out = report([sweep_dir], compare=True, echo=False)
+    auroc = out["tables"]["auroc"]
+    assert auroc.header[1:4] == ["0", "1", "12"]
+    (row,) = auroc.rows
+    by_class = {c: [r["metrics"]["auroc"] for r in ok if r["protocol"]["normal"] == [c]] for c in (0, 1)}
+    # cells are the means over seeds, `mean` the mean of the class means, std over every run
+    assert row[1] == f"{np.mean(by_class[0]):.3f}" and row[2] == f"{np.mean(by_class[1]):.3f}"
+    assert row[3] == "failed"  # never averaged in
+    every = by_class[0] + by_class[1]
+    mean = (np.mean(by_class[0]) + np.mean(by_class[1])) / 2
+    assert row[4] == f"{mean:.3f} ± {np.std(every):.3f} *" and row[5:] == ["4", "2"]
+    assert math.isclose(auroc.numbers[0][-2], mean)
+    # the digits protocol's paper F1 is anomaly-positive
+    assert out["tables"]["f1_paper"].rows[0][1] == f"{np.mean([r['metrics']['f1'] for r in ok if r['protocol']['normal'] == [0]]):.3f}"
+    md = (sweep_dir / "report" / "report.md").read_text()
+    assert "## Failed runs" in md and "unknown class 12" in md
+    with open(sweep_dir / "report" / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and sum(r["status"] == "failed" for r in rows) == 2
+    assert (sweep_dir / "report" / "auroc.csv").exists()
+    plots = {p.name for p in (sweep_dir / "report" / "plots").iterdir()}
+    assert {"bars_auroc_digits_one_class.png", "roc_digits_one_class.png",
+            "hist_ae_digits_one_class.png"} <= plots
+
+
+def write_result(path, method, normal, seed, auroc, status="ok", **protocol):
+    path.mkdir(parents=True)
+    data = {"method": method, "dataset": "mnist", "seed": seed, "status": status,
+            "protocol": {"name": "gpnd_folds", "normal": [normal], "normal_names": [str(normal)],
+                         "seed": seed, **protocol},
+            "metrics": {"auroc": auroc, "f1": 0.5, "f1_inlier": auroc - 0.1} if status == "ok" else {},
+            "threshold_strategy": "f1_inlier", "method_settings": {"lr": 0.002}}
+    (path / "results.json").write_text(json.dumps(data))
+
+
+def test_report_rows_columns_compare_and_missing(tmp_path):
+    # two methods, folds as repetitions, two outlier ratios as separate rows; gpnd lacks class 2
+    values = {}
+    for method, classes in (("gpnd", (0, 1)), ("arae", (0, 1, 2))):
+        for ratio in (0.1, 0.5):
+            for c in classes:
+                for fold in range(2):
+                    auroc = 0.5 + 0.1 * c + 0.01 * fold + (0.2 if method == "arae" else 0) + ratio / 10
+                    values[(method, ratio, c, fold)] = auroc
+                    write_result(tmp_path / method / f"r{ratio}" / f"{c}_{fold}", method, c, 0, auroc,
+                                 fold=fold, outlier_ratio=ratio)
+    out = report([tmp_path], compare=True, plots=False, echo=False)
+    table = out["tables"]["auroc"]
+    assert table.header[1:4] == ["0", "1", "2"]
+    labels = [r[0] for r in table.rows]
+    assert labels == ["arae · mnist · gpnd_folds · outlier_ratio=0.1", "arae · mnist · gpnd_folds · outlier_ratio=0.5",
+                      "gpnd · mnist · gpnd_folds · outlier_ratio=0.1", "gpnd · mnist · gpnd_folds · outlier_ratio=0.5"]
+    gpnd = table.rows[2]
+    assert gpnd[1] == f"{np.mean([values[('gpnd', 0.1, 0, f)] for f in range(2)]):.3f}"
+    assert gpnd[3] == "—" and gpnd[4].endswith(" *")  # class 2 missing: shown, marked, not averaged
+    # the paper's F1 for gpnd_folds is the inlier one
+    assert out["tables"]["f1_paper"].rows[0][1] == f"{np.mean([values[('arae', 0.1, 0, f)] - 0.1 for f in range(2)]):.3f}"
+    compare = out["compare"]["auroc"]
+    assert [t.title for t in compare] == ["AUROC · mnist · gpnd_folds · outlier_ratio=0.1",
+                                          "AUROC · mnist · gpnd_folds · outlier_ratio=0.5"]
+    assert compare[0].header == ["class", "arae", "gpnd"]
+    assert compare[0].rows[2][2] == "—" and compare[0].rows[-1][0] == "mean"
+    assert math.isclose(compare[0].numbers[0][0], np.mean([values[("arae", 0.1, 0, f)] for f in range(2)]))
+
+
+def test_report_marks_invalid_runs_and_refuses_an_empty_dir(tmp_path):
+    write_result(tmp_path / "a", "ae", 0, 0, 0.9)
+    write_result(tmp_path / "b", "ae", 0, 1, None, status="invalid_scores")
+    out = report([tmp_path], plots=False, echo=False)
+    assert out["tables"]["auroc"].rows[0][1] == "0.900 (1 failed)"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no results.json"):
+        report([tmp_path / "empty"], echo=False)
+
+
+def test_jobs_share_the_machine():
+    assert parallel_jobs(-1, cpus=8) == 8 and parallel_jobs(-2, cpus=8) == 7 and parallel_jobs(3) == 3
+    assert threads_per_job(None, n_jobs=1, cpus=8) is None  # one job: torch's default
+    assert threads_per_job(None, n_jobs=-1, cpus=8) == 1
+    assert threads_per_job(None, n_jobs=2, cpus=8) == 4
+    assert threads_per_job(3, n_jobs=-1, cpus=8) == 3
+    with pytest.raises(AnomalyError, match="threads=0 must be ≥ 1"):
+        threads_per_job(0, n_jobs=1)
+    assert gpu_for_job(5, n_gpus=4, n_jobs=4) == [1]
+    assert gpu_for_job(5, n_gpus=1, n_jobs=4) is None and gpu_for_job(5, n_gpus=4, n_jobs=1) is None
