@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def seeded_quiet():
+    """torch seeded; Lightning's warning about self.log outside a Trainer silenced (tests that
+    call a method's training_step directly)."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 baseline on ARAE's MLP."""
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -23,12 +22,7 @@ from tests.conftest import TINY, compose_config
 AUROC_FLOOR = 0.9
 
 
-@pytest.fixture(autouse=True)
-def _seed_quiet():
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*self.log.*")  # training_step outside a Trainer
-        yield
+pytestmark = pytest.mark.usefixtures("seeded_quiet")
 
 
 def snapshot(module):

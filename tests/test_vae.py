@@ -2,7 +2,6 @@
 contaminated protocol and its contamination_quantile threshold."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -20,12 +19,7 @@ from tests.conftest import TINY, compose_config
 AUROC_FLOOR = 0.9
 
 
-@pytest.fixture(autouse=True)
-def _seed_quiet():
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*self.log.*")  # training_step outside a Trainer
-        yield
+pytestmark = pytest.mark.usefixtures("seeded_quiet")
 
 
 def test_reparametrisation_has_variance_exp_log_var():
