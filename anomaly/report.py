@@ -160,6 +160,14 @@ class Cell:
     def std(self) -> float | None:
         return float(np.std(self.values)) if len(self.values) > 1 else None
 
+    def add(self, run: "Run", metric: str) -> None:
+        """A run's value, or a failure when the run failed or has no finite value."""
+        value = run.value(metric) if run.ok else None
+        if value is None:
+            self.failed += 1
+        else:
+            self.values.append(value)
+
     def text(self, with_std: bool = False) -> str:
         if not self.values:
             return "failed" if self.failed else "—"
@@ -183,12 +191,7 @@ def cells(runs: Iterable[Run], metric: str) -> dict[tuple, dict[str, Cell]]:
     """row → column → Cell."""
     out: dict[tuple, dict[str, Cell]] = defaultdict(dict)
     for run in runs:
-        cell = out[run.row].setdefault(run.column, Cell([]))
-        value = run.value(metric) if run.ok else None
-        if value is None:
-            cell.failed += 1
-        else:
-            cell.values.append(value)
+        out[run.row].setdefault(run.column, Cell([])).add(run, metric)
     return out
 
 
@@ -236,12 +239,7 @@ def compare_tables(runs: list[Run], metric: str, metric_name: str) -> list[Table
 
         by_method: dict[str, dict[str, Cell]] = defaultdict(dict)
         for run in members:
-            cell = by_method[method_label(run)].setdefault(run.column, Cell([]))
-            value = run.value(metric) if run.ok else None
-            if value is None:
-                cell.failed += 1
-            else:
-                cell.values.append(value)
+            by_method[method_label(run)].setdefault(run.column, Cell([])).add(run, metric)
         methods = sorted(by_method)
         columns = sorted({r.column for r in members}, key=_natural)
         rows, numbers = [], []
@@ -337,6 +335,13 @@ def _grid(n: int, plt, size: float = 2.6):
     return fig, list(axes.flat)
 
 
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 MAX_PLOT_CLASSES = 20  # beyond this a grid of small plots is unreadable: the first 20 are drawn
 
 
@@ -377,11 +382,7 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> list[P
         ax.set_title(f"{metric} per class · {title}", fontsize=9)
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
         ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        path = out_dir / f"bars_{metric}_{name}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"bars_{metric}_{name}.png", plt))
 
         # ROC curves: one panel per class, one colour per method (each run a thin line)
         fig, axes = _grid(len(columns), plt)
@@ -401,11 +402,7 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> list[P
             ax.tick_params(labelsize=6)
         axes[0].legend(fontsize=6, loc="lower right")
         fig.suptitle(f"ROC (anomalies positive) · {title}", fontsize=9)
-        fig.tight_layout()
-        path = out_dir / f"roc_{name}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"roc_{name}.png", plt))
 
         # score histograms, normal vs anomalous: one figure per method (its first run per class)
         for m in methods:
@@ -425,11 +422,7 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> list[P
                 ax.tick_params(labelsize=6)
             axes[0].legend(fontsize=6)
             fig.suptitle(f"anomaly scores · {m} · {title}", fontsize=9)
-            fig.tight_layout()
-            path = out_dir / f"hist_{_slug(m)}_{name}.png"
-            fig.savefig(path)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out_dir / f"hist_{_slug(m)}_{name}.png", plt))
     return written
 
 
