@@ -280,3 +280,38 @@ def test_composed_dataset_configs_split_by_class_name(tmp_path, dataset, protoco
                                                                   "brain_mri": "no",
                                                                   "emnist_letters": "A"}[dataset])]
     assert not dm.split.train_anomalous.any() and dm.split.test_anomalous.any()
+
+
+def test_datamodule_batches_are_array_slices_in_the_epoch_order(tmp_path):
+    from functools import partial
+
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
+    from torch.utils.data import BatchSampler, DistributedSampler
+
+    from anomaly.data.datamodule import AnomalyDataModule
+    from anomaly.data.protocols import OneClass
+
+    write_mnist_like(tmp_path, n_train_per_class=30, n_test_per_class=6)
+    dm = AnomalyDataModule(partial(load_mnist, str(tmp_path), download=False), OneClass(normal=[0, 1, 2]),
+                           batch_size=32, drop_last=True, seed=5)
+    train = dm.train_dataloader()
+    _set_sampler_epoch(train, 2)  # what Lightning does each epoch
+    shuffle = train.batch_sampler.sampler
+    expected = list(BatchSampler(shuffle, 32, drop_last=True))  # torch's lists of ints, same order
+    batches = list(train)
+    assert len(batches) == len(expected) == len(dm.subset("train")) // 32
+    subset = dm.subset("train")
+    for batch, positions in zip(batches, expected):
+        assert torch.equal(batch["index"], subset.indices[positions])
+        assert torch.equal(batch["image"], dm.data.images[subset.indices[positions]])
+    _set_sampler_epoch(train, 3)
+    assert not torch.equal(next(iter(train))["index"], batches[0]["index"])  # a new order per epoch
+    # evaluation: every image once, in order, the last batch short
+    val = list(dm.val_dataloader())
+    assert torch.equal(torch.cat([b["index"] for b in val]), dm.subset("val").indices)
+    # Lightning sees the shuffle and swaps in its DistributedSampler under DDP
+    assert _is_dataloader_shuffled(train) and not _is_dataloader_shuffled(dm.val_dataloader())
+    ranked = _update_dataloader(train, DistributedSampler(subset, num_replicas=2, rank=1, seed=5), mode=None)
+    assert isinstance(ranked.batch_sampler.sampler, DistributedSampler)
+    assert sum(len(b["index"]) for b in ranked) == len(subset) // 2 // 32 * 32

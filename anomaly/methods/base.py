@@ -109,7 +109,7 @@ class AnomalyModule(L.LightningModule):
         return "sigmoid" if self.value_range == "unit" else "tanh"
 
     def to_value_range(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0
+        x = images / 255.0  # one pass uint8 → float32, bit-equal to images.float() / 255.0
         return x if self.value_range == "unit" else x * 2.0 - 1.0
 
     def clamp_to_range(self, x: torch.Tensor) -> torch.Tensor:
