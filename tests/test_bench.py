@@ -9,7 +9,7 @@ import torch
 
 from anomaly.bench import __main__ as bench_main
 from anomaly.bench import scale
-from anomaly.bench.core import Timed, result_row, run_case
+from anomaly.bench.core import Check, Timed, result_row, run_case
 from anomaly.bench.sizes import QUICK
 
 CPU = torch.device("cpu")
@@ -59,6 +59,18 @@ def test_timing_takes_medians_and_interleaves(tmp_path):
     assert len(result.baseline_all) == len(result.ours_all) == 2 and result.ratio > 0
     row = result_row(result)
     assert len(row) == 7 and "faster" in row[4] and "✓" in row[6]
+
+
+def test_a_quoted_baseline_times_ours_only(tmp_path):
+    case = bench_main.cases_for("4", QUICK, CPU, tmp_path)[0]
+    calls = []
+    ours = case.ours
+    case.baseline, case.ours = None, lambda: calls.append("o") or ours()
+    case.quoted_baseline_s, case.compare = 10.0, lambda a, b: Check(None, "quoted")
+    result = run_case(case, repeats=2, device=CPU)
+    assert result.error is None and calls == ["o", "o", "o"] and result.baseline_all == []
+    assert result.baseline_s == 10.0 and math.isclose(result.ratio, 10.0 / result.ours_s)
+    assert result_row(result)[2] == "10.00 s"
 
 
 def test_missing_anogan_module_gives_not_available_rows(tmp_path, monkeypatch):

@@ -131,6 +131,10 @@ def test_batched_score_equals_per_sample_reference(jacobian):
         batched = model.score(x).double()
     ref = reference_scores(model, x).detach()
     assert torch.allclose(batched, ref, rtol=1e-4), (batched, ref)
+    model.jacobian_chunk = None  # automatic: on a CPU about 64 Jacobian rows, 8 images of latent 8
+    assert model.chunk_for(x) == 8
+    with torch.no_grad():
+        assert torch.allclose(model.score(x).double(), batched, rtol=1e-6)
 
 
 # ---- the fold protocol ------------------------------------------------------------------------------------

@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
              f"Machine: {machine_line(device)}. Load average (1/5/15 min) at the start {load_start}, "
              f"at the end {load_average()}: anything above the core count means other work shared the "
              f"CPU, which inflates absolute times; ratios come from the same process, the two paths "
-             f"interleaved. Medians of {size.repeats} timed calls after a warm-up; {minutes:.1f} min in all.",
+             f"interleaved. Medians of {size.repeats} timed calls after a warm-up"
+             + (" (more where a row is short and noisy: GPND scoring 5, the data path 21)" if size.repeats > 1 else "")
+             + f"; {minutes:.1f} min in all.",
              "", markdown_table(RESULT_HEADER, rows)]
     if scale_points:
         from anomaly.bench import scale

@@ -101,20 +101,18 @@ def cases(size, device) -> list[Case]:
         model = make_model(latent, fit, device)
         if size.gpnd_chunk:
             model.jacobian_chunk = size.gpnd_chunk
-        elif cuda:  # the method's default (16) is the CPU's best; a GPU wants whole batches
-            model.jacobian_chunk = size.gpnd_batch
         bs = size.gpnd_batch
         out.append(Case(
             bench="1", what=f"GPND score, latent {latent}, {len(x):,} images 32×32",
             baseline_label=f"published loop (backward per latent dim, per-image NumPy; batch {bs})",
-            ours_label=f"batched torch.func (`GPND.score`, jacobian=encoder, chunk {model.jacobian_chunk})",
+            ours_label=f"batched torch.func (`GPND.score`, jacobian=encoder, chunk {model.chunk_for(x[:bs])})",
             baseline=lambda m=model: published_scores(m, x, bs),
             ours=lambda m=model: our_scores(m, x, bs),
             warmup_baseline=lambda m=model: published_scores(m, warm, bs),
             warmup_ours=lambda m=model: our_scores(m, warm, bs),
             compare=compare_values(1e-4, "scores"),
             goal=Goal("speedup", 50.0 if cuda else 1.6),
-            items=len(x)))
+            items=len(x), repeats=max(size.repeats, 5) if size.repeats > 1 else None))  # ±10 % run to run
         if latent == size.gpnd_latents[0] and size.gpnd_single_images:
             xs = x[:size.gpnd_single_images]
             out.append(Case(
