@@ -310,6 +310,12 @@ def test_datamodule_batches_are_array_slices_in_the_epoch_order(tmp_path):
     # evaluation: every image once, in order, the last batch short
     val = list(dm.val_dataloader())
     assert torch.equal(torch.cat([b["index"] for b in val]), dm.subset("val").indices)
+    # with a worker process: DataLoader's own iterator, the same batches
+    workers = AnomalyDataModule(partial(load_mnist, str(tmp_path), download=False), OneClass(normal=[0, 1, 2]),
+                                batch_size=32, drop_last=True, seed=5, num_workers=1)
+    loader = workers.train_dataloader()
+    _set_sampler_epoch(loader, 2)
+    assert [b["index"].tolist() for b in loader] == [b["index"].tolist() for b in batches]
     # Lightning sees the shuffle and swaps in its DistributedSampler under DDP
     assert _is_dataloader_shuffled(train) and not _is_dataloader_shuffled(dm.val_dataloader())
     ranked = _update_dataloader(train, DistributedSampler(subset, num_replicas=2, rank=1, seed=5), mode=None)
