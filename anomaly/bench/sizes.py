@@ -68,7 +68,7 @@ DEFAULT = Size(
     gpnd_images=128, gpnd_fit_images=512, gpnd_latents=(16, 32), gpnd_batch=128, gpnd_chunk=None,
     gpnd_single_images=32,
     anogan_images=64, anogan_steps=5, anogan_image_size=32, anogan_top_width=512,
-    anogan_long_images=2, anogan_long_steps=500, anogan_long_repeats=1,
+    anogan_long_images=2, anogan_long_steps=500, anogan_long_repeats=3,
     ae_batch=128, ae_batches=16, gpnd_train_batch=128, gpnd_train_batches=4, arae_batch=256,
     arae_batches=4, arae_steps=40,
     union_batch=128, union_l2_steps=100, union_linf_steps=40, union_rotations=31, union_shifts=3,
