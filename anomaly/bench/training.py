@@ -27,6 +27,7 @@ from anomaly.bench.core import Case, Goal, Timed, compare_states, deterministic,
 from anomaly.bench.data import datamodule, train_images_for, write_mnist_like
 from anomaly.methods.ae import Autoencoder
 from anomaly.methods.arae import ARAE, pgd_linf_latent
+from anomaly.methods.base import real_fake_bce
 from anomaly.methods.gpnd import GPND
 from anomaly.nets import frozen
 
@@ -130,10 +131,6 @@ def arae_linf_step(model: ARAE):
     return step
 
 
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    logits = logits.reshape(-1)
-    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits) if real else torch.zeros_like(logits))
-
 
 def gpnd_step(model: GPND):
     """GPND's four updates as `GPND.training_step` does them: G(z) of update 1 reused by update 2,
@@ -148,14 +145,14 @@ def gpnd_step(model: GPND):
 
     def step(x: torch.Tensor) -> None:
         fake = G(torch.randn(len(x), model.latent_dim, device=x.device))
-        update(opt_d, _bce(D(x), True) + _bce(D(fake.detach()), False))
+        update(opt_d, real_fake_bce(D(x), True) + real_fake_bce(D(fake.detach()), False))
         with frozen(D):
-            update(opt_g, _bce(D(fake), True))
+            update(opt_g, real_fake_bce(D(fake), True))
         z = E(x)
-        update(opt_zd, _bce(ZD(torch.randn_like(z)), True) + _bce(ZD(z.detach()), False))
+        update(opt_zd, real_fake_bce(ZD(torch.randn_like(z)), True) + real_fake_bce(ZD(z.detach()), False))
         with frozen(ZD):
             loss = model.reconstruction_weight * F.binary_cross_entropy(G(z), x) + \
-                model.latent_adversarial_weight * _bce(ZD(z), True)
+                model.latent_adversarial_weight * real_fake_bce(ZD(z), True)
         update(opt_ae, loss)
     return step
 
@@ -174,25 +171,25 @@ def gpnd_published_step(model: GPND):
         D.zero_grad()
         z = torch.randn(len(x), model.latent_dim, device=x.device)
         x_fake = G(z).detach()
-        (_bce(D(x), True) + _bce(D(x_fake), False)).backward()
+        (real_fake_bce(D(x), True) + real_fake_bce(D(x_fake), False)).backward()
         opt_d.step()
 
         G.zero_grad()
         x_fake = G(z)
-        _bce(D(x_fake), True).backward()
+        real_fake_bce(D(x_fake), True).backward()
         opt_g.step()
 
         ZD.zero_grad()
         z_real = torch.randn(len(x), model.latent_dim, device=x.device)
         z_fake = E(x).detach()
-        (_bce(ZD(z_real), True) + _bce(ZD(z_fake), False)).backward()
+        (real_fake_bce(ZD(z_real), True) + real_fake_bce(ZD(z_fake), False)).backward()
         opt_zd.step()
 
         E.zero_grad()
         G.zero_grad()
         z = E(x)
         loss = model.reconstruction_weight * F.binary_cross_entropy(G(z), x) + \
-            model.latent_adversarial_weight * _bce(ZD(z), True)
+            model.latent_adversarial_weight * real_fake_bce(ZD(z), True)
         loss.backward()
         opt_ae.step()
     return step

@@ -42,11 +42,10 @@ from __future__ import annotations
 from typing import Callable, ClassVar, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
-from anomaly.methods.base import AnomalyModule
+from anomaly.methods.base import AnomalyModule, real_fake_bce
 from anomaly.nets import DCGANDiscriminator, DCGANGenerator, dcgan_init, frozen, frozen_inference
 
 Progress = Callable[[Iterable[int]], Iterable[int]]
@@ -142,24 +141,19 @@ class AnoGAN(AnomalyModule):
         return [torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas),
                 torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas)]
 
-    @staticmethod
-    def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-        return F.binary_cross_entropy_with_logits(logits, target)
-
     def update_discriminator(self, x: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """D: real x vs G(z), z ~ U(−1, 1). Returns the loss and z (for the G updates)."""
         z = self.sample_prior(len(x)).to(x)
         with torch.no_grad():  # G gets no gradient from D's update
             fake = self.generator(z)
-        loss = self._bce(self.discriminator(x), True) + self._bce(self.discriminator(fake), False)
+        loss = real_fake_bce(self.discriminator(x), True) + real_fake_bce(self.discriminator(fake), False)
         self.manual_step(optimizer, loss)
         return loss, z
 
     def update_generator(self, z: torch.Tensor, optimizer) -> torch.Tensor:
         """G fools D (non-saturating loss); D's parameters get no gradient."""
         with frozen(self.discriminator):
-            loss = self._bce(self.discriminator(self.generator(z)), True)
+            loss = real_fake_bce(self.discriminator(self.generator(z)), True)
         self.manual_step(optimizer, loss)
         return loss
 

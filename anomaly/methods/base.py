@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
@@ -207,6 +208,13 @@ class AnomalyModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_identity(checkpoint, self.name, self.image_shape)
+
+
+def real_fake_bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """The GAN losses' BCE on discriminator logits against an all-real (1) or all-fake (0) target,
+    averaged over every logit."""
+    logits = logits.reshape(-1)
+    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits) if real else torch.zeros_like(logits))
 
 
 def check_image_shape(image_shape: Sequence[int], method: str) -> tuple[int, int, int]:

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomaly import AnomalyError
-from anomaly.methods.base import AnomalyModule
+from anomaly.methods.base import AnomalyModule, real_fake_bce
 from anomaly.nets import MLP, ConvDecoder, ConvEncoder, dcgan_init, frozen
 
 log = logging.getLogger(__name__)
@@ -198,32 +198,26 @@ class GPND(AnomalyModule):
                       for o in optimizers]
         return optimizers, schedulers
 
-    @staticmethod
-    def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-        logits = logits.reshape(-1)
-        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-        return F.binary_cross_entropy_with_logits(logits, target)
-
     def update_image_discriminator(self, x: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """(1) image discriminator: real x vs G(z), z ~ N(0, I). Returns the loss and G(z)."""
         fake = self.generator(torch.randn(len(x), self.latent_dim, device=x.device))
-        loss = self._bce(self.image_discriminator(x), True) + \
-            self._bce(self.image_discriminator(fake.detach()), False)
+        loss = real_fake_bce(self.image_discriminator(x), True) + \
+            real_fake_bce(self.image_discriminator(fake.detach()), False)
         self.manual_step(optimizer, loss)
         return loss, fake
 
     def update_generator(self, fake: torch.Tensor, optimizer) -> torch.Tensor:
         """(2) the generator fools the image discriminator (on the G(z) of update 1)."""
         with frozen(self.image_discriminator):
-            loss = self._bce(self.image_discriminator(fake), True)
+            loss = real_fake_bce(self.image_discriminator(fake), True)
         self.manual_step(optimizer, loss)
         return loss
 
     def update_latent_discriminator(self, x: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """(3) latent discriminator: z ~ N(0, I) real vs E(x) fake. Returns the loss and E(x)."""
         z = self.encoder(x)
-        loss = self._bce(self.latent_discriminator(torch.randn_like(z)), True) + \
-            self._bce(self.latent_discriminator(z.detach()), False)
+        loss = real_fake_bce(self.latent_discriminator(torch.randn_like(z)), True) + \
+            real_fake_bce(self.latent_discriminator(z.detach()), False)
         self.manual_step(optimizer, loss)
         return loss, z
 
@@ -231,7 +225,7 @@ class GPND(AnomalyModule):
         """(4) encoder + generator: weighted reconstruction BCE + E fooling the latent discriminator."""
         with frozen(self.latent_discriminator):
             reconstruction = F.binary_cross_entropy(self.generator(z), x)
-            fool = self._bce(self.latent_discriminator(z), True)
+            fool = real_fake_bce(self.latent_discriminator(z), True)
         loss = self.reconstruction_weight * reconstruction + self.latent_adversarial_weight * fool
         self.manual_step(optimizer, loss)
         return loss, reconstruction
