@@ -28,7 +28,9 @@ from anomaly import AnomalyError, RunInterrupted
 from anomaly import distributed
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_config, run_name, sweep_group
+from anomaly.evaluation.thresholds import F1Threshold, Threshold
 from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
+from anomaly import provenance
 from anomaly.results import example_indices, plot_examples, write_results
 
 log = logging.getLogger("anomaly")
@@ -77,10 +79,25 @@ def build_datamodule(cfg: DictConfig, split_path: str | Path | None = None) -> A
     )
 
 
-def build_method(cfg: DictConfig, dm: AnomalyDataModule) -> AnomalyModule:
-    threshold = OmegaConf.to_container(cfg.threshold, resolve=True) if cfg.get("threshold") else {}
-    if threshold.get("strategy", "auto") == "auto":  # the protocol's paper convention
-        threshold["strategy"] = dm.protocol.threshold_strategy
+def build_threshold(cfg: DictConfig) -> Threshold:
+    """The threshold rule of cfg.threshold (the `threshold` config group); its settings are
+    checked here, so train builds it before any data loads."""
+    node = cfg.get("threshold")
+    if node is None or "_target_" not in node:
+        old = f" (threshold.strategy={node.get('strategy')} is gone)" if node is not None and "strategy" in node else ""
+        raise AnomalyError(f"the run config has no threshold rule{old}: choose one with threshold=<name>, "
+                           "one of f1, f1_inlier, quantile, contamination_quantile (conf/threshold/)")
+    threshold = instantiate(node)
+    if not isinstance(threshold, Threshold):
+        raise AnomalyError(f"threshold._target_={node._target_} is not an anomaly.evaluation.thresholds.Threshold")
+    return threshold
+
+
+def build_method(cfg: DictConfig, dm: AnomalyDataModule, threshold: Threshold | None = None) -> AnomalyModule:
+    """The method of cfg.method for the datamodule's images, with the threshold rule (None: built
+    from cfg.threshold)."""
+    if threshold is None:
+        threshold = build_threshold(cfg)
     try:
         model = instantiate(cfg.method, image_shape=list(dm.image_shape), threshold=threshold)
     except AnomalyError as err:
@@ -115,25 +132,30 @@ def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: boo
 def run_identity(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule) -> dict:
     """Name, sweep group and tags of a run, for experiment trackers."""
     return {"name": run_name(model.name, cfg.dataset.name, dm.protocol, int(cfg.seed),
-                             dm.split.normal_classes if dm.split is not None else None),
+                             class_names(dm) if dm.split is not None else None),
             "group": sweep_group(cfg.paths.get("log_dir")),
             "tags": [model.name, str(cfg.dataset.name), dm.protocol.name]}
 
 
+def class_names(dm: AnomalyDataModule) -> list[str]:
+    """The split's normal classes by name, as the user writes them (COIL-100: object numbers)."""
+    return [str(dm.data.class_names[c]) for c in dm.split.normal_classes]
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of what determines the result (paths and run bookkeeping excluded)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    keep = {k: resolved[k] for k in ("seed", "dataset", "protocol", "method", "data", "threshold") if k in resolved}
-    keep.get("dataset", {}).get("loader", {}).pop("root", None)  # where the files are is not what they are
-    text = OmegaConf.to_yaml(OmegaConf.create(keep))
+    """Hash of what determines the result: the settings and the trainer's schedule (max_epochs,
+    batch limits, precision: a 1-epoch smoke checkpoint is not the same run as a 3-epoch one);
+    paths and run bookkeeping excluded."""
+    text = OmegaConf.to_yaml(OmegaConf.create(provenance.result_config(cfg)))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def protocol_summary(dm: AnomalyDataModule) -> dict:
     """The protocol's settings with its resolved normal classes (ids and names)."""
     protocol = dm.protocol.describe()
-    protocol["normal"] = list(dm.split.normal_classes)
-    protocol["normal_names"] = [dm.data.class_names[c] for c in dm.split.normal_classes]
+    # as the user writes them (COIL-100 objects 1, 3, 77: ["1", "3", "77"]), and their positions
+    protocol["normal"] = class_names(dm)
+    protocol["normal_ids"] = list(dm.split.normal_classes)
     return protocol
 
 
@@ -148,7 +170,9 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "status": status,
         "problem": model.test_problem,
         "metrics": model.test_metrics,
-        "threshold_strategy": model.threshold_strategy,
+        # the rule that fitted the threshold (a fallback's, where the configured one could not)
+        "threshold_strategy": model.threshold_fit["used"] or model.threshold_fit["configured"],
+        "threshold_fit": dict(model.threshold_fit),
         # what the report tells rows apart by when a sweep varies a method setting
         "method_settings": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
                             if k != "_target_"},
@@ -159,8 +183,11 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
     }
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit, fit the threshold on validation, test, save the checkpoint and the results."""
+def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) -> dict:
+    """Fit, fit the threshold on validation, test, save the checkpoint and the results.
+
+    keep: a dict that receives the trained `model`, its `dm` and `trainer` (anomaly.reproduce
+    evaluates further cells with them). extra: more results.json fields."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Under DDP every rank runs this; only rank 0 writes the run's files (the others were
@@ -168,11 +195,15 @@ def train(cfg: DictConfig) -> dict:
     rank_zero = distributed.process_rank() == 0
     if rank_zero:
         print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", True))
+        line = provenance.paper_line(provenance.paper_settings(cfg))
+        if line:
+            log.info(line)
+    threshold = build_threshold(cfg)  # a bad threshold setting fails before any data loads
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, split_path=output_dir / "split.npz" if rank_zero else None)
     dm.prepare_data()
     dm.setup()  # bad classes, ratios and missing files fail here, before any training
-    model = build_method(cfg, dm)
+    model = build_method(cfg, dm, threshold)
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
     model.config_hash = config_hash(cfg)
     # a checkpoint of another method or image size is refused before any logger starts
@@ -182,8 +213,10 @@ def train(cfg: DictConfig) -> dict:
         trainers.append(trainer)
         failed = True
         try:
-            results = _fit_test_write(cfg, dm, model, trainer, output_dir, resume)
+            results = _fit_test_write(cfg, dm, model, trainer, output_dir, resume, extra or {})
             failed = False
+            if keep is not None:
+                keep.update(model=model, dm=dm, trainer=trainer)
         except BaseException as err:
             # the classes are resolved by now: the failure record (anomaly.sweep) shows the run
             # in the report's column of its class, as a successful run would be
@@ -195,7 +228,7 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, trainer: L.Trainer,
-                    output_dir: Path, resume: str | None) -> dict:
+                    output_dir: Path, resume: str | None, extra: dict) -> dict:
     log_config(trainer.loggers, cfg)
     start = time.perf_counter()
     try:
@@ -225,7 +258,8 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
     summary = run_summary(cfg, dm, model, train_seconds=round(train_seconds, 3),
                           validate_seconds=round(validate_seconds, 3),
                           score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch,
-                          run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume)
+                          run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume,
+                          **provenance.record(cfg), **extra)
     results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
     if resume is not None:
         mark_resumed(Path(resume).parent.parent, output_dir)
@@ -377,18 +411,27 @@ def evaluate(cfg: DictConfig) -> dict:
         run_cfg.paths.data_dir = str(cfg.data_dir)
     run_cfg.trainer = cfg.trainer
 
+    refit = bool(cfg.get("refit_threshold", False))
+    # a refit fits the run config's threshold rule again; otherwise the saved threshold is used
+    # as it is, with its fit record. A checkpoint from before the threshold group has no rule to
+    # build and needs none (its old threshold.strategy is reported as the configured one).
+    legacy = run_cfg.get("threshold") is not None and "_target_" not in run_cfg.threshold
+    threshold = F1Threshold() if legacy and not refit else build_threshold(run_cfg)
     L.seed_everything(run_cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(run_cfg)
     dm.prepare_data()
     dm.setup()
-    model = build_method(run_cfg, dm)
+    model = build_method(run_cfg, dm, threshold)
     check_checkpoint_identity(ckpt, model.name, dm.image_shape, path=str(cfg.ckpt_path))
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = info["config"]
+    if not refit:
+        model.restore_threshold_fit(info.get("threshold_fit") or
+                                    ({"configured": run_cfg.threshold.get("strategy")} if legacy else None))
     with distributed.processes() as trainers:
         trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
         trainers.append(trainer)
-        if cfg.get("refit_threshold", False):
+        if refit:
             trainer.validate(model, datamodule=dm, verbose=False)
         start = time.perf_counter()
         trainer.test(model, datamodule=dm, verbose=False)
@@ -397,7 +440,8 @@ def evaluate(cfg: DictConfig) -> dict:
         return {}
     summary = run_summary(run_cfg, dm, model, score_seconds=round(score_seconds, 3),
                           run_dir=str(output_dir), checkpoint=str(cfg.ckpt_path),
-                          threshold_refit=bool(cfg.get("refit_threshold", False)))
+                          threshold_refit=refit,
+                          **provenance.record(run_cfg, run_kind="rescore", entry="anomaly.evaluate"))
     results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
     print_results(results)
     return results
@@ -432,7 +476,7 @@ def print_results(results: dict) -> None:
 
     table = Table(title=f"{results['method']} · {results['dataset']} · {results['protocol']['name']} "
                         # class names, as the user writes them (COIL-100: object numbers, not positions)
-                        f"normal={results['protocol'].get('normal_names', results['protocol'].get('normal'))} "
+                        f"normal {','.join(str(c) for c in results['protocol'].get('normal') or [])} "
                         f"· seed {results['seed']}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -1,4 +1,5 @@
-"""Run outputs: results.json, scores.npz, roc.png, score_hist.png.
+"""Run outputs: results.json, scores.npz, roc.png, score_hist.png (the figures are drawn by
+`anomaly.plots`; `plot_examples` is re-exported here for the pipeline's examples.png).
 
 `results.json` is the one file the report reads; NaN metrics are written as null.
 """
@@ -16,6 +17,9 @@ import numpy as np
 import torch
 
 from anomaly.methods.base import ScoredSplit
+from anomaly.plots import classes_text, plot_examples, plot_roc, plot_score_hist
+
+__all__ = ["write_results", "example_indices", "plot_examples", "versions"]
 
 
 def _clean(value: Any) -> Any:
@@ -53,59 +57,14 @@ def write_results(output_dir: str | Path, summary: dict[str, Any], scores: Score
                             labels=scores.label.numpy(), index=scores.index.numpy(),
                             threshold=np.float64(threshold))
         if plots and summary.get("status") == "ok":
-            protocol = summary.get("protocol", {})
-            title = (f"{summary.get('method')} · {summary.get('dataset')} · normal "
-                     f"{protocol.get('normal_names', protocol.get('normal'))}")
-            plot_roc(scores, payload["metrics"].get("auroc"), output_dir / "roc.png", title)
-            plot_score_hist(scores, threshold, output_dir / "score_hist.png", title)
+            classes = classes_text(summary.get("protocol") or {})  # "normal 1,3,77"
+            title = f"{summary.get('method')} · {summary.get('dataset')} · {classes}"
+            score = scores.score.double().numpy()
+            anomalous = scores.anomalous.numpy().astype(bool)
+            plot_roc(score, anomalous, payload["metrics"].get("auroc"), output_dir / "roc.png", title,
+                     label=classes)
+            plot_score_hist(score, anomalous, threshold, output_dir / "score_hist.png", title)
     return payload
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_roc(scores: ScoredSplit, auroc: float | None, path: Path, title: str = "") -> None:
-    from torchmetrics.functional.classification import binary_roc
-
-    from anomaly.metrics import _ranks
-
-    plt = _pyplot()
-    fpr, tpr, _ = binary_roc(_ranks(scores.score), scores.anomalous.long())
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    label = f"AUROC {auroc:.3f}" if auroc is not None else "ROC"
-    ax.plot(fpr.numpy(), tpr.numpy(), lw=2, label=label)
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="false positive rate (normals flagged)", ylabel="true positive rate (anomalies flagged)",
-           xlim=(0, 1), ylim=(0, 1.01), title=title)
-    ax.title.set_fontsize(9)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_score_hist(scores: ScoredSplit, threshold: float, path: Path, title: str = "") -> None:
-    plt = _pyplot()
-    s = scores.score.double().numpy()
-    a = scores.anomalous.numpy().astype(bool)
-    bins = np.histogram_bin_edges(s, bins=50)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax.hist(s[~a], bins=bins, alpha=0.6, density=True, label=f"normal (n={int((~a).sum())})")
-    ax.hist(s[a], bins=bins, alpha=0.6, density=True, label=f"anomalous (n={int(a.sum())})")
-    if math.isfinite(threshold):
-        ax.axvline(threshold, c="k", ls="--", lw=1, label="threshold (validation)")
-    ax.set(xlabel="anomaly score (higher = more anomalous)", ylabel="density", title=title)
-    ax.title.set_fontsize(9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def example_indices(scores: ScoredSplit, per_group: int = 8) -> dict[str, torch.Tensor]:
@@ -121,20 +80,3 @@ def example_indices(scores: ScoredSplit, per_group: int = 8) -> dict[str, torch.
             order = torch.argsort(scores.score[pos], descending=descending)[:per_group]
             out[name] = scores.index[pos[order]]
     return out
-
-
-def plot_examples(groups: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path, title: str = "") -> None:
-    """Rows of inputs over their reconstructions, one pair of rows per group."""
-    from torchvision.utils import make_grid
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.1 * len(groups)), dpi=120, squeeze=False)
-    for ax, (name, (inputs, recon)) in zip(axes[:, 0], groups.items()):
-        grid = make_grid(torch.cat([inputs, recon]), nrow=len(inputs), padding=1, pad_value=0.5)
-        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(f"{name}: inputs (top) and reconstructions", fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

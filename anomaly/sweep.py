@@ -138,7 +138,19 @@ def failure_record(cfg: DictConfig, err: BaseException, status: str = "failed") 
         "metrics": {},
         "run_dir": plain("paths.output_dir"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **_provenance(cfg),
     }
+
+
+def _provenance(cfg: DictConfig) -> dict[str, Any]:
+    """What the run was (config, debug label, budget, command), so the report places a failed
+    job beside its siblings; {} where the config cannot be resolved."""
+    from anomaly import provenance
+
+    try:
+        return provenance.record(cfg)
+    except Exception:  # noqa: BLE001 - an unresolvable interpolation must not hide the real error
+        return {}
 
 
 def _choice(group: str) -> str | None:

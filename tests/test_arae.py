@@ -203,7 +203,7 @@ def mnist_run(tmp_path, mnist_root, extra):
     ["method.attack=union", "method.union_rotations=3", "method.union_l2_steps=3", "method.union_linf_steps=3"],
 ], ids=["mlp", "conv", "union"])
 def test_arae_end_to_end_separates_easy_anomalies(tmp_path, mnist_root, variant):
-    cfg = mnist_run(tmp_path, mnist_root, ["method=arae", "method.steps=5", "threshold.strategy=f1_inlier",
+    cfg = mnist_run(tmp_path, mnist_root, ["method=arae", "method.steps=5", "threshold=f1_inlier",
                                            *variant])
     results = train(cfg)
     assert results["status"] == "ok" and results["method"] == "arae"
@@ -226,4 +226,4 @@ def test_experiment_configs_compose(tmp_path):
         cfg = compose_config(tmp_path, [f"experiment={name}"])
         assert cfg.method._target_.endswith("ARAE") and cfg.method.eps == eps and cfg.method.steps == 40
         assert cfg.dataset.image_size == 28 and cfg.data.batch_size == 256
-        assert cfg.protocol._target_.endswith("AnomalyRatio") and cfg.threshold.strategy == "f1_inlier"
+        assert cfg.protocol._target_.endswith("AnomalyRatio") and cfg.threshold.positive == "normal"  # f1_inlier

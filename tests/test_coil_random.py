@@ -6,7 +6,7 @@ import torch
 
 from anomaly import AnomalyError
 from anomaly.data.datasets import ImageSet
-from anomaly.data.protocols import CoilRandom, coil_random_split
+from anomaly.data.protocols import coil_outlier_ratio, CoilRandom, coil_random_split
 
 OBJECTS = [str(n) for n in range(1, 101)]
 
@@ -84,10 +84,21 @@ def test_listed_objects_are_object_numbers():
     assert explicit.normal_classes == [0, 2, 76]
 
 
+def test_any_number_of_objects_gets_the_papers_rule():
+    """1 / 4 / 7 objects: the papers' 50 / 25 / 15 %; between them linear in the number of
+    objects; outside them the nearest end's share."""
+    expected = {1: 0.5, 2: 0.5 - 0.25 / 3, 3: 0.5 - 0.5 / 3, 4: 0.25, 5: 0.25 - 0.1 / 3,
+                6: 0.25 - 0.2 / 3, 7: 0.15, 8: 0.15, 20: 0.15}
+    for n, p in expected.items():
+        assert coil_outlier_ratio(n) == pytest.approx(p), n
+    assert CoilRandom(normal=[1, 3, 77]).outlier_ratio == pytest.approx(1 / 3)
+    s = CoilRandom(normal=[1, 3, 77]).split(coil_set(coil_labels()))
+    check_split(s, coil_labels(), s.normal_classes, 1 / 3)
+    # the rule's points come from the config
+    assert CoilRandom(n_normal=2, paper_outlier_ratios={1: 0.4, 3: 0.2}).outlier_ratio == pytest.approx(0.3)
+
+
 def test_setting_errors_name_the_value_and_what_is_allowed():
-    with pytest.raises(AnomalyError, match=r"protocol.n_normal=3 has no paper outlier ratio .*"
-                                           r"set protocol.outlier_ratio"):
-        CoilRandom(n_normal=3)
     with pytest.raises(AnomalyError, match=r"protocol.n_normal=4 but protocol.normal=\[1, 3\] lists 2"):
         CoilRandom(normal=[1, 3], n_normal=4)
     with pytest.raises(AnomalyError, match=r"protocol.n_normal=0 must be a positive integer"):
@@ -138,9 +149,9 @@ def test_composed_config_and_end_to_end_on_generated_coil(tmp_path):
                                             "dataset.loader.download=false", "protocol.normal=[11]",
                                             "trainer.max_epochs=8"])
     protocol = instantiate(cfg.protocol)
-    assert isinstance(protocol, CoilRandom) and protocol.threshold_strategy == "f1_inlier"
+    assert isinstance(protocol, CoilRandom) and cfg.threshold.positive == "normal"  # f1_inlier
     results = train(cfg)
-    assert results["status"] == "ok" and results["protocol"]["normal_names"] == ["11"]
+    assert results["status"] == "ok" and results["protocol"]["normal"] == ["11"]
     # 20 views: 4 test + 3 validation + 13 train normals, outliers 4 + 3 (one per object)
     assert results["split_sizes"] == {"train": 13, "val": 6, "test": 8, "train_anomalies": 0,
                                       "val_anomalies": 3, "test_anomalies": 4}

@@ -10,7 +10,7 @@ import torch
 from anomaly import AnomalyError
 from anomaly.data.datasets import ImageSet
 from anomaly.data.protocols import Contamination, contamination_split, impurity_count
-from anomaly.metrics import fit_threshold
+from anomaly.evaluation.thresholds import ContaminationQuantile
 from anomaly.pipeline import build_method, instantiate
 from tests.conftest import compose_config
 
@@ -101,19 +101,18 @@ def test_too_few_images_and_bad_settings_are_refused():
         Contamination().split(data)
 
 
-def test_protocol_object_names_anomalous_and_threshold_convention():
+def test_protocol_object_names_anomalous():
     labels, official_test = letters_like(train_per_class=60, test_per_class=30, classes=4)
     data = ImageSet("tiny", torch.zeros(len(labels), 1, 8, 8, dtype=torch.uint8), torch.from_numpy(labels),
                     ["w", "x", "y", "z"], official_test=torch.from_numpy(official_test))
     split = Contamination(anomalous=["w", "x"], contamination=0.2).split(data)
     assert split.normal_classes == [2, 3]
     assert set(labels[split.train[split.train_anomalous]]) == {0, 1}
-    assert Contamination.threshold_strategy == "contamination_quantile"
 
 
-def test_config_auto_threshold_takes_the_protocols_contamination(tmp_path):
+def test_protocol_threshold_takes_the_protocols_contamination(tmp_path):
     cfg = compose_config(tmp_path, ["protocol=contamination", "protocol.contamination=0.1", "dataset=digits"])
-    assert cfg.threshold.strategy == "auto" and cfg.threshold.contamination == 0.1
+    assert cfg.threshold._target_.endswith("ContaminationQuantile") and cfg.threshold.contamination == 0.1
     protocol = instantiate(cfg.protocol)
     assert isinstance(protocol, Contamination) and protocol.contamination == 0.1
 
@@ -122,9 +121,9 @@ def test_config_auto_threshold_takes_the_protocols_contamination(tmp_path):
 
     DM.protocol = protocol
     model = build_method(cfg, DM)
-    assert model.threshold_strategy == "contamination_quantile" and model.threshold_contamination == 0.1
-    # other protocols have no contamination: the strategy then needs it given
-    cfg = compose_config(tmp_path, ["threshold.strategy=contamination_quantile"])
+    assert isinstance(model.threshold_rule, ContaminationQuantile) and model.threshold_rule.contamination == 0.1
+    # other protocols have no contamination: the rule then needs it given
+    cfg = compose_config(tmp_path, ["threshold=contamination_quantile"])
     assert cfg.threshold.contamination is None
     DM.protocol = instantiate(cfg.protocol)
     with pytest.raises(AnomalyError, match="needs threshold.contamination"):
@@ -136,14 +135,13 @@ def test_contamination_quantile_pools_training_scores_and_ignores_labels():
     train = torch.arange(10, 100, dtype=torch.float64)
     flags = torch.zeros(10, dtype=torch.bool)
     # 100 scores 0…99: the 0.9 quantile flags the 10 highest (scores > 89.1)
-    tau = fit_threshold(val, flags, "contamination_quantile", contamination=0.1, unlabeled=train)
+    tau = ContaminationQuantile(0.1).fit(val, flags, unlabeled=train)
     assert tau == pytest.approx(89.1)
     assert int((torch.cat([train, val]) > tau).sum()) == 10
     # labels play no part
-    assert fit_threshold(val, ~flags, "contamination_quantile", contamination=0.1, unlabeled=train) == tau
+    assert ContaminationQuantile(0.1).fit(val, ~flags, unlabeled=train) == tau
     # without training scores: validation alone (the per-epoch validation inside fit)
-    assert fit_threshold(val, flags, "contamination_quantile", contamination=0.2) == pytest.approx(7.2)
-    assert math.isnan(fit_threshold(torch.tensor([1.0, math.inf]), flags[:2], "contamination_quantile",
-                                    contamination=0.1))
+    assert ContaminationQuantile(0.2).fit(val, flags) == pytest.approx(7.2)
+    assert math.isnan(ContaminationQuantile(0.1).fit(torch.tensor([1.0, math.inf]), flags[:2]))
     with pytest.raises(AnomalyError, match=r"threshold.contamination=0 must be in \(0, 1\)"):
-        fit_threshold(val, flags, "contamination_quantile", contamination=0)
+        ContaminationQuantile(0)

@@ -20,6 +20,8 @@ EXTRA: dict[str, list[str]] = {
     "vae_emnist": ["protocol.contamination=0.3"],
     "vae_mnist_contamination": ["protocol.n_train=null", "protocol.n_val=null", "protocol.n_test=null",
                                 "protocol.contamination=0.3"],
+    "vae_fashion_mnist_contamination": ["protocol.n_train=null", "protocol.n_val=null", "protocol.n_test=null",
+                                        "protocol.contamination=0.3"],
     # one search / training step instead of the papers' Γ = 500 per image and 150 epochs
     "anogan_mnist": ["method.search_steps=2"],
     "fanogan_mnist": ["method.gan_epochs=1", "method.encoder_epochs=1", "trainer.max_epochs=2"],

@@ -151,7 +151,7 @@ def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
     assert ok["status"] == "ok" and ok["metrics"]["auroc"] > 0.5
     assert failed["status"] == "failed"
     assert "AnomalyError: method=ae: non-finite training loss at epoch 0" in failed["problem"]
-    assert failed["protocol"]["normal"] == [0]  # resolved, as an ok run's: the report's class column
+    assert failed["protocol"]["normal"] == ["0"]  # resolved, as an ok run's: the report's class column
     out = report([sweep], plots=False, echo=False)
     table = out["tables"]["auroc"]
     assert table.header[1] == "0" and len(table.header) == 5  # one class column
@@ -174,7 +174,7 @@ def test_collapsed_scores_are_reported_not_measured(tmp_path, constant, problem)
         assert r["status"] == "invalid_scores" and r["metrics"] == {}
         assert re.search(problem, r["problem"]), r["problem"]
     assert not (tmp_path / "run" / "roc.png").exists()  # no curve of meaningless scores
-    out = report([tmp_path], plots=False, echo=False)
+    out = report([tmp_path], plots=False, echo=False, include_debug=True)
     assert out["tables"]["auroc"].rows[0][1:] == ["failed", "—", "0", "1"]  # never averaged in
 
 

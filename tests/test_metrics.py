@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from anomaly.metrics import compute_metrics, fit_threshold, score_problem
+from anomaly.evaluation.metrics import METRIC_KEYS, compute_metrics, detection_error, score_problem
 
 
 def scores_and_labels(n=400, seed=0, shift=1.0):
@@ -42,21 +42,35 @@ def test_fpr95_counts_anomalies_accepted_at_95_percent_normals():
     assert compute_metrics(s, a, math.nan)["fpr95"] == pytest.approx(0.25)  # only 50 accepted at ≤94
 
 
-@pytest.mark.parametrize("strategy", ["f1", "f1_inlier"])
-def test_f1_threshold_is_the_best_cut(strategy):
-    s, a = scores_and_labels(n=300, seed=3, shift=1.5)
-    t = fit_threshold(s, a, strategy)
-    candidates = np.unique(s.numpy())
-    key = "f1" if strategy == "f1" else "f1_inlier"
-    best = max(compute_metrics(s, a, c)[key] for c in candidates)
-    assert compute_metrics(s, a, t)[key] == pytest.approx(best, abs=1e-6)
-    assert t not in set(candidates.tolist())  # a midpoint: no score sits on the threshold
+def test_detection_error_by_hand():
+    # scores 1…6, anomalous at 2, 5, 6 (3 normals, 3 anomalies). Cuts (flag the k highest):
+    # k=0: ½(0 + 1) = .5; k=1 {6}: ½(0 + ⅔); k=2 {6,5}: ½(0 + ⅓) = 1/6; k=3 {…,4}: ½(⅓ + ⅓);
+    # k=4 {…,3}: ½(⅔ + ⅓); k=5 {…,2}: ½(⅔ + 0) = ⅓; k=6: ½(1 + 0)
+    s = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    a = torch.tensor([False, True, False, False, True, True])
+    assert detection_error(s, a) == pytest.approx(1 / 6)
+    assert compute_metrics(s, a, math.nan)["detection_error"] == pytest.approx(1 / 6)
+    # a tie may not be split: with 4 and 5 tied the best cut {6} gives ½(0 + ⅔) = ⅓, {6,5,4} ½(⅓ + ⅓)
+    tied = torch.tensor([1.0, 2.0, 3.0, 4.5, 4.5, 6.0])
+    assert detection_error(tied, a) == pytest.approx(1 / 3)
+    # either class positive: the same; perfect separation: 0; one class only: NaN
+    assert detection_error(-s, ~a) == pytest.approx(1 / 6)
+    assert detection_error(a.double(), a) == 0.0
+    assert math.isnan(detection_error(s, torch.zeros(6, dtype=torch.bool)))
+    assert "detection_error" in METRIC_KEYS
 
 
-def test_quantile_threshold_without_validation_anomalies():
-    s = torch.arange(101, dtype=torch.float64)
-    assert fit_threshold(s, torch.zeros(101, dtype=torch.bool)) == pytest.approx(95.0)
-    assert fit_threshold(s, torch.zeros(101, dtype=torch.bool), "quantile", 0.5) == pytest.approx(50.0)
+def test_detection_error_is_the_minimum_over_every_threshold():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        s = torch.from_numpy(rng.integers(0, 8, size=30).astype(float))
+        a = torch.from_numpy(rng.random(30) < 0.4)
+        if not 0 < int(a.sum()) < 30:
+            continue
+        n_anom, n_norm = int(a.sum()), int((~a).sum())
+        errors = [0.5 * (int((s[~a] > t).sum()) / n_norm + int((s[a] <= t).sum()) / n_anom)
+                  for t in [float(s.min()) - 1, *torch.unique(s).tolist()]]
+        assert detection_error(s, a) == pytest.approx(min(errors), abs=1e-12)
 
 
 def test_score_problems_are_named():

@@ -27,7 +27,7 @@ def test_ae_separates_easy_anomalies(tmp_path, mnist_root, protocol):
     cfg = mnist_run(tmp_path, mnist_root, [f"protocol={protocol}", "protocol.normal=[5]"])
     results = train(cfg)
     assert results["status"] == "ok" and results["method"] == "ae" and results["dataset"] == "mnist"
-    assert results["protocol"]["name"] == protocol and results["protocol"]["normal"] == [5]
+    assert results["protocol"]["name"] == protocol and results["protocol"]["normal"] == ["5"]
     m = results["metrics"]
     assert m["auroc"] > AUROC_FLOOR, m
     assert 0 < m["f1"] <= 1 and np.isfinite(m["threshold"])

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from anomaly import AnomalyError
+from anomaly.evaluation.thresholds import ContaminationQuantile
 from anomaly.methods.vae import VAE, kl_divergence, pooled_sides, reconstruction_bce, reparametrise
 from anomaly.pipeline import build_datamodule, load_checkpoint, train
 from tests.conftest import TINY, compose_config
@@ -113,8 +114,8 @@ def test_optimiser_and_bad_settings():
 
 
 def test_vae_end_to_end_contaminated_protocol_and_paper_threshold(tmp_path, mnist_root):
-    # 20 % impurities in every split, training included; threshold.strategy=auto → the paper's
-    # contamination_quantile with the protocol's contamination
+    # 20 % impurities in every split, training included; protocol=contamination picks the paper's
+    # threshold, contamination_quantile with the protocol's contamination
     cfg = compose_config(tmp_path, [*TINY, "dataset=mnist", f"paths.data_dir={mnist_root}",
                                     "dataset.loader.download=false", "dataset.image_size=16",
                                     "method=vae", "protocol=contamination", "protocol.normal=[5]",
@@ -128,7 +129,7 @@ def test_vae_end_to_end_contaminated_protocol_and_paper_threshold(tmp_path, mnis
     assert results["metrics"]["auroc"] > AUROC_FLOOR, results["metrics"]
     # the threshold is the 0.8 quantile of the training + validation scores of the final weights
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    model = VAE([1, 16, 16], threshold={"strategy": "contamination_quantile", "contamination": 0.2})
+    model = VAE([1, 16, 16], threshold=ContaminationQuantile(0.2))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     dm = build_datamodule(cfg)
@@ -146,9 +147,9 @@ def test_experiment_config_composes(tmp_path):
     assert cfg.method.l2 == 1e-5 and cfg.method.dropout == 0.5 and cfg.data.batch_size == 128
     assert cfg.protocol._target_.endswith("Contamination")
     assert (cfg.protocol.n_train, cfg.protocol.n_val, cfg.protocol.n_test) == (4000, 800, 800)
-    assert cfg.threshold.strategy == "contamination_quantile"
+    assert cfg.threshold._target_.endswith("ContaminationQuantile")
     assert cfg.threshold.contamination == pytest.approx(1 / 33)
     cfg = compose_config(tmp_path, ["experiment=vae_emnist"])  # the published setup itself
     assert cfg.dataset.name == "emnist_letters" and list(cfg.protocol.normal) == ["A"]
     assert cfg.protocol.n_train is None and cfg.protocol.val_fraction == pytest.approx(1 / 6)
-    assert cfg.method._target_.endswith("VAE") and cfg.threshold.strategy == "contamination_quantile"
+    assert cfg.method._target_.endswith("VAE") and cfg.threshold._target_.endswith("ContaminationQuantile")

@@ -190,8 +190,10 @@ def anomaly_ratio_split(labels: np.ndarray, normal: list[int], anomaly_ratio: fl
     if n_test_anom + n_val_anom > len(others):
         raise AnomalyError(f"protocol.anomaly_ratio={p} needs {n_test_anom + n_val_anom} anomalies "
                            f"but the other classes have only {len(others)} images")
+    # test anomalies from the front of one seeded permutation, validation's from its back: disjoint,
+    # and a smaller share's anomalies are a subset of a larger one's (scored once across shares)
     test = np.sort(np.concatenate([test_n, others[:n_test_anom]]))
-    val = np.sort(np.concatenate([val_n, others[n_test_anom:n_test_anom + n_val_anom]]))
+    val = np.sort(np.concatenate([val_n, others[len(others) - n_val_anom:]]))
     train = np.sort(train)
     return Split(train=train, val=val, test=test,
                  train_anomalous=~is_normal[train], val_anomalous=~is_normal[val],
@@ -226,7 +228,10 @@ def gpnd_folds_split(labels: np.ndarray, normal: list[int], fold: int, outlier_r
         if n_out > len(outliers):
             raise AnomalyError(f"protocol.outlier_ratio={p} needs {n_out} outliers in fold {f} "
                                f"but it has only {len(outliers)}")
-        return np.sort(np.concatenate([inliers, rng.choice(outliers, n_out, replace=False)]))
+        # a prefix of one seeded permutation: each share's outliers are a uniform draw, and a
+        # smaller share's are a subset of a larger one's (the five shares of a fold are then
+        # scored once: anomaly.reproduce caches scores by image)
+        return np.sort(np.concatenate([inliers, rng.permutation(outliers)[:n_out]]))
 
     test = with_outliers(fold)
     val = with_outliers(val_fold)
@@ -288,12 +293,11 @@ class Protocol:
     normal): give at most one. With neither, the protocol's default applies: `default_normal`
     (class 0) or, where that is None, `default_anomalous`.
 
-    `threshold_strategy` is the F1 convention of the protocol's paper, used when the config says
-    `threshold.strategy=auto`.
+    The threshold each protocol's paper used is named in its config (conf/protocol/<name>.yaml,
+    `override /threshold…`), not here.
     """
 
     name = "protocol"
-    threshold_strategy = "f1"
     default_normal: ClassVar[list[int] | None] = [0]
     default_anomalous: ClassVar[list[int] | None] = None
 
@@ -358,7 +362,6 @@ class AnomalyRatio(Protocol):
 
 class GPNDFolds(Protocol):
     name = "gpnd_folds"
-    threshold_strategy = "f1_inlier"  # GPND reports F1 with inliers as the positive class
 
     def __init__(self, normal=None, fold: int = 0, outlier_ratio: float = 0.5, n_folds: int = 5,
                  fold_seed: int = 0, seed: int = 0, anomalous=None) -> None:
@@ -487,14 +490,13 @@ def contamination_split(labels: np.ndarray, official_test: np.ndarray, normal: l
 class Contamination(Protocol):
     """The VAE paper's contaminated one-class setting (see contamination_split).
 
-    `threshold_strategy` (for threshold.strategy=auto) is the paper's contamination_quantile:
-    the (1 − contamination) quantile of the training + validation scores. It uses only the
-    expected impurity share, which this protocol knows by construction; the validation split
-    also holds labelled impurities, so threshold.strategy=f1 / f1_inlier works as well.
+    Its config picks the paper's threshold, contamination_quantile: the (1 − contamination)
+    quantile of the training + validation scores. It uses only the expected impurity share,
+    which this protocol knows by construction; the validation split also holds labelled
+    impurities, so threshold=f1 / f1_inlier works as well.
     """
 
     name = "contamination"
-    threshold_strategy = "contamination_quantile"
 
     def __init__(self, normal=None, contamination: float = 1 / 33, val_fraction: float = 1 / 6,
                  n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
@@ -520,8 +522,28 @@ class Contamination(Protocol):
 
 
 # ---- coil_random: GPND / ARAE's COIL-100 protocol ------------------------------------------------
-# GPND's outlier share of the test set for 1, 4 and 7 normal objects
+# GPND's outlier share of the test set for 1, 4 and 7 normal objects (ARAE uses the same)
 COIL_OUTLIER_RATIOS = {1: 0.5, 4: 0.25, 7: 0.15}
+
+
+def coil_outlier_ratio(n_normal: int, points: dict | None = None) -> float:
+    """The outlier share for `n_normal` objects: the papers' share where they give one (1 / 4 / 7
+    objects: 50 / 25 / 15 %), linear in the number of objects between those points, and the
+    nearest end's share outside them (a single object: 50 %; more than 7: 15 %). So 3 objects get
+    1/3 and the published ARAE README's 4-object example its 25 %."""
+    table = sorted((int(k), float(v)) for k, v in (points or COIL_OUTLIER_RATIOS).items())
+    if not table:
+        raise AnomalyError("protocol.paper_outlier_ratios is empty: give {objects: share, …}")
+    n = int(n_normal)
+    exact = dict(table)
+    if n in exact:
+        return exact[n]
+    if n <= table[0][0]:
+        return table[0][1]
+    for (n0, p0), (n1, p1) in zip(table, table[1:]):
+        if n <= n1:
+            return p0 + (p1 - p0) * (n - n0) / (n1 - n0)
+    return table[-1][1]
 
 
 def _half_up(x: float) -> int:
@@ -626,16 +648,15 @@ class CoilRandom(Protocol):
     """GPND / ARAE's COIL-100 protocol (see coil_random_split): `n_normal` objects drawn at random
     (`draw` seeds the draw and the split: one draw = one of the papers' 30 repetitions) or listed
     in `normal`; outliers at `outlier_ratio` (null: the papers' 50 / 25 / 15 % for 1 / 4 / 7
-    objects). Works on any dataset (classes = objects). `anomalous` is not offered: the outliers
+    objects, linear between them for other counts: see coil_outlier_ratio). Works on any dataset (classes = objects). `anomalous` is not offered: the outliers
     are always every other class."""
 
     name = "coil_random"
-    threshold_strategy = "f1_inlier"  # GPND and ARAE report F1 with inliers positive
     default_normal = None  # no normal class given: draw them
 
     def __init__(self, normal=None, n_normal: int | None = None, draw: int = 0,
                  outlier_ratio: float | None = None, test_fraction: float = 0.2,
-                 val_fraction: float = 0.2) -> None:
+                 val_fraction: float = 0.2, paper_outlier_ratios: dict | None = None) -> None:
         super().__init__(normal, seed=draw)
         if n_normal is not None and (isinstance(n_normal, bool) or int(n_normal) != n_normal or n_normal < 1):
             raise AnomalyError(f"protocol.n_normal={n_normal} must be a positive integer "
@@ -648,11 +669,8 @@ class CoilRandom(Protocol):
             n_normal = listed
         self.n_normal = 1 if n_normal is None else int(n_normal)
         self.draw = int(draw)
-        if outlier_ratio is None:
-            if self.n_normal not in COIL_OUTLIER_RATIOS:
-                raise AnomalyError(f"protocol.n_normal={self.n_normal} has no paper outlier ratio (1 object: "
-                                   "50 %, 4: 25 %, 7: 15 %); set protocol.outlier_ratio")
-            outlier_ratio = COIL_OUTLIER_RATIOS[self.n_normal]
+        if outlier_ratio is None:  # the papers' share, interpolated between their points
+            outlier_ratio = coil_outlier_ratio(self.n_normal, paper_outlier_ratios)
         self.outlier_ratio = _check_fraction("protocol.outlier_ratio", outlier_ratio)
         self.test_fraction = _check_fraction("protocol.test_fraction", test_fraction)
         self.val_fraction = _check_fraction("protocol.val_fraction", val_fraction)

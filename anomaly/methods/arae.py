@@ -46,8 +46,8 @@ Deliberate differences and bug fixes:
 - Unseeded shuffling in the published data preparation (prepare.py's "p1" split): the
   framework's protocols (`protocol=anomaly_ratio` is "p1", `one_class` is "p2") are seeded.
 - F1 threshold tuned on the test set (published COIL-100 code): the threshold comes from the
-  validation split, as for every method (`threshold.strategy=f1_inlier` for the paper's
-  inlier-positive F1).
+  validation split, as for every method (`threshold=f1_inlier`, the paper's inlier-positive F1,
+  is what protocol=anomaly_ratio and coil_random pick).
 - `net=conv` (ConvEncoder / ConvDecoder, DCGAN init, sigmoid output) is an addition for RGB and
   larger images; the paper used the MLP everywhere (COIL-100 at 32×32×3 included).
 """

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
-from anomaly.metrics import check_contamination, compute_metrics, fit_threshold, score_problem
+from anomaly.evaluation.metrics import compute_metrics, score_problem
+from anomaly.evaluation.thresholds import F1Threshold, Threshold
 
 VALUE_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
@@ -36,28 +37,32 @@ class AnomalyModule(L.LightningModule):
     """Base LightningModule of every method.
 
     image_shape: (C, H, W) of the inputs. value_range: "unit" ([0, 1]) or "symmetric" ([-1, 1]);
-    batches arrive as uint8 and are scaled on the device. threshold: {strategy, quantile,
-    contamination}, see `anomaly.metrics.fit_threshold`; fitted at the end of every validation
-    epoch. Strategy contamination_quantile also pools the training scores, computed in the
-    stand-alone validation after fit (per-epoch validation inside fit uses validation alone).
+    batches arrive as uint8 and are scaled on the device. threshold: the rule that fits the
+    threshold (an `anomaly.evaluation.thresholds.Threshold`, built from the `threshold` config
+    group; None: F1 with anomalies positive), fitted at the end of every validation epoch into
+    the `threshold` buffer (float64). A rule that pools the training scores
+    (contamination_quantile) gets them in the stand-alone validation after fit (per-epoch
+    validation inside fit uses validation alone). `threshold_fit` records what the last fit did.
     """
 
     name: ClassVar[str] = "base"
 
     def __init__(self, image_shape: Sequence[int], value_range: str = "unit",
-                 threshold: dict | None = None) -> None:
+                 threshold: Threshold | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["threshold"])  # the rule is the run config's, not a weight
         if value_range not in VALUE_RANGES:
             raise AnomalyError(f"method.value_range={value_range!r}; choose one of {sorted(VALUE_RANGES)}")
         self.image_shape = check_image_shape(image_shape, self.name)
         self.value_range = value_range
-        threshold = dict(threshold or {})
-        self.threshold_strategy = threshold.get("strategy", "f1")
-        self.threshold_quantile = float(threshold.get("quantile", 0.95))
-        self.threshold_contamination = threshold.get("contamination")
-        if self.threshold_strategy == "contamination_quantile":  # fail before training, not after
-            self.threshold_contamination = check_contamination(self.threshold_contamination)
+        if threshold is None:
+            threshold = F1Threshold()
+        if not isinstance(threshold, Threshold):
+            raise AnomalyError(f"threshold={threshold!r} is not a threshold rule "
+                               "(anomaly.evaluation.thresholds.Threshold)")
+        self.threshold_rule = threshold
+        # what the fitted threshold is: the rule configured, the one used and why they differ
+        self.threshold_fit: dict = threshold.record()
         self._train_scores: torch.Tensor | None = None
         self.register_buffer("threshold", torch.tensor(math.nan, dtype=torch.float64))
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
@@ -149,7 +154,7 @@ class AnomalyModule(L.LightningModule):
         self._train_scores = None
         if self.trainer.state.fn == TrainerFn.VALIDATING and self.trainer.datamodule is not None:
             self.prepare_scoring(self.device_batches(self.trainer.datamodule.train_eval_dataloader()))
-            if self.threshold_strategy == "contamination_quantile":  # it pools train + validation
+            if self.threshold_rule.uses_unlabeled:  # it pools train + validation
                 self._train_scores = torch.cat([
                     self.score(b["image"]).detach().float().reshape(-1).cpu()
                     for b in self.device_batches(self.trainer.datamodule.train_eval_dataloader())])
@@ -171,10 +176,7 @@ class AnomalyModule(L.LightningModule):
             self._store = []
             return
         out = self._gather()
-        self.val_scores = out
-        self.threshold.fill_(fit_threshold(out.score, out.anomalous, self.threshold_strategy,
-                                           self.threshold_quantile, self.threshold_contamination,
-                                           unlabeled=self._train_scores))
+        self.apply_validation(out, self._train_scores)
         normal = out.score[~out.anomalous]
         if len(normal):
             self.log("val/score_normal", normal.mean().item())
@@ -189,7 +191,19 @@ class AnomalyModule(L.LightningModule):
         self._collect(batch)
 
     def on_test_epoch_end(self) -> None:
-        out = self._gather()
+        self.apply_test(self._gather())
+        for key, value in self.test_metrics.items():
+            self.log(f"test/{key}", value)
+
+    # ---- scored splits → threshold and metrics (also used on cached scores: anomaly.reproduce) ----
+    def apply_validation(self, out: ScoredSplit, train_scores: torch.Tensor | None = None) -> None:
+        """Fit the threshold on a scored validation split (`train_scores`: for rules that pool them)."""
+        self.val_scores = out
+        self.threshold.fill_(self.threshold_rule.fit(out.score, out.anomalous, unlabeled=train_scores))
+        self.threshold_fit = self.threshold_rule.record()
+
+    def apply_test(self, out: ScoredSplit) -> None:
+        """The test metrics of a scored test split at the fitted threshold."""
         self.test_scores = out
         self.test_problem = score_problem(out.score)
         if self.test_problem is not None:  # metrics of such scores would mean nothing
@@ -198,16 +212,22 @@ class AnomalyModule(L.LightningModule):
         if not math.isfinite(float(self.threshold)):
             self.test_problem = "no validation threshold was fitted: thresholded metrics are NaN"
         self.test_metrics = compute_metrics(out.score, out.anomalous, float(self.threshold))
-        for key, value in self.test_metrics.items():
-            self.log(f"test/{key}", value)
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["anomaly"] = {"method": self.name, "image_shape": list(self.image_shape),
-                                 "config": self.run_config, "config_hash": self.config_hash}
+                                 "config": self.run_config, "config_hash": self.config_hash,
+                                 "threshold_fit": dict(self.threshold_fit)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_identity(checkpoint, self.name, self.image_shape)
+        self.restore_threshold_fit(checkpoint["anomaly"].get("threshold_fit"))
+
+    def restore_threshold_fit(self, record: dict | None) -> None:
+        """The fit record of a loaded checkpoint's threshold (one written before the records
+        were kept has none: the configured rule, used unknown)."""
+        self.threshold_fit = {"configured": self.threshold_rule.name, "used": None, "reason": None,
+                              **(record or {})}
 
 
 def real_fake_bce(logits: torch.Tensor, real: bool) -> torch.Tensor:

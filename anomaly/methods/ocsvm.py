@@ -39,7 +39,7 @@ import torch
 
 from anomaly import AnomalyError
 from anomaly.methods.base import AnomalyModule
-from anomaly.metrics import compute_metrics
+from anomaly.evaluation.metrics import compute_metrics
 
 log = logging.getLogger("anomaly")
 

@@ -5,8 +5,8 @@ impurities; see ../shared/PAPERS.md). The OC-SVM it was compared with is `method
 A convolutional VAE is trained on the (contaminated) training set; impurities reconstruct badly.
 Score: the mean squared reconstruction error per image (`score=mse`, the published score) or the
 negative ELBO (`score=elbo`: Σ pixel BCE + KL). The published threshold, the (1 − contamination)
-quantile of the training + validation scores, is `threshold.strategy=contamination_quantile`
-(what `threshold.strategy=auto` picks under `protocol=contamination`).
+quantile of the training + validation scores, is `threshold=contamination_quantile` (the
+threshold `protocol=contamination` picks).
 
 Faithful to the published model at 28×28 in its layout and sizes:
 - encoder: Conv16 3×3 ReLU, then two branches, one with 2×2 max pooling and one with 2×2

@@ -1,0 +1,127 @@
+"""What a run was, for its results.json: the config that decides its numbers, whether it was a
+smoke/debug run, the command that makes it again, and which paper's settings it ran with.
+
+The report reads these to never average runs that differ in anything but the swept keys, and
+to leave smoke runs and re-scores out of paper tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("anomaly")
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# the trainer settings that change what a run computes (the rest is hardware and bookkeeping)
+SCHEDULE_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches",
+                 "limit_test_batches", "fast_dev_run", "precision", "accumulate_grad_batches")
+RESULT_KEYS = ("seed", "dataset", "protocol", "method", "data", "threshold")
+
+
+def schedule(cfg: DictConfig) -> dict[str, Any]:
+    """The trainer's schedule settings (resolved; absent ones left out)."""
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
+    return {k: trainer[k] for k in SCHEDULE_KEYS if k in trainer}
+
+
+def result_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved settings that decide a run's numbers: seed, dataset (not where its files
+    lie), protocol, method, data, threshold, and the trainer's schedule."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keep = {k: resolved[k] for k in RESULT_KEYS if k in resolved}
+    keep.get("dataset", {}).get("loader", {}).pop("root", None)
+    keep["trainer"] = schedule(cfg)
+    return keep
+
+
+def debug_label(cfg: DictConfig) -> str | None:
+    """Why a run is a smoke/debug run (fast_dev_run, limited batches, a debug= config), or None."""
+    reasons = []
+    debug = _choice("debug")
+    if debug:
+        reasons.append(f"debug={debug}")
+    plan = schedule(cfg)
+    if plan.get("fast_dev_run") not in (None, False, 0):
+        reasons.append(f"trainer.fast_dev_run={plan['fast_dev_run']}")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = plan.get(key)
+        # an int is a number of batches (1 = one batch); a float a share (1.0 = all of them)
+        if value is not None and (isinstance(value, int) and not isinstance(value, bool) or value != 1.0):
+            reasons.append(f"trainer.{key}={value}")
+    return ", ".join(dict.fromkeys(reasons)) or None
+
+
+def command(cfg: DictConfig, entry: str = "anomaly.train") -> str | None:
+    """The command that makes this run again: `cfg.command` where a caller set one
+    (anomaly.reproduce), else this job's command-line overrides (one job of a sweep: its own)."""
+    if cfg.get("command"):
+        return str(cfg.command)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - composed outside a Hydra app (tests, notebooks)
+        return None
+    return " ".join(["python", "-m", entry, *(shlex.quote(o) for o in overrides)])
+
+
+def _choice(group: str) -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except Exception:  # noqa: BLE001 - composed outside a Hydra app
+        return None
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def paper_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """The published settings applied to this method × dataset pair (conf/paper/), as
+    {name, source, keys: {key: published value}, overridden: {key: value used}}, or None."""
+    info = cfg.get("paper_settings")
+    if not info:
+        return None
+    path = CONF_DIR / "paper" / f"{info.name}.yaml"
+    published = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
+    published.pop("defaults", None)
+    published.pop("paper_settings", None)
+    keys = _flatten(published)
+    overridden = {}
+    for key, value in keys.items():
+        used = OmegaConf.select(cfg, key, default=None)
+        used = OmegaConf.to_container(used, resolve=True) if OmegaConf.is_config(used) else used
+        if used != value:
+            overridden[key] = used
+    return {"name": str(info.name), "source": str(info.get("source", "")), "keys": keys,
+            "overridden": overridden}
+
+
+def paper_line(info: dict[str, Any] | None) -> str | None:
+    """One line: which paper's settings applied, the keys they set, and which you overrode."""
+    if not info:
+        return None
+    kept = [f"{k}={v}" for k, v in info["keys"].items() if k not in info["overridden"]]
+    line = f"paper settings: {info['source']} (conf/paper/{info['name']}.yaml): {', '.join(kept)}"
+    if info["overridden"]:
+        line += "; overridden: " + ", ".join(f"{k}={v}" for k, v in info["overridden"].items())
+    return line
+
+
+def record(cfg: DictConfig, run_kind: str = "train", entry: str = "anomaly.train") -> dict[str, Any]:
+    """The results.json fields that say what the run was."""
+    return {"run_kind": run_kind, "debug": debug_label(cfg), "budget": cfg.get("budget"),
+            "command": command(cfg, entry), "paper_settings": paper_settings(cfg),
+            "config": result_config(cfg)}

@@ -1,0 +1,277 @@
+"""Rows and cells → tables (`Table`: header, text rows, the numbers behind them) → Markdown, CSV,
+rich on the terminal, and the README's reproduction section."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from anomaly.report.aggregate import (
+    METRIC_NAMES,
+    SHORT_NAMES,
+    Cell,
+    Comparison,
+    LeftOut,
+    PaperTable,
+    Run,
+    cells,
+    columns_of,
+    group_title,
+    method_label,
+    natural,
+    protocol_group,
+    row_label,
+    settings_text,
+    summary,
+)
+
+README_START = "<!-- reproduction:start -->"
+README_END = "<!-- reproduction:end -->"
+MARKS = ("Ours: mean ± std over seeds / folds / draws; Δ = ours − paper; `below`: ours lower than the "
+         "paper by more than that std; `n=1`: lower, from one run (no spread to judge by). A row's mean "
+         "is set against the paper's number for the row, or its published mean, or else the mean of "
+         "its numbers over the same cells.")
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    numbers: list[list[float | None]]  # the same cells as numbers (None: missing / failed)
+    notes: list[str] = field(default_factory=list)  # printed under the table
+
+
+def number(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def cell_text(cell: Cell, with_std: bool = False) -> str:
+    if not cell.values:
+        return "failed" if cell.failed else "—"
+    out = number(cell.mean, cell.std if with_std else None)
+    if cell.failed:
+        out += f" ({cell.failed} failed)"
+    return out
+
+
+def _incomplete(row_cells: dict[str, Cell], columns: Sequence[str]) -> bool:
+    return any(c not in row_cells or not row_cells[c].values for c in columns)
+
+
+def class_table(runs: list[Run], metric: str, title: str) -> Table:
+    """Rows method × dataset × protocol (× what differs), columns the classes; cells the mean over
+    seeds / folds / draws; `mean ± std`: the mean of the class cells ± the std over the row's runs
+    (`*`: some classes missing or failed, not averaged in)."""
+    by_row = cells(runs, metric)
+    columns = columns_of(runs)
+    rows, numbers = [], []
+    for row in sorted(by_row, key=lambda r: natural(row_label(r))):
+        row_cells = by_row[row]
+        mean, std, n, failed = summary(row_cells)
+        mean_text = number(mean, std) + (" *" if mean is not None and _incomplete(row_cells, columns) else "")
+        rows.append([row_label(row)] + [cell_text(row_cells[c]) if c in row_cells else "—" for c in columns]
+                    + [mean_text, str(n), str(failed)])
+        numbers.append([row_cells[c].mean if c in row_cells else None for c in columns] + [mean, std])
+    return Table(title, ["method · dataset · protocol"] + columns + ["mean ± std", "runs", "failed"],
+                 rows, numbers)
+
+
+def compare_tables(runs: list[Run], metric: str, metric_name: str) -> list[Table]:
+    """Per dataset × protocol (× differing protocol settings): rows the classes, one column per
+    method (a method with another setting, budget or flag is a column of its own)."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(protocol_group(run), []).append(run)
+    tables = []
+    for group, members in sorted(groups.items(), key=lambda kv: natural(group_title(kv[0]))):
+        by_method = cells(members, metric, key=method_label)
+        methods = sorted(by_method, key=natural)
+        columns = columns_of(members)
+        rows, numbers = [], []
+        for column in columns:
+            row_cells = [by_method[m].get(column) for m in methods]
+            rows.append([column] + [cell_text(c, with_std=True) if c else "—" for c in row_cells])
+            numbers.append([c.mean if c else None for c in row_cells])
+        mean_row = ["mean"]
+        for m in methods:
+            mean, std, _, _ = summary(by_method[m])
+            mean_row.append(number(mean, std or None) + (" *" if mean is not None and _incomplete(by_method[m], columns)
+                                                         else ""))
+        rows.append(mean_row)
+        numbers.append([summary(by_method[m])[0] for m in methods])
+        tables.append(Table(f"{metric_name} · {group_title(group)}", ["class"] + methods, rows, numbers))
+    return tables
+
+
+# ---- ours against the paper ----------------------------------------------------------------------
+def delta_text(comparison: Comparison) -> str:
+    if comparison.delta is None:
+        return "—"
+    return f"{comparison.delta:+.3f}" + (f" {comparison.mark}" if comparison.mark else "")
+
+
+def ours_text(comparison: Comparison) -> str:
+    if comparison.ours is None:
+        return "failed" if comparison.failed else "—"
+    out = number(comparison.ours, comparison.spread if comparison.n > 1 else None)
+    return out + (f" ({comparison.failed} failed)" if comparison.failed else "")
+
+
+def paper_table(table: PaperTable, metrics: Sequence[str], compact: bool = False) -> Table:
+    """Lines: every class cell of every row, then the row's mean (compact: a row the paper gives
+    one number for, or of one class, is its mean line alone); per metric ours (mean ± std over
+    seeds / folds / draws), paper, Δ (with its mark)."""
+    by_metric = {m: {(row, col): c for row, col, c in table.lines(m)} for m in metrics}
+    order = list(dict.fromkeys(key for m in metrics for key in by_metric[m]))
+    collapsed = {row.label for row in table.rows if table.row_level(row)} if compact else set()
+    header = ["cell", "n"]
+    for metric in metrics:
+        header += [f"{SHORT_NAMES.get(metric, metric)} ours", "paper", "Δ"]
+    rows, numbers = [], []
+    for row, col in order:
+        if row in collapsed and col not in ("mean", "all"):
+            continue
+        if col == "all":
+            label = "all cells"
+        elif col == "mean":
+            label = (row or "mean") if row in collapsed else " · ".join(filter(None, [row, "mean"]))
+        else:
+            label = " · ".join(filter(None, [row, col]))
+        comparisons = [by_metric[m].get((row, col)) for m in metrics]
+        line = [label, str(max((c.n for c in comparisons if c), default=0))]
+        for c in comparisons:
+            line += [ours_text(c), number(c.paper), delta_text(c)] if c else ["—", "—", "—"]
+        rows.append(line)
+        numbers.append([v for c in comparisons for v in ((c.ours, c.paper, c.delta) if c else (None,) * 3)])
+    return Table(table.title, header, rows, numbers)
+
+
+def paper_caption(table: PaperTable) -> str:
+    parts = table.sources() + [f"{table.n_cells()} cell{'s' if table.n_cells() != 1 else ''} run"]
+    trainings = len(table.trained_in())
+    if trainings:
+        parts.append(f"{trainings} training{'s' if trainings != 1 else ''}")
+    failed = sum(not r.ok for r in table.runs)
+    if failed:
+        parts.append(f"{failed} failed")
+    return " · ".join(parts)
+
+
+def rerun_line(table: PaperTable) -> str:
+    commands = table.commands()
+    if not commands:
+        return "Re-run: the results files record no command."
+    if len(commands) == 1:
+        return f"Re-run: `{commands[0]}`"
+    return f"Re-run: {len(commands)} commands (one per results file), e.g. `{commands[0]}`"
+
+
+# ---- output --------------------------------------------------------------------------------------
+def markdown(table: Table, level: str = "###") -> str:
+    lines = [f"{level} {table.title}", "", "| " + " | ".join(_escape(h) for h in table.header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(table.header) - 1)) + "|"]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in table.rows]
+    if table.notes:
+        lines += [""] + table.notes
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def write_csv(table: Table, path: Path) -> Path:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(table.header)
+        writer.writerows(table.rows)
+    return path
+
+
+def write_runs_csv(runs: list[Run], path: Path) -> Path:
+    metrics = sorted({k for r in runs for k in r.metrics})
+    settings = sorted({k for r in runs for k in r.settings})
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["method", "dataset", "protocol", "class", "seed", "fold", "draw", "status", "run_kind",
+                         "debug", *settings, *metrics, "problem", "run_dir"])
+        for r in sorted(runs, key=lambda r: (natural(row_label(r.row)), natural(r.column), str(r.repetition))):
+            writer.writerow([r.method, r.dataset, r.protocol, r.column, r.repetition.get("seed"),
+                             r.repetition.get("fold"), r.repetition.get("draw"), r.status, r.run_kind,
+                             r.debug or "", *[r.settings.get(k) for k in settings],
+                             *[r.metrics.get(k) for k in metrics], r.problem or "", str(r.path)])
+    return path
+
+
+def write_paper_csv(tables: Sequence[PaperTable], metrics_of, path: Path) -> Path:
+    """Long format: one line per table × row × class (and mean) × metric."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["table", "budget", "flags", "split", "row", "class", "metric", "ours", "std", "n",
+                         "failed", "paper", "delta", "mark"])
+        for table in tables:
+            split = settings_text(table.split)
+            for metric in metrics_of(table):
+                for row, col, c in table.lines(metric):
+                    writer.writerow([table.table, table.budget or "", " ".join(table.flags), split, row, col,
+                                     metric, c.ours, c.spread, c.n, c.failed, c.paper, c.delta, c.mark])
+    return path
+
+
+def print_table(table: Table) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    rich_table = RichTable(title=table.title, title_justify="left")
+    for i, name in enumerate(table.header):
+        rich_table.add_column(name, justify="left" if i == 0 else "right")
+    for row in table.rows:
+        rich_table.add_row(*[f"[red]{c}[/]" if "failed" in c or c.endswith("below") else c for c in row])
+    console = Console()
+    console.print(rich_table)
+    for note in table.notes:
+        console.print(note)
+
+
+def metric_title(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def readme_section(tables: Sequence[PaperTable], command: str, left_out: LeftOut) -> str:
+    """The Markdown between the README's reproduction markers: per table and budget ours | paper
+    | Δ per cell and for the mean, the cells run, the command to re-run."""
+    parts = [f"<!-- written by `{command}` from the results files: edit those, not this section -->", "",
+             MARKS, ""]
+    if left_out:
+        parts += [left_out.line(), ""]
+    for table in tables:
+        rendered = paper_table(table, table.metrics(), compact=True)
+        parts += [f"#### {table.title}", "", paper_caption(table), ""]
+        parts += markdown(rendered).split("\n", 2)[2].rstrip("\n").split("\n")
+        parts += ["", rerun_line(table), ""]
+    return "\n".join(parts).rstrip("\n")
+
+
+def replace_section(text: str, section: str, name: str = "README") -> str:
+    """`text` with everything between the reproduction markers replaced by `section`."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < 0 or end < start or text.count(README_START) > 1 or text.count(README_END) > 1:
+        raise_missing_markers(name)
+    return text[:start + len(README_START)] + "\n" + section + "\n" + text[end:]
+
+
+def raise_missing_markers(name: str) -> None:
+    from anomaly.report.aggregate import ReportError
+
+    raise ReportError(f"{name} has no reproduction section: put the lines {README_START} and {README_END} "
+                      "(once each, in that order) where the tables go")
+
+
+def has_markers(text: str) -> bool:
+    start, end = text.find(README_START), text.find(README_END)
+    return 0 <= start < end and text.count(README_START) == 1 and text.count(README_END) == 1

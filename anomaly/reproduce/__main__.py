@@ -1,0 +1,21 @@
+"""`python -m anomaly.reproduce table=<name> [budget=…] [grid key=value …] [overrides]`;
+`python -m anomaly.reproduce --list` lists the tables, their grids, budgets and estimated cost."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from anomaly.reproduce.cli import list_tables, run
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="reproduce")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    if "--list" in sys.argv[1:]:
+        list_tables()
+        sys.exit(0)
+    main()

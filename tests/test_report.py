@@ -1,0 +1,396 @@
+"""The report (anomaly.report) on hand-written results files: what may be averaged, what is left
+out, argument checks before anything is written, ours vs the paper, the README section, and the
+figures (anomaly.plots)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.report import main, readme, report
+from anomaly.report.render import README_END, README_START
+
+
+def config(normal=0, seed=0, fold=0, max_epochs=10, batch_size=32, lr=0.001, limit=None, **bookkeeping):
+    return {"seed": seed, "dataset": {"name": "mnist", "image_size": 32, "loader": {"download": True}},
+            "protocol": {"_target_": "anomaly.data.protocols.GPNDFolds", "normal": [normal], "anomalous": None,
+                         "fold": fold, "outlier_ratio": 0.5, "seed": seed},
+            "method": {"_target_": "anomaly.methods.gpnd.GPND", "lr": lr},
+            "data": {"batch_size": batch_size, "eval_batch_size": 512},
+            "threshold": {"_target_": "anomaly.evaluation.thresholds.F1Inlier"},
+            "trainer": {"max_epochs": max_epochs, "max_steps": -1, "limit_train_batches": limit,
+                        "limit_val_batches": None, "limit_test_batches": None, "fast_dev_run": False,
+                        "precision": "32-true", "accumulate_grad_batches": 1},
+            **bookkeeping}
+
+
+def write(path: Path, auroc: float | None, normal=0, seed=0, fold=0, status="ok", method="gpnd", cfg=None,
+          drop=(), **fields) -> Path:
+    """A results.json as anomaly.train writes it (new layout: `normal` = names, `normal_ids`)."""
+    path.mkdir(parents=True)
+    data = {"status": status, "method": method, "dataset": "mnist", "seed": seed,
+            "protocol": {"name": "gpnd_folds", "normal": [str(normal)], "normal_ids": [normal], "anomalous": None,
+                         "fold": fold, "outlier_ratio": 0.5, "n_folds": 5, "fold_seed": 0, "seed": seed},
+            "metrics": {"auroc": auroc, "f1": 0.5, "f1_inlier": auroc - 0.1} if auroc is not None else {},
+            "threshold_strategy": "f1_inlier", "method_settings": {"lr": 0.001},
+            "config": cfg if cfg is not None else config(normal, seed, fold),
+            "run_kind": "train", "debug": None, "budget": None, **fields}
+    for key in drop:
+        data.pop(key)
+    (path / "results.json").write_text(json.dumps(data))
+    return path
+
+
+def rows(out, metric="auroc"):
+    table = out["tables"][metric]
+    return {row[0]: dict(zip(table.header, row)) for row in table.rows}
+
+
+# ---- what may be averaged ------------------------------------------------------------------------
+def test_mixed_epochs_split_the_row_and_name_the_key(tmp_path):
+    for epochs, base in ((10, 0.80), (20, 0.90)):
+        for fold in range(2):
+            # bookkeeping differs from run to run (paths, threads, the data root): never a split
+            cfg = config(fold=fold, max_epochs=epochs, paths={"output_dir": f"/runs/{epochs}/{fold}"},
+                         threads=fold + 1, ckpt_path=None if fold else "last", print_config=bool(fold))
+            cfg["dataset"]["loader"]["root"] = f"/data{fold}"
+            write(tmp_path / f"e{epochs}_f{fold}", base + 0.02 * fold, fold=fold, cfg=cfg)
+    out = report([tmp_path], plots=False, echo=False)
+    by_label = rows(out)
+    assert sorted(by_label) == ["gpnd · mnist · gpnd_folds · trainer.max_epochs=10",
+                                "gpnd · mnist · gpnd_folds · trainer.max_epochs=20"]
+    # each row is the mean of its own two folds, not of all four runs
+    assert by_label["gpnd · mnist · gpnd_folds · trainer.max_epochs=10"]["0"] == "0.810"
+    assert by_label["gpnd · mnist · gpnd_folds · trainer.max_epochs=20"]["0"] == "0.910"
+    assert [r["runs"] for r in by_label.values()] == ["2", "2"]
+
+
+def test_any_other_setting_splits_and_several_keys_are_named(tmp_path):
+    write(tmp_path / "a", 0.8, cfg=config(batch_size=32, lr=0.001))
+    write(tmp_path / "b", 0.9, cfg=config(batch_size=64, lr=0.01))
+    labels = sorted(rows(report([tmp_path], plots=False, echo=False)))
+    assert labels == ["gpnd · mnist · gpnd_folds · data.batch_size=32 · lr=0.001",
+                      "gpnd · mnist · gpnd_folds · data.batch_size=64 · lr=0.01"]
+
+
+def test_seeds_folds_and_classes_are_averaged_or_columns(tmp_path):
+    values = {}
+    for normal in (0, 1):
+        for seed in (0, 1):
+            for fold in (0, 1):
+                values[normal, seed, fold] = 0.7 + 0.1 * normal + 0.01 * seed + 0.001 * fold
+                write(tmp_path / f"{normal}_{seed}_{fold}", values[normal, seed, fold], normal, seed, fold)
+    out = report([tmp_path], plots=False, echo=False)
+    (row,) = out["tables"]["auroc"].rows
+    assert row[0] == "gpnd · mnist · gpnd_folds"
+    assert row[1] == f"{np.mean([v for k, v in values.items() if k[0] == 0]):.3f}"
+    assert row[2] == f"{np.mean([v for k, v in values.items() if k[0] == 1]):.3f}"
+    assert row[-2:] == ["8", "0"]
+
+
+def test_a_failed_run_without_config_joins_the_row_it_matches(tmp_path):
+    write(tmp_path / "ok10", 0.8, normal=0, cfg=config(0, max_epochs=10, lr=0.001))
+    write(tmp_path / "ok20", 0.9, normal=0, cfg=config(0, max_epochs=20, lr=0.01), method_settings={"lr": 0.01})
+    # a failed job records only the settings as requested (method_settings, no config): its lr
+    # says which row it belongs to; it is that row's class-1 failure, not a row of its own
+    write(tmp_path / "failed", None, normal=1, status="failed", drop=("config",), method_settings={"lr": 0.01},
+          problem="ValueError: boom")
+    by_label = rows(report([tmp_path], plots=False, echo=False))
+    assert sorted(by_label) == ["gpnd · mnist · gpnd_folds · lr=0.001 · trainer.max_epochs=10",
+                                "gpnd · mnist · gpnd_folds · lr=0.01 · trainer.max_epochs=20"]
+    assert by_label["gpnd · mnist · gpnd_folds · lr=0.01 · trainer.max_epochs=20"]["1"] == "failed"
+    assert by_label["gpnd · mnist · gpnd_folds · lr=0.001 · trainer.max_epochs=10"]["1"] == "—"
+
+
+def test_budgets_are_never_averaged(tmp_path):
+    # the same config under two budgets (and one ordinary run): three rows, named by the budget
+    write(tmp_path / "paper", 0.9, budget="paper")
+    write(tmp_path / "reduced", 0.7, budget="reduced")
+    write(tmp_path / "plain", 0.8)
+    by_label = rows(report([tmp_path], plots=False, echo=False))
+    assert {label: r["0"] for label, r in by_label.items()} == {
+        "gpnd · mnist · gpnd_folds · budget=none": "0.800",
+        "gpnd · mnist · gpnd_folds · budget=paper": "0.900",
+        "gpnd · mnist · gpnd_folds · budget=reduced": "0.700"}
+
+
+# ---- left out unless asked for -------------------------------------------------------------------
+def test_debug_and_rescore_runs_are_left_out_unless_asked_for(tmp_path, capsys):
+    write(tmp_path / "real", 0.9)
+    write(tmp_path / "smoke", 0.5, debug="debug=fast")
+    # older files: no `debug` field, but a config with limited batches; no `run_kind`, but a
+    # re-score's threshold_refit entry
+    write(tmp_path / "old_smoke", 0.4, cfg=config(limit=3), drop=("debug",))
+    write(tmp_path / "rescore", 0.6, run_kind="rescore")
+    write(tmp_path / "old_rescore", 0.61, drop=("run_kind",), threshold_refit=True)
+
+    out = report([tmp_path], plots=False, echo=True)
+    assert [r.path.name for r in out["runs"]] == ["real"]
+    assert list(rows(out)) == ["gpnd · mnist · gpnd_folds"] and rows(out)["gpnd · mnist · gpnd_folds"]["0"] == "0.900"
+    line = ("Left out: 2 smoke/debug runs (debug=fast, trainer.limit_train_batches=3; --include-debug); "
+            "2 re-scores (python -m anomaly.evaluate of a trained run; --include-rescores).")
+    assert line in capsys.readouterr().out
+    assert line in (tmp_path / "report" / "report.md").read_text().splitlines()
+
+    out = report([tmp_path], plots=False, echo=False, include_debug=True)
+    assert sorted(r.path.name for r in out["runs"]) == ["old_smoke", "real", "smoke"]
+    labels = rows(out)
+    assert labels["gpnd · mnist · gpnd_folds"]["0"] == "0.900"  # never averaged with the smoke runs
+    assert labels["gpnd · mnist · gpnd_folds · debug · trainer.limit_train_batches=3"]["0"] == "0.400"
+    assert labels["gpnd · mnist · gpnd_folds · debug · trainer.limit_train_batches=None"]["0"] == "0.500"
+
+    out = report([tmp_path], plots=False, echo=False, include_rescores=True)
+    assert rows(out)["gpnd · mnist · gpnd_folds · rescore"]["0"] == f"{(0.6 + 0.61) / 2:.3f}"
+    assert "re-score" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_only_left_out_runs_is_an_error(tmp_path):
+    write(tmp_path / "smoke", 0.5, debug="debug=fast")
+    with pytest.raises(SystemExit, match=r"every one was left out. Left out: 1 smoke/debug run"):
+        report([tmp_path], plots=False, echo=False)
+    assert not (tmp_path / "report").exists()
+
+
+# ---- arguments are checked before anything is written --------------------------------------------
+def test_bogus_metric_exits_2_and_leaves_the_report_untouched(tmp_path, capsys):
+    write(tmp_path / "run", 0.9)
+    main([str(tmp_path), "--no-plots"])
+    md = tmp_path / "report" / "report.md"
+    before = md.read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--metric", "auroc", "--metric", "bogus"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --metric bogus: not a metric; choose from auroc, ")
+    assert "f1_inlier" in err[0]
+    assert md.read_text() == before
+
+
+def test_missing_dir_exits_2_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nope")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: no such directory"
+
+
+# ---- ours vs the paper ---------------------------------------------------------------------------
+def reproduced(path: Path, auroc, anomalous, seed, paper=None, table="adae_mnist", budget="paper",
+               paper_mean=None, status="ok", **extra) -> Path:
+    cfg = config(seed=seed)
+    cfg["protocol"].update(normal=None, anomalous=[anomalous])
+    info = {"table": table, "cell": {"protocol.anomalous": [anomalous], "seed": seed},
+            "paper": {} if paper is None else {"auroc": paper}, "paper_mean": paper_mean or {},
+            "metric": "auroc", "paper_source": "ADAE (Vu et al. 2019)", "trained_in": f"a{anomalous}-s{seed}"}
+    path = write(path, auroc, seed=seed, method="adae", cfg=cfg, budget=budget, reproduce=info, status=status,
+                 command=f"python -m anomaly.reproduce table={table} budget={budget}", **extra)
+    data = json.loads((path / "results.json").read_text())
+    data["protocol"] = {"name": "holdout_class", "anomalous": [str(anomalous)], "seed": seed}
+    (path / "results.json").write_text(json.dumps(data))
+    return path
+
+
+def paper_rows(out, metric="auroc"):
+    (table,) = out["paper"][metric]
+    return {row[0]: row for row in table.rows}, table
+
+
+def test_below_is_marked_only_beyond_the_spread(tmp_path):
+    # ¬1: 0.80 ± 0.02 against 0.85: below by more than the std → "below"
+    # ¬2: 0.845 ± 0.02 against 0.86: below, but within the std → no mark
+    # ¬3: one run, 0.70 against 0.87: no spread → no "below", "n=1"
+    # ¬4: 0.95 ± 0.01 against 0.88: above → no mark
+    for seed, (a, b, d) in enumerate([(0.78, 0.825, 0.94), (0.82, 0.865, 0.96)]):
+        reproduced(tmp_path / f"a1_{seed}", a, 1, seed, paper=0.85)
+        reproduced(tmp_path / f"a2_{seed}", b, 2, seed, paper=0.86)
+        reproduced(tmp_path / f"a4_{seed}", d, 4, seed, paper=0.88)
+    reproduced(tmp_path / "a3_0", 0.70, 3, 0, paper=0.87)
+    out = report([tmp_path], plots=False, echo=False)
+    lines, table = paper_rows(out)
+    assert table.header == ["cell", "n", "AUROC ours", "paper", "Δ"]
+    assert lines["¬1"][1:] == ["2", "0.800 ± 0.020", "0.850", "-0.050 below"]
+    assert lines["¬2"][1:] == ["2", "0.845 ± 0.020", "0.860", "-0.015"]
+    assert lines["¬3"][1:] == ["1", "0.700", "0.870", "-0.170 n=1"]
+    assert lines["¬4"][1:] == ["2", "0.950 ± 0.010", "0.880", "+0.070"]
+
+
+def test_ours_paper_and_delta_per_cell_and_mean(tmp_path):
+    # the paper gives numbers for ¬1 and ¬2 only; its published mean is over the whole table
+    values = {(1, 0): 0.80, (1, 1): 0.84, (2, 0): 0.90, (2, 1): 0.92, (3, 0): 0.60, (3, 1): 0.64}
+    paper = {1: 0.821, 2: 0.948, 3: None}
+    for (a, seed), v in values.items():
+        reproduced(tmp_path / f"a{a}_{seed}", v, a, seed, paper=paper[a])
+    reproduced(tmp_path / "failed", None, 3, 2, status="failed", paper=None)
+    out = report([tmp_path], plots=False, echo=False)
+    lines, table = paper_rows(out)
+    assert list(lines) == ["¬1", "¬2", "¬3", "mean"]
+    assert lines["¬1"][1:] == ["2", "0.820 ± 0.020", "0.821", "-0.001"]
+    assert lines["¬2"][1:] == ["2", "0.910 ± 0.010", "0.948", "-0.038 below"]
+    assert lines["¬3"][1:] == ["2", "0.620 ± 0.020 (1 failed)", "—", "—"]
+    # without a published mean: the paper's numbers and ours over the same cells (¬1, ¬2)
+    ours_mean = (0.82 + 0.91) / 2
+    assert lines["mean"][1:4] == ["4", f"{ours_mean:.3f} ± 0.015", f"{(0.821 + 0.948) / 2:.3f}"]
+    assert math.isclose(table.numbers[-1][2], ours_mean - (0.821 + 0.948) / 2)
+
+    # with the paper's own mean: ours over every cell we ran, against it
+    for path in tmp_path.glob("a*/results.json"):
+        data = json.loads(path.read_text())
+        data["reproduce"]["paper_mean"] = {"auroc": 85.8}  # a percentage reads as 0.858
+        path.write_text(json.dumps(data))
+    lines, table = paper_rows(report([tmp_path], plots=False, echo=False))
+    every = np.mean([0.82, 0.91, 0.62])
+    # spread of the mean: the std over the seeds of the mean over the three cells
+    spread = np.std([np.mean([0.80, 0.90, 0.60]), np.mean([0.84, 0.92, 0.64])])
+    assert lines["mean"][1:] == ["6", f"{every:.3f} ± {spread:.3f} (1 failed)", "0.858",
+                                 f"{every - 0.858:+.3f} below"]
+
+
+def test_a_number_the_paper_gives_for_the_row_is_the_rows_not_the_classes(tmp_path):
+    # GPND's MNIST table: one F1 per outlier share, the mean over the digits
+    for normal in (0, 1):
+        for fold in (0, 1):
+            path = write(tmp_path / f"{normal}_{fold}", 0.9 + 0.02 * normal + 0.01 * fold, normal, fold=fold,
+                         budget="paper", command="python -m anomaly.reproduce table=gpnd_mnist budget=paper",
+                         reproduce={"table": "gpnd_mnist", "metric": "auroc", "paper_source": "GPND",
+                                    "cell": {"protocol.normal": [normal], "protocol.fold": fold,
+                                             "protocol.outlier_ratio": 0.5},
+                                    "paper": {"auroc": 0.93}, "paper_mean": {}, "trained_in": f"n{normal}f{fold}"})
+    lines, table = paper_rows(report([tmp_path], plots=False, echo=False))
+    assert lines["outlier_ratio=0.5 · 0"][3:] == ["—", "—"]  # no per-digit number to set against
+    mean = np.mean([0.905, 0.925])
+    spread = np.std([np.mean([0.90, 0.92]), np.mean([0.91, 0.93])])  # over the folds
+    assert lines["outlier_ratio=0.5 · mean"][1:] == ["4", f"{mean:.3f} ± {spread:.3f}", "0.930",
+                                                     f"{mean - 0.93:+.3f} below"]
+
+
+def test_paper_tables_split_by_budget_and_plot(tmp_path):
+    for budget, base in (("paper", 0.9), ("reduced", 0.7)):
+        for seed in (0, 1):
+            reproduced(tmp_path / f"{budget}{seed}", base + 0.01 * seed, 1, seed, paper=0.821, budget=budget)
+    out = report([tmp_path], echo=False)
+    titles = [t.title for t in out["paper"]["auroc"]]
+    assert titles == ["adae_mnist · budget paper", "adae_mnist · budget reduced"]
+    assert out["paper"]["auroc"][0].rows[0][2] == "0.905 ± 0.005"
+    assert out["paper"]["auroc"][1].rows[0][2] == "0.705 ± 0.005"
+    plots = {p.name for p in (tmp_path / "report" / "plots").iterdir()}
+    assert {"paper_auroc_adae_mnist_budget_paper.png", "paper_auroc_adae_mnist_budget_reduced.png"} <= plots
+    assert "## Ours vs the paper" in (tmp_path / "report" / "report.md").read_text()
+    csv_lines = (tmp_path / "report" / "paper.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("table,budget,flags,split,row,class,metric,ours,std,n")
+    assert len(csv_lines) == 1 + 2 * 2  # 2 tables × (one cell + mean)
+
+
+# ---- the README's reproduction section -----------------------------------------------------------
+README = f"""# project
+
+Intro text.
+
+## Reproduction
+
+{README_START}
+stale table
+{README_END}
+
+## Afterwards
+
+Kept as it is.
+"""
+
+
+def test_readme_section_is_regenerated_between_the_markers(tmp_path, capsys):
+    runs = tmp_path / "reproduced"
+    for seed in (0, 1):
+        reproduced(runs / f"a1_{seed}", 0.80 + 0.04 * seed, 1, seed, paper=0.821, paper_mean={"auroc": 0.858})
+        reproduced(runs / f"a2_{seed}", 0.90 + 0.02 * seed, 2, seed, paper=0.948, paper_mean={"auroc": 0.858})
+    reproduced(runs / "smoke", 0.5, 1, 0, paper=0.821, budget="smoke", debug="trainer.limit_train_batches=2")
+    write(runs / "ordinary", 0.99)  # not a reproduction: not in the README
+    path = tmp_path / "README.md"
+    path.write_text(README)
+    main([str(runs), "--readme", str(path)])
+    text = path.read_text()
+    before, section = text.split(README_START)
+    section, after = section.split(README_END)
+    assert before == README.split(README_START)[0] and after == README.split(README_END)[1]
+    assert "stale table" not in section
+    assert "#### adae_mnist · budget paper" in section and "budget smoke" not in section
+    assert "ADAE (Vu et al. 2019) · 4 cells run · 4 trainings" in section
+    assert "| ¬1 | 2 | 0.820 ± 0.020 | 0.821 | -0.001 |" in section
+    assert "| ¬2 | 2 | 0.910 ± 0.010 | 0.948 | -0.038 below |" in section
+    assert "| mean | 4 | 0.865 ± 0.015 | 0.858 | +0.007 |" in section
+    assert "Re-run: `python -m anomaly.reproduce table=adae_mnist budget=paper`" in section
+    assert "Left out: 1 smoke/debug run (trainer.limit_train_batches=2; --include-debug)." in section
+    assert "0.990" not in section
+    assert not (runs / "report").exists()  # nothing else written
+    # again: the same text (no duplicated section)
+    main([str(runs), "--readme", str(path)])
+    assert path.read_text() == text
+    assert "reproduction section unchanged" in capsys.readouterr().out
+    # the smoke budget on request: a table of its own
+    readme([runs], path, include_debug=True, echo=False)
+    assert "#### adae_mnist · budget smoke · debug" in path.read_text()
+
+
+def test_readme_without_markers_is_an_error(tmp_path, capsys):
+    reproduced(tmp_path / "runs" / "a", 0.8, 1, 0, paper=0.821)
+    path = tmp_path / "README.md"
+    path.write_text("# project\n\nno section here\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "runs"), "--readme", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path} has no reproduction section: put the lines "
+                                               f"{README_START} and {README_END}")
+    assert path.read_text() == "# project\n\nno section here\n"
+    assert not (tmp_path / "runs" / "report").exists()
+
+
+# ---- figures -------------------------------------------------------------------------------------
+def test_figures_name_classes_and_auroc(tmp_path):
+    from anomaly import plots
+    from anomaly.evaluation.metrics import compute_metrics
+    from anomaly.methods.base import ScoredSplit
+    from anomaly.results import write_results
+
+    assert plots.classes_text({"normal": ["1", "3", "77"], "normal_ids": [0, 2, 76]}) == "normal 1,3,77"
+    assert plots.classes_text({"normal": [0, 2], "normal_names": ["1", "3"]}) == "normal 1,3"  # older layout
+    assert plots.classes_text({"anomalous": ["1"], "normal": ["0", "2"]}) == "anomalous 1"
+    assert plots.auroc_label("digit 3", 0.9123) == "digit 3 (AUROC 0.912)"
+
+    # the one ROC code path gives back the AUROC of the metrics
+    rng = np.random.default_rng(0)
+    anomalous = np.r_[np.zeros(60), np.ones(40)].astype(bool)
+    scores = rng.normal(size=100) + anomalous
+    scores[:5] = scores[60:65]  # ties across the classes
+    fpr, tpr = plots.roc_curve(scores, anomalous)
+    metrics = compute_metrics(torch.tensor(scores), torch.tensor(anomalous), threshold=0.5)
+    assert math.isclose(float(np.trapezoid(tpr, fpr)), metrics["auroc"], abs_tol=1e-6)
+
+    split = ScoredSplit(torch.tensor(scores, dtype=torch.float32), torch.tensor(anomalous),
+                        torch.tensor(anomalous.astype(int)), torch.arange(100))
+    summary = {"method": "ae", "dataset": "coil100", "status": "ok", "metrics": {"auroc": 0.8},
+               "protocol": {"name": "coil_random", "normal": ["1", "3", "77"]}}
+    write_results(tmp_path, summary, split, threshold=0.5)
+    for name in ("roc.png", "score_hist.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+
+    # and in a report: bars, ROC curves per class, histograms
+    for normal in (0, 1):
+        run = write(tmp_path / "sweep" / str(normal), 0.8, normal)
+        np.savez(run / "scores.npz", scores=scores, anomalous=anomalous.astype(np.int8))
+    out = report([tmp_path / "sweep"], echo=False)
+    names = {p.name for p in out["files"] if p.suffix == ".png"}
+    assert names == {"bars_auroc_mnist_gpnd_folds.png", "roc_mnist_gpnd_folds.png", "hist_gpnd_mnist_gpnd_folds.png"}
+
+
+def test_paper_f1_follows_the_configured_rule_not_its_fallback(tmp_path):
+    # gpnd_folds: the paper's F1 is inlier-positive, also when validation had no anomalies and the
+    # threshold fell back to a quantile
+    write(tmp_path / "run", 0.9, threshold_strategy="quantile",
+          threshold_fit={"configured": "f1_inlier", "used": "quantile", "reason": "validation has no anomalies"})
+    out = report([tmp_path], plots=False, echo=False)
+    assert out["tables"]["f1_paper"].rows[0][1] == "0.800"  # f1_inlier (auroc − 0.1), not f1 (0.5)
