@@ -21,11 +21,12 @@ import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError, RunInterrupted
-from anomaly import distributed
+from anomaly import config_schema, distributed, runlog
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_config, run_name, sweep_group
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
@@ -126,7 +127,15 @@ def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: boo
     strategy = distributed.strategy_for(cfg.trainer.get("strategy"), model)
     if strategy is not None:
         extra["strategy"] = strategy
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    try:
+        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    except InstantiationException as err:
+        # Lightning's own check of a trainer setting (accelerator, devices, precision, strategy, an
+        # unknown key…) says it in one sentence: that sentence, not a traceback
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)) and str(cause).strip():
+            raise config_schema.ConfigError(f"trainer: {str(cause).strip().splitlines()[0]}") from None
+        raise
 
 
 def run_identity(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule) -> dict:
@@ -188,6 +197,7 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
 
     keep: a dict that receives the trained `model`, its `dm` and `trainer` (anomaly.reproduce
     evaluates further cells with them). extra: more results.json fields."""
+    config_schema.check_train(cfg)  # every plain setting, before anything is written or loaded
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Under DDP every rank runs this; only rank 0 writes the run's files (the others were
@@ -395,6 +405,7 @@ def evaluate(cfg: DictConfig) -> dict:
     The checkpoint's threshold is used as saved; `refit_threshold=true` fits it again on the
     validation split. `data_dir=…` points at the data if it moved.
     """
+    config_schema.check_evaluate(cfg)
     if not cfg.get("ckpt_path"):
         raise AnomalyError("ckpt_path is required: python -m anomaly.evaluate ckpt_path=…/last.ckpt")
     ckpt = load_checkpoint(cfg.ckpt_path)
@@ -411,7 +422,7 @@ def evaluate(cfg: DictConfig) -> dict:
         run_cfg.paths.data_dir = str(cfg.data_dir)
     run_cfg.trainer = cfg.trainer
 
-    refit = bool(cfg.get("refit_threshold", False))
+    refit = cfg.get("refit_threshold", False) is True  # a real boolean (config_schema)
     # a refit fits the run config's threshold rule again; otherwise the saved threshold is used
     # as it is, with its fit record. A checkpoint from before the threshold group has no rule to
     # build and needs none (its old threshold.strategy is reported as the configured one).
@@ -448,7 +459,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def print_config_tree(cfg: DictConfig, save_to: Path | None = None, echo: bool = True) -> None:
-    """The composed config as a rich tree (printed if `echo`, and saved beside the run)."""
+    """The composed config as a rich tree: printed if `echo`, saved beside the run and written to
+    the run's log (train.log), never cut at the terminal's width (long paths stay whole)."""
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -456,18 +468,23 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None, echo: bool =
     tree = Tree("config", guide_style="dim")
     order = ["method", "dataset", "protocol", "data", "threshold", "trainer", "callbacks", "logger", "paths"]
     keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "hydra"]
+    longest = 0
     for key in keys:
         node = cfg[key]
         try:
             text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
         except Exception:  # unresolvable outside a Hydra run
             text = OmegaConf.to_yaml(node) if isinstance(node, DictConfig) else str(node)
+        longest = max([longest, *(len(line) for line in text.splitlines())])
         tree.add(key, guide_style="dim").add(Syntax(text.rstrip(), "yaml", theme="ansi_dark"))
+    width = max(120, longest + 16)  # the tree's guides indent the YAML by 8 characters
     if echo:
-        Console().print(tree)
+        console = Console()
+        (console if console.width >= width else Console(width=width)).print(tree)
+    text = runlog.render(tree, width)
     if save_to is not None:
-        with open(save_to, "w") as fh:
-            Console(file=fh, width=120, color_system=None).print(tree)
+        Path(save_to).write_text(text + "\n")
+    runlog.to_log(text)
 
 
 def print_results(results: dict) -> None:
@@ -482,11 +499,14 @@ def print_results(results: dict) -> None:
     table.add_column("value", justify="right")
     for key, value in (results.get("metrics") or {}).items():
         table.add_row(key, "—" if value is None else f"{value:.4f}")
-    console = Console()
-    console.print(table)
+    lines = [table]
     if results.get("problem"):
-        console.print(f"[yellow]note:[/] {results['problem']}")
-    console.print(f"run dir: {results['run_dir']}")
+        lines.append(f"[yellow]note:[/] {results['problem']}")
+    lines.append(f"run dir: {results['run_dir']}")
+    console = Console()
+    for line in lines:
+        console.print(line, soft_wrap=isinstance(line, str))  # a path is never folded
+    runlog.to_log("\n".join(runlog.render(line, 10_000 if isinstance(line, str) else 200) for line in lines))
 
 
 @contextmanager
@@ -495,5 +515,5 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except AnomalyError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        runlog.error(str(err))
         sys.exit(2)

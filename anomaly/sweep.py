@@ -2,7 +2,9 @@
 recorded instead of ending the sweep, and a summary when the sweep ends.
 
 - `configure_job(cfg)`: torch threads (`threads`, or one share of the cores per parallel job under
-  `hydra/launcher=joblib`) and, with several GPUs and a parallel launcher, one GPU per job.
+  `hydra/launcher=joblib`, or a submitit job's `cpus_per_task`) and, with several GPUs and a
+  parallel launcher, one GPU per job. A SLURM job started again (pre-empted and requeued:
+  `SLURM_RESTART_COUNT` > 0) gets `ckpt_path=last`, so it resumes without an edited command.
 - `job_errors(cfg)`: a failing job writes `results.json` with `status: failed` and the error, so
   the report shows it; in a sweep the error is logged (traceback in the job's log) and the other
   jobs go on; a single run prints an `AnomalyError` as one line and exits 2. A run stopped by
@@ -21,6 +23,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,21 +35,29 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly import AnomalyError, RunInterrupted
+from anomaly import AnomalyError, RunInterrupted, runlog
+from anomaly.config_schema import ConfigError, check_keys
 
 log = logging.getLogger("anomaly")
 
+# conf/hydra/launcher/submitit_local.yaml has the name of the plugin's own config, which it replaces
+# (spelling out every setting); Hydra warns on each composition that it checks it against that schema
+warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/submitit_local' is validated against ConfigStore")
+
 
 def hydra_job() -> dict[str, Any]:
-    """Where this process runs: {"multirun", "launcher", "n_jobs", "job_num"} (defaults when
-    called outside a Hydra app, e.g. from tests)."""
+    """Where this process runs: {"multirun", "launcher", "n_jobs", "job_num", "cpus"} (defaults
+    when called outside a Hydra app, e.g. from tests). cpus: the cores a submitit job asked for
+    (its launcher's cpus_per_task; None under other launchers)."""
     if not HydraConfig.initialized():
-        return {"multirun": False, "launcher": "", "n_jobs": 1, "job_num": 0}
+        return {"multirun": False, "launcher": "", "n_jobs": 1, "job_num": 0, "cpus": None}
     hc = HydraConfig.get()
     launcher = str(hc.launcher.get("_target_", ""))
     n_jobs = hc.launcher.get("n_jobs", 1) if "joblib" in launcher.lower() else 1
+    cpus = hc.launcher.get("cpus_per_task") if "submitit" in launcher.lower() else None
     return {"multirun": hc.mode == RunMode.MULTIRUN, "launcher": launcher,
-            "n_jobs": int(n_jobs if n_jobs is not None else 1), "job_num": int(hc.job.get("num", 0) or 0)}
+            "n_jobs": int(n_jobs if n_jobs is not None else 1), "job_num": int(hc.job.get("num", 0) or 0),
+            "cpus": int(cpus) if cpus else None}
 
 
 def parallel_jobs(n_jobs: int, cpus: int | None = None) -> int:
@@ -55,13 +66,18 @@ def parallel_jobs(n_jobs: int, cpus: int | None = None) -> int:
     return max(1, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)
 
 
-def threads_per_job(threads: int | None, n_jobs: int, cpus: int | None = None) -> int | None:
-    """`threads` when set; else, for parallel jobs on one machine, the cores divided among them
-    (two jobs with two threads each on two cores stall on each other); else None (torch's default)."""
+def threads_per_job(threads: int | None, n_jobs: int, cpus: int | None = None,
+                    allotted: int | None = None) -> int | None:
+    """`threads` when set; else the cores a scheduler allotted the job (`allotted`: submitit's
+    cpus_per_task; torch's default would take every core of the node), at most the machine's;
+    else, for parallel jobs on one machine, the cores divided among them (two jobs with two
+    threads each on two cores stall on each other); else None (torch's default)."""
     if threads is not None:
         if int(threads) < 1:
             raise AnomalyError(f"threads={threads} must be ≥ 1, or null for automatic")
         return int(threads)
+    if allotted:
+        return max(1, min(int(allotted), cpus or os.cpu_count() or 1))
     jobs = parallel_jobs(n_jobs, cpus)
     if jobs <= 1:
         return None
@@ -76,12 +92,32 @@ def gpu_for_job(job_num: int, n_gpus: int, n_jobs: int) -> list[int] | None:
     return [job_num % n_gpus]
 
 
+def slurm_restarts() -> int:
+    """How often SLURM has started this job again (pre-empted, or `scontrol requeue`d by submitit
+    or Lightning); 0 outside SLURM."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return 0
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
 def configure_job(cfg: DictConfig) -> None:
-    """Set this job's torch threads and, under a parallel launcher with several GPUs, its GPU."""
+    """Set this job's torch threads and, under a parallel launcher with several GPUs, its GPU; a
+    requeued SLURM job resumes (`ckpt_path=last`: its run dir's last epoch, see
+    anomaly.pipeline.find_last_checkpoint) unless a ckpt_path was given."""
+    check_keys(cfg, ["threads"])  # an integer ≥ 1 or null, before it is used
     job = hydra_job()
-    threads = threads_per_job(cfg.get("threads"), job["n_jobs"])
+    threads = threads_per_job(cfg.get("threads"), job["n_jobs"], allotted=job["cpus"])
     if threads is not None:
         torch.set_num_threads(threads)
+    restarts = slurm_restarts()
+    if restarts and "ckpt_path" in cfg and cfg.get("ckpt_path") in (None, ""):
+        with _writable(cfg):
+            cfg.ckpt_path = "last"
+        log.warning("SLURM job %s started again (SLURM_RESTART_COUNT=%d): ckpt_path=last",
+                    os.environ.get("SLURM_JOB_ID"), restarts)
     trainer = cfg.get("trainer") or {}
     wants_gpu = str(trainer.get("accelerator", "auto")) in ("gpu", "cuda", "auto")
     single = trainer.get("devices", "auto") in (1, "1", "auto") and "ddp" not in str(trainer.get("strategy", ""))
@@ -160,21 +196,34 @@ def _choice(group: str) -> str | None:
 
 
 def write_failure(cfg: DictConfig, err: BaseException, status: str = "failed") -> Path | None:
-    """results.json with status failed (or interrupted), unless the run already wrote its own."""
+    """results.json with status failed (or interrupted), unless the run already wrote its own (an
+    earlier attempt's failed or interrupted record, e.g. before a SLURM requeue, is replaced)."""
     try:
         output_dir = Path(cfg.paths.output_dir)
     except Exception:
         return None
     path = output_dir / "results.json"
-    if path.exists():
+    if path.exists() and _status(path) not in ("failed", "interrupted"):  # else: an earlier attempt's
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(failure_record(cfg, err, status), indent=2, default=str) + "\n")
     return path
 
 
+def _status(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("status", "ok")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    """Rank 0 of this job: Lightning's launcher sets LOCAL_RANK / NODE_RANK in the processes it
+    starts; under SLURM (one task per device, started by srun) SLURM_PROCID decides."""
+    from anomaly.distributed import process_rank
+
+    return (int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+            and process_rank() == 0)
 
 
 @contextmanager
@@ -187,18 +236,21 @@ def job_errors(cfg: DictConfig) -> Iterator[None]:
         # a signal to stop (a scheduler's pre-emption or time limit): the whole sweep stops too
         if _is_rank_zero():
             write_failure(cfg, err, status="interrupted")
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        runlog.error(str(err))  # on stderr and in the job's log
         sys.exit(err.exit_code)
     except Exception as err:
-        if _is_rank_zero():
+        multirun = hydra_job()["multirun"]
+        # a single run refused for a bad setting (nothing ran) leaves no record for the report to
+        # count; a job of a sweep always records its failure, so the sweep shows it
+        if _is_rank_zero() and (multirun or not isinstance(err, ConfigError)):
             write_failure(cfg, err)
-        if hydra_job()["multirun"]:
+        if multirun:
             log.error("job failed: %s: %s", type(err).__name__, err,
                       exc_info=not isinstance(err, AnomalyError))
             print(f"error: {err}", file=sys.stderr, flush=True)
             return
         if isinstance(err, AnomalyError):
-            print(f"error: {err}", file=sys.stderr, flush=True)
+            runlog.error(str(err))
             sys.exit(2)
         raise
 

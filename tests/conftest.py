@@ -10,7 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from tests.helpers.formats import write_mnist_like
+from tests.helpers.formats import (write_brain_mri, write_coil100, write_emnist_letters, write_head_ct,
+                                   write_mnist_like)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -59,4 +60,17 @@ def mnist_root(tmp_path_factory) -> Path:
     """Synthetic MNIST-format data (IDX files in torchvision's layout), 10 easy classes."""
     root = tmp_path_factory.mktemp("data")
     write_mnist_like(root, "MNIST", n_train_per_class=100, n_test_per_class=40)
+    return root
+
+
+@pytest.fixture(scope="session")
+def every_dataset_root(tmp_path_factory) -> Path:
+    """One data dir with every dataset a paper setup or table may name, in its real layout, tiny."""
+    root = tmp_path_factory.mktemp("all_data")
+    write_mnist_like(root, "MNIST", n_train_per_class=20, n_test_per_class=8)
+    write_mnist_like(root, "FashionMNIST", n_train_per_class=20, n_test_per_class=8)
+    write_emnist_letters(root, n_train_per_class=8, n_test_per_class=4)
+    write_coil100(root, objects=range(1, 13), angles=range(0, 100, 5), size=32)
+    write_head_ct(root)
+    write_brain_mri(root)
     return root

@@ -51,12 +51,23 @@ def test_unknown_method_lists_the_choices(tmp_path):
 
 
 def test_train_then_evaluate_from_the_command_line(tmp_path):
-    proc = run("anomaly.train", "trainer.max_epochs=2", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    logs = tmp_path / ("a_long_folder_name_" * 4)  # run dirs longer than a terminal line
+    proc = run("anomaly.train", "trainer.max_epochs=2", f"paths.log_dir={logs}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "auroc" in proc.stdout and "run dir:" in proc.stdout
-    ckpts = list((tmp_path / "runs" / "ae" / "digits").glob("*/checkpoints/last.ckpt"))
+    assert "💡" not in proc.stdout + proc.stderr  # Lightning's advertising tips are dropped
+    ckpts = list((logs / "runs" / "ae" / "digits").glob("*/checkpoints/last.ckpt"))
     assert len(ckpts) == 1
-    proc = run("anomaly.evaluate", f"ckpt_path={ckpts[0]}", f"paths.log_dir={tmp_path}",
+    run_dir = ckpts[0].parent.parent
+    assert f"run dir: {run_dir}" in proc.stdout  # the path whole, on one line
+    # the run's log holds what the run showed: the config tree, Lightning's lines, the results
+    text = (run_dir / "train.log").read_text()
+    assert "├── method" in text and f"output_dir: {run_dir}" in text
+    assert "`Trainer.fit` stopped" in text and "│ auroc " in text and f"run dir: {run_dir}" in text
+    assert "💡" not in text
+    # evaluate takes train's runtime keys (threads)
+    proc = run("anomaly.evaluate", f"ckpt_path={ckpts[0]}", f"paths.log_dir={logs}", "threads=1",
                "trainer.enable_progress_bar=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert list((tmp_path / "evaluate").glob("*/results.json"))
+    assert "💡" not in proc.stdout + proc.stderr
+    assert list((logs / "evaluate").glob("*/results.json"))

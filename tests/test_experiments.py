@@ -9,8 +9,6 @@ import yaml
 
 from anomaly.pipeline import train
 from tests.conftest import CONF_DIR, TINY, compose_config
-from tests.helpers.formats import (write_brain_mri, write_coil100, write_emnist_letters, write_head_ct,
-                                   write_mnist_like)
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -29,16 +27,8 @@ EXTRA: dict[str, list[str]] = {
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """One data dir with every dataset an experiment may name, in its real layout, tiny."""
-    root = tmp_path_factory.mktemp("all_data")
-    write_mnist_like(root, "MNIST", n_train_per_class=20, n_test_per_class=8)
-    write_mnist_like(root, "FashionMNIST", n_train_per_class=20, n_test_per_class=8)
-    write_emnist_letters(root, n_train_per_class=8, n_test_per_class=4)
-    write_coil100(root, objects=range(1, 13), angles=range(0, 100, 5), size=32)
-    write_head_ct(root)
-    write_brain_mri(root)
-    return root
+def data_root(every_dataset_root):
+    return every_dataset_root
 
 
 def group_options(name: str) -> dict[str, str]:

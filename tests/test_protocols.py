@@ -216,3 +216,18 @@ def test_holdout_class_protocol_object_and_bad_fractions():
         HoldoutClass(val_anomaly_fraction=1.0)
     with pytest.raises(AnomalyError, match=r"protocol.val_anomaly_fraction=-0.1 must be in \[0, 1\)"):
         holdout_class_split(labels, [0], val_anomaly_fraction=-0.1)
+
+
+def test_one_class_n_train_is_a_seeded_subset_of_the_training_images():
+    from anomaly.data.protocols import one_class_split
+
+    labels = np.repeat(np.arange(3), 100)
+    official_test = np.zeros(300, dtype=bool)
+    official_test[::4] = True
+    full = one_class_split(labels, official_test, [1], seed=3)
+    part = one_class_split(labels, official_test, [1], seed=3, n_train=20)
+    assert len(part.train) == 20 and set(part.train) <= set(full.train)
+    assert np.array_equal(part.val, full.val) and np.array_equal(part.test, full.test)
+    assert np.array_equal(one_class_split(labels, official_test, [1], seed=3, n_train=20).train, part.train)
+    with pytest.raises(AnomalyError, match=r"protocol.n_train=500 but the normal classes have only"):
+        one_class_split(labels, official_test, [1], n_train=500)

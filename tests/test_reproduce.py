@@ -16,7 +16,6 @@ from anomaly.reproduce.cli import load_tables, run
 from anomaly.reproduce.runner import run_group
 from anomaly.reproduce.tables import Cell, Table
 from tests.conftest import CONF_DIR, compose_config
-from tests.helpers.formats import write_coil100, write_emnist_letters, write_mnist_like
 
 TABLES = sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml"))
 QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "data.eval_batch_size=64"]
@@ -29,13 +28,8 @@ EXTRA = {
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tables_data")
-    write_mnist_like(root, "MNIST", n_train_per_class=20, n_test_per_class=8)
-    write_mnist_like(root, "FashionMNIST", n_train_per_class=20, n_test_per_class=8)
-    write_emnist_letters(root, n_train_per_class=8, n_test_per_class=4)
-    write_coil100(root, objects=range(1, 13), angles=range(0, 100, 5), size=32)
-    return root
+def data_root(every_dataset_root):
+    return every_dataset_root
 
 
 def run_app(tmp_path: Path, overrides: list[str]) -> list[dict]:

@@ -181,13 +181,19 @@ def load_fashion_mnist(root: str | Path, download: bool = True) -> ImageSet:
                                  list(FashionMNIST.classes))
 
 
+# the torch.nn.functional.interpolate modes for images (N×C×H×W): `dataset.resize_mode`
+RESIZE_MODES = ("bilinear", "area", "bicubic", "nearest", "nearest-exact")
+
+
 def resize_images(images: torch.Tensor, size: int | None, mode: str = "bilinear",
                   chunk: int = 8192) -> torch.Tensor:
     """Resize a uint8 N×C×H×W tensor once (in chunks), returning uint8 again.
 
-    `mode` is any `torch.nn.functional.interpolate` mode ("bilinear" as GPND, "area" for
-    downsampling as ARAE's INTER_AREA).
+    `mode` is one of RESIZE_MODES, the `torch.nn.functional.interpolate` modes for images
+    ("bilinear" as GPND, "area" for downsampling as ARAE's INTER_AREA).
     """
+    if mode not in RESIZE_MODES:
+        raise AnomalyError(f"dataset.resize_mode={mode!r}: must be one of {', '.join(RESIZE_MODES)}")
     if size is None or tuple(images.shape[-2:]) == (size, size):
         return images
     out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)

@@ -16,11 +16,21 @@ output; encoder RMSprop 5e-5 (`encoder_optimizer`), κ = 1; inputs in [−1, 1].
 
 Choices and differences:
 - Both stages in one run: epochs [0, gan_epochs) train the GAN, the next `encoder_epochs` the
-  encoder. The method owns this schedule: at the start of fit it sets the trainer's max_epochs
-  to gan_epochs + encoder_epochs (and warns when trainer.max_epochs said otherwise). One run
-  keeps one checkpoint, one results file and one threshold; a run stopped in either stage
-  resumes from `ckpt_path` in that stage (the stage is a function of the epoch). The paper ran
-  the two trainings as separate programs.
+  encoder, so the run is gan_epochs + encoder_epochs epochs long. One run keeps one checkpoint,
+  one results file and one threshold; a run stopped in either stage resumes from `ckpt_path` in
+  that stage (the stage is a function of the epoch). The paper ran the two trainings as
+  separate programs.
+- The stage lengths are the settings; `trainer.max_epochs` must agree with their sum. A run
+  config that leaves trainer.max_epochs at the trainer's default gets their sum (so results.json
+  records the schedule that ran); one that sets it to anything else (`method=fanogan
+  trainer.max_epochs=10`) is refused before any data loads, in one line that names
+  method.gan_epochs and method.encoder_epochs (anomaly.config_schema). Refused rather than split:
+  a single number cannot say how long each stage should be (the GAN needs most of the epochs,
+  the encoder only has to invert a fixed generator), splitting it by the defaults' 2:1 would
+  silently discard the stage lengths a run or a paper config set, and replacing the user's
+  number (as this method did before) trained 150 epochs where 10 were asked for. Used outside
+  the pipeline (a Trainer of your own), the method still sets the trainer's max_epochs to the
+  sum at the start of fit, with a warning.
 - Networks: the DCGAN generator / discriminator of `anomaly.nets.dcgan` (as AnoGAN's, sized from
   the image), not the paper's 64×64 residual networks. The critic (and the encoder) use layer
   normalisation instead of batch norm (`critic_norm`: layer or none): the gradient penalty is

@@ -6,11 +6,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from anomaly import runlog
 from anomaly.reproduce.cli import list_tables, run
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="reproduce")
 def main(cfg: DictConfig) -> None:
+    runlog.setup()  # no Lightning tips; what the terminal shows goes to the job's log too
     run(cfg)
 
 

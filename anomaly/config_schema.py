@@ -1,0 +1,505 @@
+"""Every plain setting of a run config, checked when the config is composed, before any data loads.
+
+Types and ranges are declared once, here, as tables keyed by config path (`data.batch_size: an
+integer ≥ 1`); `check_train(cfg)` and `check_evaluate(cfg)` run at the start of
+`anomaly.pipeline.train` / `evaluate` (and in the entry points before `configure_job`). A bad
+value raises one `ConfigError` (an `AnomalyError`: one `error:` line, exit 2) that names the key,
+the value and what is allowed, e.g. `data.batch_size=0: must be an integer ≥ 1`; several bad
+values are named in the same line.
+
+What is not here: settings whose check needs more than the value (a protocol's classes, a
+threshold rule's settings, a network's widths against the image size) stay with the code that
+builds them (protocols and threshold rules are built before any data loads too; a method's
+networks once the image size is known), and so do the string choices the methods check
+themselves (`method.net`, `method.attack`, …). Keys absent from a config are not checked; a
+method of your own (`method._target_`) gets the rules of the keys every method shares
+(`latent_dim`, `lr` and `*_lr`, `*_widths`, …).
+
+One rule across keys: f-AnoGAN trains `method.gan_epochs + method.encoder_epochs` epochs (see
+anomaly/methods/fanogan.py); a `trainer.max_epochs` that you set and that says otherwise is
+refused, one you did not set follows their sum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
+
+from anomaly import AnomalyError
+from anomaly.data.datasets import RESIZE_MODES
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class ConfigError(AnomalyError):
+    """A setting refused (here, when the config is composed; or by Lightning when the trainer is
+    built, see anomaly.pipeline.build_trainer): nothing was trained, so a single run refused this
+    way leaves no results.json for the report to count; a job of a sweep still records its
+    failure (anomaly.sweep.job_errors)."""
+
+
+# ---- rules ----------------------------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(x: float) -> str:
+    return str(x) if _is_int(x) else f"{x:g}"
+
+
+def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '≥'} {_number(low)}"
+    if high is not None:
+        return f"{'<' if high_open else '≤'} {_number(high)}"
+    return ""
+
+
+def _within(value: float, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
+    if low is not None and not (value > low if low_open else value >= low):
+        return False
+    if high is not None and not (value < high if high_open else value <= high):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a key takes. `null`: where null is allowed, what it means (None: not allowed)."""
+
+    null: str | None = None
+
+    def ok(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def problem(self, value: Any) -> str | None:
+        """None when `value` is allowed, else what is allowed ("an integer ≥ 1, or null (…)")."""
+        if value is None and self.null is not None:
+            return None
+        if value is not None and self.ok(value):
+            return None
+        return self.describe() + (f", or null ({self.null})" if self.null is not None else "")
+
+
+@dataclass(frozen=True)
+class Int(Rule):
+    low: int | None = None
+    high: int | None = None
+    # further values with a meaning of their own: {-1: "no limit"}
+    special: Mapping[int, str] = field(default_factory=dict)
+
+    def ok(self, value: Any) -> bool:
+        return _is_int(value) and (value in self.special or _within(value, self.low, self.high, False, False))
+
+    def describe(self) -> str:
+        bounds = _bounds(self.low, self.high, False, False)
+        text = "an integer" + (f" {bounds}" if bounds else "")
+        return text + "".join(f", or {k} ({v})" for k, v in self.special.items())
+
+
+@dataclass(frozen=True)
+class Float(Rule):
+    """A finite number (an integer is one too) in the given range."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def ok(self, value: Any) -> bool:
+        return _is_number(value) and _within(value, self.low, self.high, self.low_open, self.high_open)
+
+    def describe(self) -> str:
+        bounds = _bounds(self.low, self.high, self.low_open, self.high_open)
+        return "a number" + (f" {bounds}" if bounds else "")
+
+
+def positive(null: str | None = None) -> Float:
+    return Float(null=null, low=0, low_open=True)
+
+
+def non_negative(null: str | None = None) -> Float:
+    return Float(null=null, low=0)
+
+
+@dataclass(frozen=True)
+class Bool(Rule):
+    also: tuple[str, ...] = ()  # strings with a meaning of their own ("warn")
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, bool) or value in self.also
+
+    def describe(self) -> str:
+        return "true or false" + "".join(f" or {a}" for a in self.also)
+
+
+@dataclass(frozen=True)
+class Choice(Rule):
+    options: tuple[str, ...] = ()
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.options
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.options)
+
+
+@dataclass(frozen=True)
+class Ints(Rule):
+    """A list of integers ≥ low (of `length` items where given)."""
+
+    low: int = 1
+    length: int | None = None
+
+    def ok(self, value: Any) -> bool:
+        return (isinstance(value, list) and (self.length is None or len(value) == self.length)
+                and all(_is_int(v) and v >= self.low for v in value))
+
+    def describe(self) -> str:
+        count = f"{self.length} " if self.length is not None else ""
+        return f"a list of {count}integers ≥ {self.low}"
+
+
+@dataclass(frozen=True)
+class Floats(Rule):
+    """A list of `length` numbers in the given range."""
+
+    length: int = 2
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def ok(self, value: Any) -> bool:
+        return (isinstance(value, list) and len(value) == self.length
+                and all(_is_number(v) and _within(v, self.low, self.high, self.low_open, self.high_open)
+                        for v in value))
+
+    def describe(self) -> str:
+        return f"a list of {self.length} numbers {_bounds(self.low, self.high, self.low_open, self.high_open)}"
+
+
+@dataclass(frozen=True)
+class Batches(Rule):
+    """Lightning's limit_*_batches: a number of batches or a share of them."""
+
+    def ok(self, value: Any) -> bool:
+        return (_is_int(value) and value >= 0) or (_is_number(value) and 0.0 <= value <= 1.0)
+
+    def describe(self) -> str:
+        return "an integer ≥ 0 (batches) or a number in [0, 1] (a share of them)"
+
+
+@dataclass(frozen=True)
+class BoolOrInt(Rule):
+    """Lightning's fast_dev_run: true/false or a number of batches."""
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, bool) or (_is_int(value) and value >= 0)
+
+    def describe(self) -> str:
+        return "true, false or an integer ≥ 0 (batches)"
+
+
+@dataclass(frozen=True)
+class Gammas(Rule):
+    """The One-Class SVM's γ grid: positive numbers or "scale"."""
+
+    def ok(self, value: Any) -> bool:
+        values = value if isinstance(value, list) else [value]
+        return bool(values) and all(v == "scale" or (_is_number(v) and v > 0) for v in values)
+
+    def describe(self) -> str:
+        return "a non-empty list of numbers > 0 or scale"
+
+
+# ---- the tables ---------------------------------------------------------------------------------------
+LR = positive()
+BETAS = Floats(length=2, low=0, high=1, high_open=True)
+WIDTHS = Ints(low=1, null="the default widths")
+
+# the run's own keys (train; evaluate takes threads and the trainer)
+RUN: dict[str, Rule] = {
+    # Lightning's seed_everything takes 0 … 2³² − 1
+    "seed": Int(low=0, high=2**32 - 1),
+    "threads": Int(low=1, null="torch's default"),
+    "print_config": Bool(),
+    "data.batch_size": Int(low=1),
+    "data.eval_batch_size": Int(low=1, null="data.batch_size"),
+    "data.num_workers": Int(low=0),
+    "data.drop_last": Bool(),
+    "dataset.image_size": Int(low=1, null="the images' own size"),
+    "dataset.resize_mode": Choice(options=RESIZE_MODES),
+    "dataset.loader.download": Bool(),
+}
+
+TRAINER: dict[str, Rule] = {
+    "trainer.max_epochs": Int(low=1),
+    "trainer.min_epochs": Int(low=0, null="no minimum"),
+    "trainer.max_steps": Int(low=1, special={-1: "no limit"}),
+    "trainer.check_val_every_n_epoch": Int(low=1, null="validate by val_check_interval only"),
+    "trainer.log_every_n_steps": Int(low=1),
+    "trainer.num_sanity_val_steps": Int(low=0, special={-1: "all of them"}),
+    "trainer.limit_train_batches": Batches(),
+    "trainer.limit_val_batches": Batches(),
+    "trainer.limit_test_batches": Batches(),
+    "trainer.accumulate_grad_batches": Int(low=1),
+    "trainer.fast_dev_run": BoolOrInt(),
+    "trainer.deterministic": Bool(also=("warn",)),
+    "trainer.inference_mode": Bool(),
+    "trainer.enable_model_summary": Bool(),
+    "trainer.enable_progress_bar": Bool(),
+    "trainer.enable_checkpointing": Bool(),
+    "trainer.sync_batchnorm": Bool(),
+    "trainer.benchmark": Bool(null="torch's default"),
+    "trainer.gradient_clip_val": non_negative(null="no clipping"),
+}
+
+EVALUATE: dict[str, Rule] = {
+    "threads": RUN["threads"],
+    "refit_threshold": Bool(),
+}
+
+# keys that mean the same in every method (and in a method of your own)
+METHOD_COMMON: dict[str, Rule] = {
+    "latent_dim": Int(low=1),
+    "lr": LR,
+    "betas": BETAS,
+    "encoder_widths": WIDTHS,
+    "decoder_widths": WIDTHS,
+    "generator_widths": WIDTHS,
+    "discriminator_widths": WIDTHS,
+    "critic_widths": WIDTHS,
+    "base_width": Int(low=1),
+    "top_width": Int(low=1),
+    "batch_norm": Bool(),
+    "noise_std": non_negative(),
+    "weight_decay": non_negative(),
+}
+
+# per method (the module of method._target_: anomaly.methods.<name>), beyond METHOD_COMMON
+METHODS: dict[str, dict[str, Rule]] = {
+    "ae": {},
+    "gpnd": {
+        "latent_discriminator_hidden": Ints(low=1),
+        "lr_milestones": Ints(low=1),
+        "lr_gamma": positive(),
+        "reconstruction_weight": non_negative(),
+        "latent_adversarial_weight": non_negative(),
+        "jacobian_chunk": Int(low=1, null="automatic"),
+        "residual_bins": Int(low=1),
+        "perp_dim_factor": positive(),
+    },
+    "arae": {
+        "hidden": Ints(low=1),
+        "eps": non_negative(),
+        "steps": Int(low=0),
+        "alpha": positive(null="2.5·eps/steps"),
+        "latent_weight": non_negative(),
+        "union_latent_weight": non_negative(),
+        "union_l2_eps": non_negative(),
+        "union_l2_alpha": non_negative(),
+        "union_l2_steps": Int(low=0),
+        "union_linf_eps": non_negative(),
+        "union_linf_alpha": non_negative(),
+        "union_linf_steps": Int(low=0),
+        "union_max_rotation": non_negative(),
+        "union_rotations": Int(low=1),
+        "union_max_shift": non_negative(),
+        "union_shifts": Int(low=1),
+        "union_transform_chunk": Int(low=1),
+    },
+    "adae": {
+        "negative_slope": Float(low=0, high=1, high_open=True),
+    },
+    "vae": {
+        "width": Int(low=1),
+        "hidden": Int(low=1),
+        "l2": non_negative(),
+        "dropout": Float(low=0, high=1, high_open=True),
+        "score_samples": Int(low=0),
+    },
+    "ocsvm": {
+        "nu": Float(low=0, high=1, low_open=True),
+        "gammas": Gammas(),
+        "tol": positive(),
+        "cache_size": positive(),
+        "max_train": Int(low=2, null="all training images"),
+    },
+    "anogan": {
+        "generator_steps": Int(low=1),
+        "search_steps": Int(low=0),
+        "search_lr": positive(),
+        "search_betas": BETAS,
+        "feature_weight": Float(low=0, high=1),
+        "search_seed": Int(low=0),
+        "fit_validation": Bool(),
+    },
+    "fanogan": {
+        "gan_epochs": Int(low=1),
+        "encoder_epochs": Int(low=1),
+        "critic_steps": Int(low=1),
+        "gradient_penalty_weight": non_negative(),
+        "encoder_lr": positive(),
+        "feature_weight": non_negative(),
+    },
+}
+
+
+def method_rules(cfg: DictConfig) -> dict[str, Rule]:
+    """The rules of cfg.method's keys, by config path (method.lr, …)."""
+    method = cfg.get("method")
+    if not isinstance(method, DictConfig):
+        return {}
+    target = str(method.get("_target_") or "")
+    module = target.rsplit(".", 2)[-2] if target.count(".") >= 2 else ""
+    rules = dict(METHOD_COMMON)
+    rules.update(METHODS.get(module, {}) if target.startswith("anomaly.methods.") else {})
+    for key in method:
+        if str(key).endswith("_lr") and key not in rules:
+            rules[str(key)] = LR
+    return {f"method.{k}": v for k, v in rules.items()}
+
+
+# ---- checking -----------------------------------------------------------------------------------------
+_ABSENT = object()
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at `key` as plain Python; _ABSENT when the key is not there, is ??? or
+    cannot be resolved (its own error comes later, from the code that reads it)."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent or OmegaConf.is_missing(parent, leaf):
+        return _ABSENT
+    try:
+        node = parent[leaf]
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+    except Exception:  # noqa: BLE001 - an unresolvable interpolation is reported where it is read
+        return _ABSENT
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def problems(cfg: DictConfig, rules: Mapping[str, Rule]) -> list[str]:
+    """`key=value: must be …` for every key of `rules` whose value the rule refuses."""
+    found = []
+    for key, rule in rules.items():
+        value = _value(cfg, key)
+        if value is _ABSENT:
+            continue
+        allowed = rule.problem(value)
+        if allowed is not None:
+            found.append(f"{key}={_shown(value)}: must be {allowed}")
+    return found
+
+
+def _raise(found: Iterable[str]) -> None:
+    found = list(found)
+    if found:
+        raise ConfigError("; ".join(found))
+
+
+def check_keys(cfg: DictConfig, keys: Iterable[str]) -> None:
+    """Check only these keys (e.g. `threads` before a job takes its share of the machine)."""
+    every = {**RUN, **TRAINER, **EVALUATE}
+    _raise(problems(cfg, {k: every[k] for k in keys}))
+
+
+def check_train(cfg: DictConfig) -> None:
+    """Every plain setting of a train config; fills in f-AnoGAN's trainer.max_epochs where it was
+    not set. Raises one ConfigError naming every bad value."""
+    found = problems(cfg, {**RUN, **TRAINER, **method_rules(cfg)})
+    _raise(found)
+    _check_fanogan_schedule(cfg)
+
+
+def check_evaluate(cfg: DictConfig) -> None:
+    """Every plain setting of an evaluate config (the checkpoint's run config was checked when it
+    trained)."""
+    _raise(problems(cfg, {**EVALUATE, **TRAINER}))
+
+
+# ---- f-AnoGAN: two stages, one trainer.max_epochs ------------------------------------------------------
+def _check_fanogan_schedule(cfg: DictConfig) -> None:
+    """method=fanogan trains method.gan_epochs + method.encoder_epochs epochs. A trainer.max_epochs
+    that was set (on the command line, or by any config but the trainer group's own default) and
+    says otherwise is refused; one left at the trainer's default becomes their sum, so the run's
+    config records the schedule it ran."""
+    method = cfg.get("method")
+    if not isinstance(method, DictConfig) or not str(method.get("_target_", "")).startswith(
+            "anomaly.methods.fanogan."):
+        return
+    gan, encoder = _value(cfg, "method.gan_epochs"), _value(cfg, "method.encoder_epochs")
+    epochs = _value(cfg, "trainer.max_epochs")
+    if not (_is_int(gan) and _is_int(encoder) and _is_int(epochs)):
+        return
+    total = gan + encoder
+    if epochs == total:
+        return
+    if not _max_epochs_was_set(cfg, epochs):
+        with read_write(cfg.trainer):
+            cfg.trainer.max_epochs = total
+        return
+    if epochs >= 2:
+        share = min(max(round(epochs * gan / total), 1), epochs - 1)
+        example = f"e.g. method.gan_epochs={share} method.encoder_epochs={epochs - share} for {epochs} epochs"
+    else:
+        example = "at least 1 each: method.gan_epochs=1 method.encoder_epochs=1 trainer.max_epochs=2"
+    raise ConfigError(f"trainer.max_epochs={epochs} contradicts method=fanogan's two stages, "
+                      f"method.gan_epochs + method.encoder_epochs = {gan} + {encoder} = {total} epochs: "
+                      f"set method.gan_epochs and method.encoder_epochs instead ({example}); "
+                      "trainer.max_epochs follows their sum when you leave it out")
+
+
+def _max_epochs_was_set(cfg: DictConfig, epochs: int) -> bool:
+    """Whether trainer.max_epochs was given (command line, sweep, or a config other than the trainer
+    group's own) rather than left at the trainer config's default."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            if any(o.lstrip("+~").split("=", 1)[0] == "trainer.max_epochs" for o in hc.overrides.task):
+                return True
+            default = _trainer_default(hc.runtime.choices.get("trainer"), "max_epochs")
+        else:
+            default = _trainer_default("default", "max_epochs")
+    except Exception:  # noqa: BLE001 - when in doubt, the value counts as the user's
+        return True
+    return default is None or epochs != default
+
+
+def _trainer_default(option: str | None, key: str, depth: int = 0) -> Any:
+    """`key` as conf/trainer/<option>.yaml sets it (following its defaults list); None if unknown."""
+    path = CONF_DIR / "trainer" / f"{option}.yaml"
+    if option is None or depth > 5 or not path.is_file():
+        return None
+    node = OmegaConf.load(path)
+    if key in node:
+        return node[key]
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            found = _trainer_default(entry, key, depth + 1)
+            if found is not None:
+                return found
+    return None
