@@ -257,6 +257,7 @@ TRAINER: dict[str, Rule] = {
     "trainer.limit_val_batches": Batches(),
     "trainer.limit_test_batches": Batches(),
     "trainer.accumulate_grad_batches": Int(low=1),
+    "trainer.num_nodes": Int(low=1),
     "trainer.fast_dev_run": BoolOrInt(),
     "trainer.deterministic": Bool(also=("warn",)),
     "trainer.inference_mode": Bool(),
