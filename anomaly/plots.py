@@ -22,9 +22,10 @@ import numpy as np
 STYLE = {
     "font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "xtick.labelsize": 8,
     "ytick.labelsize": 8, "legend.fontsize": 7.5, "figure.titlesize": 10, "figure.dpi": 150,
-    "savefig.dpi": 150, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
     "grid.alpha": 0.25, "grid.linewidth": 0.5,
 }
+SAVE_DPI = 150
 MAX_PANELS = 20  # beyond this a grid of small plots is unreadable: the first 20 are drawn
 NORMAL_COLOUR, ANOMALY_COLOUR, PAPER_COLOUR, BELOW_COLOUR = "tab:blue", "tab:red", "black", "tab:red"
 
@@ -50,7 +51,8 @@ def figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (4.5, 3.5))
 def save(fig, path: str | Path) -> Path:
     """Write the figure (tight bounding box) and free it."""
     plt = pyplot()
-    fig.savefig(path, bbox_inches="tight")
+    # the dpi is passed here, not set in rcParams: other code's figures in the process keep theirs
+    fig.savefig(path, bbox_inches="tight", dpi=SAVE_DPI)
     plt.close(fig)
     return Path(path)
 

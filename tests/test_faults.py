@@ -105,6 +105,25 @@ def test_ckpt_path_last_in_a_fixed_run_dir(tmp_path):
         train(compose_config(tmp_path, overrides))
 
 
+def test_ckpt_path_last_never_resumes_another_schedule(tmp_path):
+    """A debug=fast checkpoint (1 epoch of 3 batches) is not the same run as a 2-epoch one: the
+    schedule is part of the config hash, so ckpt_path=last starts that run over instead of
+    finishing it with 2 optimiser steps fewer."""
+    log_dir = tmp_path  # where ckpt_path=last looks: both runs' checkpoints lie below it
+    smoke = compose_config(tmp_path / "smoke", [*TINY, "debug=fast", "logger=none"])
+    smoke.paths.log_dir = str(log_dir)
+    train(smoke)
+    cfg = compose_config(tmp_path / "full", [*TINY, "trainer.max_epochs=2", "logger=none", "ckpt_path=last"])
+    cfg.paths.log_dir = str(log_dir)
+    results = train(cfg)
+    assert results["resumed_from"] is None and results["epochs"] == 2
+    assert results["config_hash"] != json.loads((tmp_path / "smoke" / "results.json").read_text())["config_hash"]
+    # the same schedule again does resume
+    again = compose_config(tmp_path / "again", [*TINY, "trainer.max_epochs=2", "logger=none", "ckpt_path=last"])
+    again.paths.log_dir = str(tmp_path)
+    assert train(again)["resumed_from"] == str(tmp_path / "full" / "checkpoints" / "last.ckpt")
+
+
 # ---- diverging training --------------------------------------------------------------------------
 @pytest.mark.parametrize("method, overrides, term", [
     ("ae", [], "train/loss=nan"),

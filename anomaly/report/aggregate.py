@@ -542,7 +542,9 @@ class PaperTable:
             names += [str(info["metric"])] if info.get("metric") else []
             for part in ("paper", "paper_mean"):
                 names += [k for k, v in (info.get(part) or {}).items() if isinstance(v, (int, float))]
-        return [m for m in dict.fromkeys(names) if self.has_paper(m)]
+        with_paper = [m for m in dict.fromkeys(names) if self.has_paper(m)]
+        # a table without published numbers still shows ours in its own metric (paper: —)
+        return with_paper or list(dict.fromkeys(names))[:1]
 
     def has_paper(self, metric: str) -> bool:
         return self.published_mean(metric) is not None or any(r.paper_value(metric) is not None for r in self.runs)
