@@ -22,12 +22,12 @@ from anomaly.plots import classes_text, plot_examples, plot_roc, plot_score_hist
 __all__ = ["write_results", "example_indices", "plot_examples", "versions"]
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: NaN/inf → None, numpy/torch scalars → Python."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (np.generic, torch.Tensor)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -48,7 +48,7 @@ def write_results(output_dir: str | Path, summary: dict[str, Any], scores: Score
     """Write results.json (summary + creation time + versions), scores.npz and the plots."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = _clean({**summary, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    payload = json_safe({**summary, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       "versions": versions()})
     (output_dir / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     if scores is not None:

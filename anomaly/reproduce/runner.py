@@ -31,7 +31,7 @@ from anomaly.methods.base import AnomalyModule, ScoredSplit
 from anomaly.pipeline import build_datamodule, instantiate, run_summary, train
 from anomaly import provenance
 from anomaly.reproduce.tables import Cell, Table
-from anomaly.results import write_results
+from anomaly.results import json_safe, write_results
 
 log = logging.getLogger("anomaly")
 
@@ -70,12 +70,12 @@ class ScoreCache:
         model = self.model
         data = IndexedImages(self.dm.data.images, self.dm.data.labels, indices,
                              np.zeros(len(indices), dtype=bool))
+        batches = (data.__getitems__(np.arange(start, min(start + self.batch_size, len(indices))))
+                   for start in range(0, len(indices), self.batch_size))
         was_training = model.training
         model.eval()
         with torch.no_grad():  # as Lightning's test loop (no inference mode: some scores need gradients)
-            for start in range(0, len(indices), self.batch_size):
-                batch = data.__getitems__(np.arange(start, min(start + self.batch_size, len(indices))))
-                batch = model.on_after_batch_transfer(model.transfer_batch_to_device(batch, model.device, 0), 0)
+            for batch in model.device_batches(batches):
                 scores = model.score(batch["image"]).detach().float().reshape(-1).cpu()
                 self.scores.update(zip(batch["index"].tolist(), scores.tolist()))
         model.train(was_training)
@@ -137,9 +137,9 @@ def failed_results(cfg: DictConfig | None, output_dir: Path, err: BaseException,
               "dataset": OmegaConf.select(cfg, "dataset.name", default=None) if cfg is not None else None,
               "protocol": {"name": _protocol_name(cfg), **{k.split(".", 1)[1]: v for k, v in
                                                           extra["reproduce"]["cell"].items() if k.startswith("protocol.")}},
-              "run_dir": str(output_dir), **({k: v for k, v in provenance.record(cfg).items()} if cfg is not None else {}),
+              "run_dir": str(output_dir), **(provenance.record(cfg) if cfg is not None else {}),
               **extra}
-    (output_dir / "results.json").write_text(json.dumps(_clean(record), indent=2) + "\n")
+    (output_dir / "results.json").write_text(json.dumps(json_safe(record), indent=2) + "\n")
     return record
 
 
@@ -159,12 +159,6 @@ def _protocol_name(cfg: DictConfig | None) -> str | None:
     from hydra.utils import get_class
 
     return getattr(get_class(target), "name", None)
-
-
-def _clean(value: Any) -> Any:
-    from anomaly.results import _clean as clean
-
-    return clean(value)
 
 
 def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run_root: Path,
