@@ -23,7 +23,7 @@ test: install
 
 # benchmarks vs the published code's loops (Markdown table; ARGS="--device cuda --size full", "--only 1,4")
 bench: install
-	$(PY) -m anomaly.bench $(ARGS)
+	$(PY) -m benchmarks $(ARGS)
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache

@@ -1,36 +1,40 @@
 """Every plain setting of a run config, checked when the config is composed, before any data loads.
 
-Types and ranges are declared once, here, as tables keyed by config path (`data.batch_size: an
+Types and ranges are declared once, as tables keyed by config path (`data.batch_size: an
 integer ≥ 1`); `check_train(cfg)` and `check_evaluate(cfg)` run at the start of
 `anomaly.pipeline.train` / `evaluate` (and in the entry points before `configure_job`). A bad
 value raises one `ConfigError` (an `AnomalyError`: one `error:` line, exit 2) that names the key,
 the value and what is allowed, e.g. `data.batch_size=0: must be an integer ≥ 1`; several bad
 values are named in the same line.
 
+Here: the rule types, the run's and the trainer's keys, the method keys every method shares
+(METHOD_COMMON: `latent_dim`, `lr` and `*_lr`, `*_widths`, …), and the mechanism. A method's own
+keys are declared on its class, next to its code: `config_rules: dict[str, Rule]` (key under
+`method.` → rule), read here from the class that `method._target_` names (imported when a config
+names it); a rule across keys is the class's `check_config(cfg)` classmethod, called after the
+plain rules passed (f-AnoGAN's: trainer.max_epochs must be method.gan_epochs +
+method.encoder_epochs, see anomaly/methods/fanogan.py). So a method of your own (any
+`method._target_`) gets the shared rules, plus its own where its class declares them.
+
 What is not here: settings whose check needs more than the value (a protocol's classes, a
 threshold rule's settings, a network's widths against the image size) stay with the code that
 builds them (protocols and threshold rules are built before any data loads too; a method's
 networks once the image size is known), and so do the string choices the methods check
-themselves (`method.net`, `method.attack`, …). Keys absent from a config are not checked; a
-method of your own (`method._target_`) gets the rules of the keys every method shares
-(`latent_dim`, `lr` and `*_lr`, `*_widths`, …).
-
-One rule across keys: f-AnoGAN trains `method.gan_epochs + method.encoder_epochs` epochs (see
-anomaly/methods/fanogan.py); a `trainer.max_epochs` that you set and that says otherwise is
-refused, one you did not set follows their sum.
+themselves (`method.net`, `method.attack`, …). Keys absent from a config are not checked.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import RESIZE_MODES
+from anomaly.data.io import RESIZE_MODES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -43,16 +47,16 @@ class ConfigError(AnomalyError):
 
 
 # ---- rules ----------------------------------------------------------------------------------------------
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _number(x: float) -> str:
-    return str(x) if _is_int(x) else f"{x:g}"
+    return str(x) if is_int(x) else f"{x:g}"
 
 
 def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -102,7 +106,7 @@ class Int(Rule):
     special: Mapping[int, str] = field(default_factory=dict)
 
     def ok(self, value: Any) -> bool:
-        return _is_int(value) and (value in self.special or _within(value, self.low, self.high, False, False))
+        return is_int(value) and (value in self.special or _within(value, self.low, self.high, False, False))
 
     def describe(self) -> str:
         bounds = _bounds(self.low, self.high, False, False)
@@ -120,7 +124,7 @@ class Float(Rule):
     high_open: bool = False
 
     def ok(self, value: Any) -> bool:
-        return _is_number(value) and _within(value, self.low, self.high, self.low_open, self.high_open)
+        return is_number(value) and _within(value, self.low, self.high, self.low_open, self.high_open)
 
     def describe(self) -> str:
         bounds = _bounds(self.low, self.high, self.low_open, self.high_open)
@@ -166,7 +170,7 @@ class Ints(Rule):
 
     def ok(self, value: Any) -> bool:
         return (isinstance(value, list) and (self.length is None or len(value) == self.length)
-                and all(_is_int(v) and v >= self.low for v in value))
+                and all(is_int(v) and v >= self.low for v in value))
 
     def describe(self) -> str:
         count = f"{self.length} " if self.length is not None else ""
@@ -185,7 +189,7 @@ class Floats(Rule):
 
     def ok(self, value: Any) -> bool:
         return (isinstance(value, list) and len(value) == self.length
-                and all(_is_number(v) and _within(v, self.low, self.high, self.low_open, self.high_open)
+                and all(is_number(v) and _within(v, self.low, self.high, self.low_open, self.high_open)
                         for v in value))
 
     def describe(self) -> str:
@@ -197,7 +201,7 @@ class Batches(Rule):
     """Lightning's limit_*_batches: a number of batches or a share of them."""
 
     def ok(self, value: Any) -> bool:
-        return (_is_int(value) and value >= 0) or (_is_number(value) and 0.0 <= value <= 1.0)
+        return (is_int(value) and value >= 0) or (is_number(value) and 0.0 <= value <= 1.0)
 
     def describe(self) -> str:
         return "an integer ≥ 0 (batches) or a number in [0, 1] (a share of them)"
@@ -208,22 +212,10 @@ class BoolOrInt(Rule):
     """Lightning's fast_dev_run: true/false or a number of batches."""
 
     def ok(self, value: Any) -> bool:
-        return isinstance(value, bool) or (_is_int(value) and value >= 0)
+        return isinstance(value, bool) or (is_int(value) and value >= 0)
 
     def describe(self) -> str:
         return "true, false or an integer ≥ 0 (batches)"
-
-
-@dataclass(frozen=True)
-class Gammas(Rule):
-    """The One-Class SVM's γ grid: positive numbers or "scale"."""
-
-    def ok(self, value: Any) -> bool:
-        values = value if isinstance(value, list) else [value]
-        return bool(values) and all(v == "scale" or (_is_number(v) and v > 0) for v in values)
-
-    def describe(self) -> str:
-        return "a non-empty list of numbers > 0 or scale"
 
 
 # ---- the tables ---------------------------------------------------------------------------------------
@@ -274,7 +266,8 @@ EVALUATE: dict[str, Rule] = {
     "refit_threshold": Bool(),
 }
 
-# keys that mean the same in every method (and in a method of your own)
+# keys that mean the same in every method (and in a method of your own); a method's own keys are
+# its class's `config_rules` (see method_rules)
 METHOD_COMMON: dict[str, Rule] = {
     "latent_dim": Int(low=1),
     "lr": LR,
@@ -291,84 +284,33 @@ METHOD_COMMON: dict[str, Rule] = {
     "weight_decay": non_negative(),
 }
 
-# per method (the module of method._target_: anomaly.methods.<name>), beyond METHOD_COMMON
-METHODS: dict[str, dict[str, Rule]] = {
-    "ae": {},
-    "gpnd": {
-        "latent_discriminator_hidden": Ints(low=1),
-        "lr_milestones": Ints(low=1),
-        "lr_gamma": positive(),
-        "reconstruction_weight": non_negative(),
-        "latent_adversarial_weight": non_negative(),
-        "jacobian_chunk": Int(low=1, null="automatic"),
-        "residual_bins": Int(low=1),
-        "perp_dim_factor": positive(),
-    },
-    "arae": {
-        "hidden": Ints(low=1),
-        "eps": non_negative(),
-        "steps": Int(low=0),
-        "alpha": positive(null="2.5·eps/steps"),
-        "latent_weight": non_negative(),
-        "union_latent_weight": non_negative(),
-        "union_l2_eps": non_negative(),
-        "union_l2_alpha": non_negative(),
-        "union_l2_steps": Int(low=0),
-        "union_linf_eps": non_negative(),
-        "union_linf_alpha": non_negative(),
-        "union_linf_steps": Int(low=0),
-        "union_max_rotation": non_negative(),
-        "union_rotations": Int(low=1),
-        "union_max_shift": non_negative(),
-        "union_shifts": Int(low=1),
-        "union_transform_chunk": Int(low=1),
-    },
-    "adae": {
-        "negative_slope": Float(low=0, high=1, high_open=True),
-    },
-    "vae": {
-        "width": Int(low=1),
-        "hidden": Int(low=1),
-        "l2": non_negative(),
-        "dropout": Float(low=0, high=1, high_open=True),
-        "score_samples": Int(low=0),
-    },
-    "ocsvm": {
-        "nu": Float(low=0, high=1, low_open=True),
-        "gammas": Gammas(),
-        "tol": positive(),
-        "cache_size": positive(),
-        "max_train": Int(low=2, null="all training images"),
-    },
-    "anogan": {
-        "generator_steps": Int(low=1),
-        "search_steps": Int(low=0),
-        "search_lr": positive(),
-        "search_betas": BETAS,
-        "feature_weight": Float(low=0, high=1),
-        "search_seed": Int(low=0),
-        "fit_validation": Bool(),
-    },
-    "fanogan": {
-        "gan_epochs": Int(low=1),
-        "encoder_epochs": Int(low=1),
-        "critic_steps": Int(low=1),
-        "gradient_penalty_weight": non_negative(),
-        "encoder_lr": positive(),
-        "feature_weight": non_negative(),
-    },
-}
+
+# ---- a method's own rules and checks: on its class ------------------------------------------------------
+def method_class(cfg: DictConfig) -> Any:
+    """The class that cfg.method._target_ names, imported (a method's module loads only when a
+    config names it); None where there is none or it does not import (instantiating the method
+    says why, later)."""
+    method = cfg.get("method")
+    if not isinstance(method, DictConfig):
+        return None
+    module, _, name = str(method.get("_target_") or "").rpartition(".")
+    if not module:
+        return None
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except Exception:  # noqa: BLE001 - reported where the method is built
+        return None
 
 
 def method_rules(cfg: DictConfig) -> dict[str, Rule]:
-    """The rules of cfg.method's keys, by config path (method.lr, …)."""
+    """The rules of cfg.method's keys, by config path (method.lr, …): METHOD_COMMON, the method
+    class's own `config_rules` (a dict key → Rule; none where the class has none), and a
+    positive number for any other `*_lr` key."""
     method = cfg.get("method")
     if not isinstance(method, DictConfig):
         return {}
-    target = str(method.get("_target_") or "")
-    module = target.rsplit(".", 2)[-2] if target.count(".") >= 2 else ""
     rules = dict(METHOD_COMMON)
-    rules.update(METHODS.get(module, {}) if target.startswith("anomaly.methods.") else {})
+    rules.update(getattr(method_class(cfg), "config_rules", None) or {})
     for key in method:
         if str(key).endswith("_lr") and key not in rules:
             rules[str(key)] = LR
@@ -376,21 +318,21 @@ def method_rules(cfg: DictConfig) -> dict[str, Rule]:
 
 
 # ---- checking -----------------------------------------------------------------------------------------
-_ABSENT = object()
+ABSENT = object()
 
 
-def _value(cfg: DictConfig, key: str) -> Any:
-    """The resolved value at `key` as plain Python; _ABSENT when the key is not there, is ??? or
+def setting(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at `key` as plain Python; ABSENT when the key is not there, is ??? or
     cannot be resolved (its own error comes later, from the code that reads it)."""
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
     if not isinstance(parent, DictConfig) or leaf not in parent or OmegaConf.is_missing(parent, leaf):
-        return _ABSENT
+        return ABSENT
     try:
         node = parent[leaf]
         return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
     except Exception:  # noqa: BLE001 - an unresolvable interpolation is reported where it is read
-        return _ABSENT
+        return ABSENT
 
 
 def _shown(value: Any) -> str:
@@ -405,8 +347,8 @@ def problems(cfg: DictConfig, rules: Mapping[str, Rule]) -> list[str]:
     """`key=value: must be …` for every key of `rules` whose value the rule refuses."""
     found = []
     for key, rule in rules.items():
-        value = _value(cfg, key)
-        if value is _ABSENT:
+        value = setting(cfg, key)
+        if value is ABSENT:
             continue
         allowed = rule.problem(value)
         if allowed is not None:
@@ -427,11 +369,14 @@ def check_keys(cfg: DictConfig, keys: Iterable[str]) -> None:
 
 
 def check_train(cfg: DictConfig) -> None:
-    """Every plain setting of a train config; fills in f-AnoGAN's trainer.max_epochs where it was
-    not set. Raises one ConfigError naming every bad value."""
+    """Every plain setting of a train config, then the method class's own `check_config(cfg)`
+    where it has one (a rule across keys; it may fill in a setting, as f-AnoGAN's
+    trainer.max_epochs). Raises one ConfigError naming every bad value."""
     found = problems(cfg, {**RUN, **TRAINER, **method_rules(cfg)})
     _raise(found)
-    _check_fanogan_schedule(cfg)
+    check = getattr(method_class(cfg), "check_config", None)
+    if check is not None:
+        check(cfg)
 
 
 def check_evaluate(cfg: DictConfig) -> None:
@@ -440,39 +385,8 @@ def check_evaluate(cfg: DictConfig) -> None:
     _raise(problems(cfg, {**EVALUATE, **TRAINER}))
 
 
-# ---- f-AnoGAN: two stages, one trainer.max_epochs ------------------------------------------------------
-def _check_fanogan_schedule(cfg: DictConfig) -> None:
-    """method=fanogan trains method.gan_epochs + method.encoder_epochs epochs. A trainer.max_epochs
-    that was set (on the command line, or by any config but the trainer group's own default) and
-    says otherwise is refused; one left at the trainer's default becomes their sum, so the run's
-    config records the schedule it ran."""
-    method = cfg.get("method")
-    if not isinstance(method, DictConfig) or not str(method.get("_target_", "")).startswith(
-            "anomaly.methods.fanogan."):
-        return
-    gan, encoder = _value(cfg, "method.gan_epochs"), _value(cfg, "method.encoder_epochs")
-    epochs = _value(cfg, "trainer.max_epochs")
-    if not (_is_int(gan) and _is_int(encoder) and _is_int(epochs)):
-        return
-    total = gan + encoder
-    if epochs == total:
-        return
-    if not _max_epochs_was_set(cfg, epochs):
-        with read_write(cfg.trainer):
-            cfg.trainer.max_epochs = total
-        return
-    if epochs >= 2:
-        share = min(max(round(epochs * gan / total), 1), epochs - 1)
-        example = f"e.g. method.gan_epochs={share} method.encoder_epochs={epochs - share} for {epochs} epochs"
-    else:
-        example = "at least 1 each: method.gan_epochs=1 method.encoder_epochs=1 trainer.max_epochs=2"
-    raise ConfigError(f"trainer.max_epochs={epochs} contradicts method=fanogan's two stages, "
-                      f"method.gan_epochs + method.encoder_epochs = {gan} + {encoder} = {total} epochs: "
-                      f"set method.gan_epochs and method.encoder_epochs instead ({example}); "
-                      "trainer.max_epochs follows their sum when you leave it out")
-
-
-def _max_epochs_was_set(cfg: DictConfig, epochs: int) -> bool:
+# ---- for the methods' own checks ---------------------------------------------------------------------
+def max_epochs_was_set(cfg: DictConfig, epochs: int) -> bool:
     """Whether trainer.max_epochs was given (command line, sweep, or a config other than the trainer
     group's own) rather than left at the trainer config's default."""
     try:

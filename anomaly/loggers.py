@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError
+from anomaly.config import instantiate
 
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
 # result PNG -> image key (results.py and pipeline.write_examples write them)
@@ -84,8 +85,6 @@ def sweep_group(log_dir: str | Path | None = None) -> str | None:
 def build_loggers(logger_cfg: DictConfig | None, identity: dict[str, Any] | None = None) -> list:
     """The loggers of `cfg.logger`. identity: {"name", "group", "tags"} of the run, filled into a
     W&B logger's null `name` / `group` and added to its `tags`."""
-    from anomaly.pipeline import instantiate
-
     loggers = []
     for node in (logger_cfg or {}).values():
         if node is None or "_target_" not in node:
@@ -98,8 +97,6 @@ def build_loggers(logger_cfg: DictConfig | None, identity: dict[str, Any] | None
 
 
 def _wandb_logger(node: DictConfig, identity: dict[str, Any]):
-    from anomaly.pipeline import instantiate
-
     overrides: dict[str, Any] = {}
     for key in ("name", "group"):
         if node.get(key) in (None, "") and identity.get(key):

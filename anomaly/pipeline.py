@@ -1,23 +1,22 @@
 """Train / evaluate a method on a dataset × protocol from a composed config.
 
 The entry points (`anomaly.train`, `anomaly.evaluate`) only compose the config and call these;
-tests call them directly with a config from `hydra.compose`.
+tests call them directly with a config from `hydra.compose`. Here: building the run's parts
+(`build_*`), `train`, `evaluate` (re-scoring a checkpoint, or `predict_folder`: labelling images
+of no split) and the run summary that results.json holds. Elsewhere: `anomaly.config`
+(instantiate, config hash), `anomaly.checkpoints` (loading, resuming), `anomaly.console` (what a
+run prints), `anomaly.results` (the files a run writes).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import csv
 import logging
 import re
-import sys
 import time
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
@@ -26,7 +25,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError, RunInterrupted
-from anomaly import config_schema, distributed, runlog
+from anomaly import config_schema, distributed
+from anomaly.checkpoints import interrupted_message, load_checkpoint, mark_resumed, resume_path
+from anomaly.config import config_hash, instantiate, method_name
+from anomaly.console import print_config_tree, print_line, print_results
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_config, run_name, sweep_group
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
@@ -35,34 +37,6 @@ from anomaly import provenance
 from anomaly.results import example_indices, plot_examples, write_results
 
 log = logging.getLogger("anomaly")
-
-# Intended here: batches are scaled in the LightningModule's on_after_batch_transfer (the method
-# knows its value range), not in the datamodule.
-warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-# Under DDP: val/test metrics come from scores gathered over all ranks, so every rank logs the
-# same value and syncing them would change nothing.
-warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-# DistributedSampler pads validation/test with repeats; the base module drops them by dataset index.
-warnings.filterwarnings("ignore", message=".*Using `DistributedSampler` with the dataloaders.*")
-# Resuming from another run's checkpoint (ckpt_path=last): that run's checkpoint dir is left as it is.
-warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
-# Lightning's all_gather calls a torch function that torch deprecated (nothing to do on our side).
-warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
-
-
-def instantiate(node: Any, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate that lets our own errors through unwrapped."""
-    try:
-        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        while cause is not None:
-            if isinstance(cause, AnomalyError):
-                raise cause from None
-            cause = cause.__cause__
-        raise
 
 
 def build_datamodule(cfg: DictConfig, split_path: str | Path | None = None) -> AnomalyDataModule:
@@ -94,19 +68,21 @@ def build_threshold(cfg: DictConfig) -> Threshold:
     return threshold
 
 
-def build_method(cfg: DictConfig, dm: AnomalyDataModule, threshold: Threshold | None = None) -> AnomalyModule:
-    """The method of cfg.method for the datamodule's images, with the threshold rule (None: built
-    from cfg.threshold)."""
+def build_method(cfg: DictConfig, dm: AnomalyDataModule | None, threshold: Threshold | None = None,
+                 image_shape: tuple[int, ...] | None = None) -> AnomalyModule:
+    """The method of cfg.method for the datamodule's images (or, without a datamodule, images of
+    `image_shape`), with the threshold rule (None: built from cfg.threshold)."""
     if threshold is None:
         threshold = build_threshold(cfg)
+    image_shape = tuple(dm.image_shape if dm is not None else image_shape)
     try:
-        model = instantiate(cfg.method, image_shape=list(dm.image_shape), threshold=threshold)
+        model = instantiate(cfg.method, image_shape=list(image_shape), threshold=threshold)
     except AnomalyError as err:
         # a network that cannot take these images says which sizes it takes; say which method
         # and which images, as the dataset config decides them
         if re.search(r"image|widths", str(err)) and not str(err).startswith("method="):
-            shape = "×".join(str(s) for s in dm.image_shape)
-            raise AnomalyError(f"method={_method_name(cfg)} ({shape} images of {cfg.dataset.name}): "
+            shape = "×".join(str(s) for s in image_shape)
+            raise AnomalyError(f"method={method_name(cfg)} ({shape} images of {cfg.dataset.name}): "
                                f"{err}") from None
         raise
     if not isinstance(model, AnomalyModule):
@@ -149,14 +125,6 @@ def run_identity(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule) -
 def class_names(dm: AnomalyDataModule) -> list[str]:
     """The split's normal classes by name, as the user writes them (COIL-100: object numbers)."""
     return [str(dm.data.class_names[c]) for c in dm.split.normal_classes]
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of what determines the result: the settings and the trainer's schedule (max_epochs,
-    batch limits, precision: a 1-epoch smoke checkpoint is not the same run as a 3-epoch one);
-    paths and run bookkeeping excluded."""
-    text = OmegaConf.to_yaml(OmegaConf.create(provenance.result_config(cfg)))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def protocol_summary(dm: AnomalyDataModule) -> dict:
@@ -217,7 +185,7 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
     model.config_hash = config_hash(cfg)
     # a checkpoint of another method or image size is refused before any logger starts
-    resume = _resume_path(cfg, model)
+    resume = resume_path(cfg, model)
     with distributed.processes() as trainers:
         trainer = build_trainer(cfg, identity=run_identity(cfg, dm, model), model=model)
         trainers.append(trainer)
@@ -246,7 +214,7 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
     except SIGTERMException:
         # Lightning stops at the end of the batch in progress; the epoch-end last.ckpt stays
         # (a mid-epoch one would not resume to the same result)
-        raise RunInterrupted(_interrupted_message(trainer, output_dir)) from None
+        raise RunInterrupted(interrupted_message(trainer, output_dir)) from None
     except Exception as err:
         # a method's code that failed on a diverged network (see anomaly.callbacks)
         diagnosis = getattr(err, "anomaly_diagnosis", None)
@@ -293,114 +261,9 @@ def write_examples(output_dir: Path, model: AnomalyModule, dm: AnomalyDataModule
         plot_examples(groups, output_dir / "examples.png", f"{model.name} · {dm.data.name}")
 
 
-def _resume_path(cfg: DictConfig, model: AnomalyModule) -> str | None:
-    """The checkpoint to resume from: `ckpt_path` as given, or for `ckpt_path=last` the one
-    `find_last_checkpoint` finds (None: train from the start)."""
-    path = cfg.get("ckpt_path")
-    if path in (None, ""):
-        return None
-    if str(path) == "last":
-        found = find_last_checkpoint(cfg, model.config_hash)
-        if found is None:
-            log.warning("ckpt_path=last: no checkpoint of this run config (hash %s) under %s; "
-                        "training from the start", model.config_hash, cfg.paths.log_dir)
-            return None
-        path = str(found)
-    if not Path(path).is_file():
-        raise AnomalyError(f"ckpt_path={path}: no such file")
-    ckpt = load_checkpoint(path)
-    check_checkpoint_identity(ckpt, model.name, model.image_shape, path=path)
-    log.warning("resuming from %s (%d epochs done)", path, int(ckpt.get("epoch", -1)) + 1)
-    return path
-
-
-def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None) -> Path | None:
-    """`ckpt_path=last`: this run dir's checkpoints/last.ckpt (a fixed `hydra.run.dir` or
-    `hydra.sweep.dir`: resume in place), else the newest checkpoints/last.ckpt under
-    `paths.log_dir` written by a run of the same config hash (seed, dataset, protocol, method,
-    data and threshold settings; not the trainer's). A last.ckpt is written at the end of every
-    epoch, and at the end of the run."""
-    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if own.is_file():
-        info = _checkpoint_info(own)
-        if not info:
-            raise AnomalyError(f"ckpt_path=last: {own} is not a readable checkpoint of anomaly.train; "
-                               "remove it (the run then starts over) or choose another run dir")
-        if info.get("config_hash") != wanted_hash:
-            raise AnomalyError(f"ckpt_path=last: {own} is of another run config (hash "
-                               f"{info.get('config_hash')}, this run {wanted_hash}); remove it or "
-                               "choose another run dir")
-        return own
-    root = Path(cfg.paths.log_dir)
-    if not root.is_dir():
-        return None
-    candidates = [p for p in root.rglob("last.ckpt") if p.parent.name == "checkpoints"]
-    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
-        if _checkpoint_info(path).get("config_hash") == wanted_hash:
-            return path
-    return None
-
-
-def _checkpoint_info(path: Path) -> dict:
-    """The checkpoint's `anomaly` entry, read memory-mapped (the weights are not read); {} when
-    the file is no readable checkpoint (a run killed while writing one, another program's)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is just not a candidate
-        log.warning("ckpt_path=last: skipped %s (%s)", path, str(err).strip().splitlines()[0][:200]
-                    if str(err).strip() else type(err).__name__)
-        return {}
-    info = ckpt.get("anomaly") if isinstance(ckpt, dict) else None
-    return {**info, "epoch": ckpt.get("epoch")} if isinstance(info, dict) else {}
-
-
-def mark_resumed(old_dir: Path, new_dir: Path) -> None:
-    """After a resume from another run's checkpoint, that run's results.json (failed or
-    interrupted) says where it was finished, and the report leaves it out."""
-    path = old_dir / "results.json"
-    if old_dir.resolve() == new_dir.resolve() or not path.is_file():
-        return
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if data.get("status") in ("failed", "interrupted"):
-        data.update(status="resumed", resumed_in=str(new_dir))
-        path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _interrupted_message(trainer: L.Trainer, output_dir: Path) -> str:
-    where = f"run interrupted by SIGTERM in epoch {trainer.current_epoch} (global step {trainer.global_step})"
-    last = output_dir / "checkpoints" / "last.ckpt"
-    epoch = _checkpoint_info(last).get("epoch") if last.is_file() else None
-    if epoch is None:
-        return f"{where}; no epoch had finished, so the same command with ckpt_path=last starts over"
-    return (f"{where}; {last} holds the end of epoch {epoch}: run the same command with "
-            "ckpt_path=last to resume from it")
-
-
-def _method_name(cfg: DictConfig) -> str:
-    cls = hydra.utils.get_class(cfg.method._target_)
-    return cls.name
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint safely (tensors and plain containers only; no arbitrary unpickling)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnomalyError(f"ckpt_path={path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, zip errors, refused globals…
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AnomalyError(f"ckpt_path={path} is not a readable checkpoint ({first})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise AnomalyError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict)")
-    return ckpt
-
-
 def evaluate(cfg: DictConfig) -> dict:
-    """Re-score a checkpoint on its run's test split (same dataset, protocol and seed).
+    """Re-score a checkpoint on its run's test split (same dataset, protocol and seed), or with
+    `predict_dir=…` label the images of a folder that belong to no split (see `predict_folder`).
 
     The checkpoint's threshold is used as saved; `refit_threshold=true` fits it again on the
     validation split. `data_dir=…` points at the data if it moved.
@@ -408,13 +271,15 @@ def evaluate(cfg: DictConfig) -> dict:
     config_schema.check_evaluate(cfg)
     if not cfg.get("ckpt_path"):
         raise AnomalyError("ckpt_path is required: python -m anomaly.evaluate ckpt_path=…/last.ckpt")
+    predict_dir = cfg.get("predict_dir")
+    files = predict_files(predict_dir) if predict_dir not in (None, "") else None
     ckpt = load_checkpoint(cfg.ckpt_path)
     info = ckpt.get("anomaly") or {}
     if not info.get("config"):
         raise AnomalyError(f"ckpt_path={cfg.ckpt_path} has no run config (not written by anomaly.train)")
     run_cfg = OmegaConf.create(info["config"])
     if cfg.get("method") is not None:
-        check_checkpoint_identity(ckpt, _method_name(cfg), path=str(cfg.ckpt_path))
+        check_checkpoint_identity(ckpt, method_name(cfg), path=str(cfg.ckpt_path))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     run_cfg.paths.output_dir = str(output_dir)
@@ -429,16 +294,22 @@ def evaluate(cfg: DictConfig) -> dict:
     legacy = run_cfg.get("threshold") is not None and "_target_" not in run_cfg.threshold
     threshold = F1Threshold() if legacy and not refit else build_threshold(run_cfg)
     L.seed_everything(run_cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(run_cfg)
-    dm.prepare_data()
-    dm.setup()
-    model = build_method(run_cfg, dm, threshold)
-    check_checkpoint_identity(ckpt, model.name, dm.image_shape, path=str(cfg.ckpt_path))
+    dm = None
+    if files is None or refit:  # the run's data: its test split, or its validation split to refit
+        dm = build_datamodule(run_cfg)
+        dm.prepare_data()
+        dm.setup()
+    image_shape = tuple(dm.image_shape) if dm is not None else tuple(info.get("image_shape") or ())
+    model = build_method(run_cfg, dm, threshold, image_shape=image_shape)
+    check_checkpoint_identity(ckpt, model.name, image_shape, path=str(cfg.ckpt_path))
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = info["config"]
     if not refit:
         model.restore_threshold_fit(info.get("threshold_fit") or
                                     ({"configured": run_cfg.threshold.get("strategy")} if legacy else None))
+    if files is not None:
+        return predict_folder(run_cfg, model, Path(str(predict_dir)).expanduser(), files, output_dir,
+                              str(cfg.ckpt_path), dm if refit else None)
     with distributed.processes() as trainers:
         trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
         trainers.append(trainer)
@@ -458,62 +329,74 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def print_config_tree(cfg: DictConfig, save_to: Path | None = None, echo: bool = True) -> None:
-    """The composed config as a rich tree: printed if `echo`, saved beside the run and written to
-    the run's log (train.log), never cut at the terminal's width (long paths stay whole)."""
-    from rich.console import Console
-    from rich.syntax import Syntax
-    from rich.tree import Tree
+# ---- predictions on a folder of images of no split ----------------------------------------------
+class FolderImages(torch.utils.data.Dataset):
+    """Decoded images (uint8 N×C×H×W) as batches {image, index} for `Trainer.predict`."""
 
-    tree = Tree("config", guide_style="dim")
-    order = ["method", "dataset", "protocol", "data", "threshold", "trainer", "callbacks", "logger", "paths"]
-    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "hydra"]
-    longest = 0
-    for key in keys:
-        node = cfg[key]
-        try:
-            text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
-        except Exception:  # unresolvable outside a Hydra run
-            text = OmegaConf.to_yaml(node) if isinstance(node, DictConfig) else str(node)
-        longest = max([longest, *(len(line) for line in text.splitlines())])
-        tree.add(key, guide_style="dim").add(Syntax(text.rstrip(), "yaml", theme="ansi_dark"))
-    width = max(120, longest + 16)  # the tree's guides indent the YAML by 8 characters
-    if echo:
-        console = Console()
-        (console if console.width >= width else Console(width=width)).print(tree)
-    text = runlog.render(tree, width)
-    if save_to is not None:
-        Path(save_to).write_text(text + "\n")
-    runlog.to_log(text)
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[i], "index": torch.tensor(i, dtype=torch.long)}
 
 
-def print_results(results: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def predict_files(predict_dir: str | Path) -> list[Path]:
+    """The image files of `predict_dir` and its subfolders, sorted by their path in it."""
+    from anomaly.data.io import IMAGE_SUFFIXES
 
-    table = Table(title=f"{results['method']} · {results['dataset']} · {results['protocol']['name']} "
-                        # class names, as the user writes them (COIL-100: object numbers, not positions)
-                        f"normal {','.join(str(c) for c in results['protocol'].get('normal') or [])} "
-                        f"· seed {results['seed']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in (results.get("metrics") or {}).items():
-        table.add_row(key, "—" if value is None else f"{value:.4f}")
-    lines = [table]
-    if results.get("problem"):
-        lines.append(f"[yellow]note:[/] {results['problem']}")
-    lines.append(f"run dir: {results['run_dir']}")
-    console = Console()
-    for line in lines:
-        console.print(line, soft_wrap=isinstance(line, str))  # a path is never folded
-    runlog.to_log("\n".join(runlog.render(line, 10_000 if isinstance(line, str) else 200) for line in lines))
+    root = Path(str(predict_dir)).expanduser()
+    if not root.is_dir():
+        raise AnomalyError(f"predict_dir={predict_dir}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise AnomalyError(f"predict_dir={predict_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}) "
+                           "in it or its subfolders")
+    return files
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Print an AnomalyError as one line and exit 2 (no traceback: the message says it all)."""
-    try:
-        yield
-    except AnomalyError as err:
-        runlog.error(str(err))
-        sys.exit(2)
+def predict_folder(run_cfg: DictConfig, model: AnomalyModule, root: Path, files: list[Path],
+                   output_dir: Path, checkpoint: str, dm: AnomalyDataModule | None = None) -> dict:
+    """Score `files` with a trained model and label them at its threshold (anomalous: score >
+    threshold); write predictions.csv (file relative to `root`, score, anomalous 0/1) into
+    output_dir and print one line. The images are read as the run's dataset reads its own: the
+    model's channels and image size, the dataset's resize mode, uint8 scaled by the method to its
+    value range. dm: the run's datamodule, to refit the threshold on its validation split first."""
+    from anomaly.data.io import read_images
+
+    if dm is None and not torch.isfinite(model.threshold):
+        raise AnomalyError(f"ckpt_path={checkpoint} has no fitted threshold, so images cannot be "
+                           "labelled; refit_threshold=true fits one on the run's validation split")
+    channels, size = model.image_shape[0], model.image_shape[1]
+    images = read_images(files, channels, size, run_cfg.dataset.get("resize_mode", "bilinear"),
+                         name=f"predict_dir {root}")
+    batch_size = run_cfg.data.get("eval_batch_size") or run_cfg.data.batch_size
+    loader = torch.utils.data.DataLoader(FolderImages(images), batch_size=int(batch_size), shuffle=False)
+    with distributed.processes() as trainers:
+        trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
+        trainers.append(trainer)
+        if dm is not None:
+            trainer.validate(model, datamodule=dm, verbose=False)
+        start = time.perf_counter()
+        trainer.predict(model, dataloaders=loader, return_predictions=False)
+        score_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+    predicted = model.predictions
+    path = output_dir / "predictions.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "score", "anomalous"])
+        for i, score, anomalous in zip(predicted.index.tolist(), predicted.score.tolist(),
+                                       predicted.anomalous.tolist()):
+            writer.writerow([files[i].relative_to(root).as_posix(), repr(score), int(anomalous)])
+    threshold = float(model.threshold)
+    n_anomalous = int(predicted.anomalous.sum())
+    print_line(f"{len(files)} images of {root} scored by {model.name} ({checkpoint}): {n_anomalous} "
+               f"anomalous (score > threshold {threshold:.6g}); predictions: {path}")
+    return {"method": model.name, "checkpoint": checkpoint, "predict_dir": str(root),
+            "images": len(files), "anomalous": n_anomalous, "threshold": threshold,
+            "threshold_refit": dm is not None, "score_seconds": round(score_seconds, 3),
+            "predictions": str(path), "run_dir": str(output_dir)}

@@ -7,7 +7,9 @@ a handler of its own when Lightning is imported before Hydra sets up logging) an
 warnings. `setup()`, called by the entry points once Hydra has set up logging, hands Lightning's
 records and the warnings to the log file too and drops Lightning's advertising tips;
 `to_log(text)` writes text the terminal showed to the log file only; `error(message)` prints the
-`error:` line and logs it.
+`error:` line and logs it. `install_warning_filters()` silences the warnings that say nothing
+to a user of this package (the entry points call it; importing the package changes no warning
+filter).
 
 "The log file" is every `logging.FileHandler` of the root logger at the time of writing (Hydra's
 `hydra.job_logging` puts one there per job, so each job of a multirun writes its own); without
@@ -29,6 +31,31 @@ LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning
 RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                      "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
                      "lightning_utilities.core.rank_zero")
+
+# Warnings about what this package does on purpose (message regexes, for warnings.filterwarnings).
+QUIET_WARNINGS = (
+    # batches are scaled in the LightningModule's on_after_batch_transfer (the method knows its
+    # value range), not in the datamodule
+    ".*overridden `on_after_batch_transfer`.*",
+    ".*isinstance\\(treespec, LeafSpec\\).*",
+    ".*smaller than the logging interval.*",
+    # under DDP, val/test metrics come from scores gathered over all ranks, so every rank logs
+    # the same value and syncing them would change nothing
+    ".*sync_dist=True.*",
+    # DistributedSampler pads validation/test with repeats; the base module drops them by index
+    ".*Using `DistributedSampler` with the dataloaders.*",
+    # resuming from another run's checkpoint (ckpt_path=last): that run's checkpoint dir is left
+    # as it is
+    ".*The dirpath has changed from.*",
+    # Lightning's all_gather calls a torch function that torch deprecated (nothing to do here)
+    ".*all_gather is deprecated.*",
+    # method=ocsvm by design: the SVM has no optimiser and nothing to backpropagate
+    ".*configure_optimizers` returned `None`.*",
+    # conf/hydra/launcher/submitit_local.yaml has the name of the plugin's own config, which it
+    # replaces (spelling out every setting); Hydra warns on each composition that it checks it
+    # against that schema
+    r"(?s).*'hydra/launcher/submitit_local' is validated against ConfigStore",
+)
 
 
 def log_files() -> list[logging.FileHandler]:
@@ -83,10 +110,20 @@ class ToLogFile(logging.Handler):
                 handler.handle(record)
 
 
+def install_warning_filters() -> None:
+    """Ignore the QUIET_WARNINGS. For entry points only (the library never changes the warning
+    filters): before Hydra composes the config (it warns while composing) and again in every job
+    (`setup`: a launcher's job processes do not run the entry module's `__main__`). Safe to call
+    again (a filter already installed is moved, not repeated)."""
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def setup() -> None:
     """Call from an entry point, after Hydra has configured logging (i.e. inside the
-    `@hydra.main` function): no Lightning tips; Lightning's lines and warnings in the log file too.
-    Safe to call again (each job of a multirun does)."""
+    `@hydra.main` function): the QUIET_WARNINGS ignored, no Lightning tips; Lightning's lines and
+    warnings in the log file too. Safe to call again (each job of a multirun does)."""
+    install_warning_filters()
     quiet_lightning_tips()
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)

@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import traceback
-import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,11 +38,6 @@ from anomaly import AnomalyError, RunInterrupted, runlog
 from anomaly.config_schema import ConfigError, check_keys
 
 log = logging.getLogger("anomaly")
-
-# conf/hydra/launcher/submitit_local.yaml has the name of the plugin's own config, which it replaces
-# (spelling out every setting); Hydra warns on each composition that it checks it against that schema
-warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/submitit_local' is validated against ConfigStore")
-
 
 def hydra_job() -> dict[str, Any]:
     """Where this process runs: {"multirun", "launcher", "n_jobs", "job_num", "cpus"} (defaults
@@ -106,7 +100,7 @@ def slurm_restarts() -> int:
 def configure_job(cfg: DictConfig) -> None:
     """Set this job's torch threads and, under a parallel launcher with several GPUs, its GPU; a
     requeued SLURM job resumes (`ckpt_path=last`: its run dir's last epoch, see
-    anomaly.pipeline.find_last_checkpoint) unless a ckpt_path was given."""
+    anomaly.checkpoints.find_last_checkpoint) unless a ckpt_path was given."""
     check_keys(cfg, ["threads"])  # an integer ≥ 1 or null, before it is used
     job = hydra_job()
     threads = threads_per_job(cfg.get("threads"), job["n_jobs"], allotted=job["cpus"])

@@ -15,7 +15,7 @@ from anomaly.sweep import configure_job, job_errors
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    runlog.setup()  # no Lightning tips; what the terminal shows goes to train.log too
+    runlog.setup()  # our warning filters, no Lightning tips; what the terminal shows goes to train.log too
     results: dict = {}
     with job_errors(cfg):
         configure_job(cfg)
@@ -25,4 +25,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    runlog.install_warning_filters()  # before Hydra composes the config (it warns then too)
     main()

@@ -13,20 +13,12 @@ from anomaly.methods.arae import (ARAE, latent_shift, pgd_l2_latent, pgd_linf_la
                                   transform_images, worst_spatial_transform)
 from anomaly.nets import DenseDecoder, DenseEncoder
 from anomaly.pipeline import train
-from tests.conftest import TINY, compose_config
-
-# The synthetic classes differ by where their bright patch sits: a model that learned the normal
-# class at all (even one that reconstructs only its mean image) separates them almost perfectly,
-# and chance is 0.5. 0.9 leaves room for the tiny training budget while failing any model that
-# did not learn the normal class (as tests/test_train.py).
-AUROC_FLOOR = 0.9
+from tests.conftest import compose_config
+from tests.helpers import runs
+from tests.helpers.runs import AUROC_FLOOR, snapshot
 
 
 pytestmark = pytest.mark.usefixtures("seeded_quiet")
-
-
-def snapshot(module):
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
 def small_arae(**kwargs) -> ARAE:
@@ -190,18 +182,17 @@ def test_bad_settings_are_refused():
 def mnist_run(tmp_path, mnist_root, extra):
     # "p1" with half the test set anomalous (28 normal, 28 anomalous test images): enough anomalies
     # for the AUROC floor to mean something
-    return compose_config(tmp_path, [*TINY, "dataset=mnist", f"paths.data_dir={mnist_root}",
-                                     "dataset.loader.download=false", "dataset.image_size=16",
-                                     "protocol=anomaly_ratio", "protocol.normal=[5]",
-                                     "protocol.anomaly_ratio=0.5", "trainer.max_epochs=5", *extra])
+    return runs.mnist_run(tmp_path, mnist_root, "protocol=anomaly_ratio", "protocol.normal=[5]",
+                          "protocol.anomaly_ratio=0.5", "trainer.max_epochs=5", *extra)
 
 
 # Measured on this data: untrained ARAE (no training batch) has AUROC 0.19, one epoch 1.0.
+# The default (MLP, L∞ attack): tests/test_method_contract.py; here the other nets and attack.
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [
-    ["method.net=mlp"],
     ["method.net=conv"],
     ["method.attack=union", "method.union_rotations=3", "method.union_l2_steps=3", "method.union_linf_steps=3"],
-], ids=["mlp", "conv", "union"])
+], ids=["conv", "union"])
 def test_arae_end_to_end_separates_easy_anomalies(tmp_path, mnist_root, variant):
     cfg = mnist_run(tmp_path, mnist_root, ["method=arae", "method.steps=5", "threshold=f1_inlier",
                                            *variant])
@@ -213,6 +204,7 @@ def test_arae_end_to_end_separates_easy_anomalies(tmp_path, mnist_root, variant)
     assert (tmp_path / "examples.png").is_file()
 
 
+@pytest.mark.slow
 def test_dae_baseline_on_the_mlp_end_to_end(tmp_path, mnist_root):
     cfg = mnist_run(tmp_path, mnist_root, ["method=ae", "method.net=mlp", "method.latent_dim=128",
                                            "method.noise_std=0.2"])

@@ -24,6 +24,7 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, names", [
     ("protocol.normal=[12]", "unknown class 12"),
     ("protocol.normal=[]", "protocol.normal is empty"),
@@ -36,6 +37,7 @@ def test_bad_input_exits_with_one_line(tmp_path, override, names):
     assert "Epoch" not in proc.stdout + proc.stderr  # refused before any training
 
 
+@pytest.mark.slow
 def test_missing_dataset_names_where_files_belong(tmp_path):
     proc = run("anomaly.train", "dataset=mnist", f"paths.data_dir={tmp_path / 'nowhere'}",
                "dataset.loader.download=false", f"paths.log_dir={tmp_path}", cwd=tmp_path)
@@ -44,12 +46,14 @@ def test_missing_dataset_names_where_files_belong(tmp_path):
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in line and "train-images-idx3-ubyte" in line
 
 
+@pytest.mark.slow
 def test_unknown_method_lists_the_choices(tmp_path):
     proc = run("anomaly.train", "method=nope", cwd=tmp_path)
     assert proc.returncode != 0
     assert "Could not find 'method/nope'" in proc.stderr and "ae" in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_from_the_command_line(tmp_path):
     logs = tmp_path / ("a_long_folder_name_" * 4)  # run dirs longer than a terminal line
     proc = run("anomaly.train", "trainer.max_epochs=2", f"paths.log_dir={logs}", cwd=tmp_path)

@@ -20,7 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from anomaly import AnomalyError
-from anomaly.pipeline import build_trainer, load_checkpoint, train
+from anomaly.checkpoints import load_checkpoint
+from anomaly.pipeline import build_trainer, train
 from anomaly.report import report
 from anomaly.sweep import configure_job, hydra_job, sweep_status, threads_per_job, write_failure
 from tests.conftest import CONF_DIR, TINY, compose_config
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- a sweep through submitit ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_submitit_sweep_with_a_failing_job(tmp_path):
     sweep = tmp_path / "sweep"
     common = ["trainer.max_epochs=1", "threads=1", "logger=none"]
@@ -98,6 +100,7 @@ def run_in_slurm(*overrides: str, cwd: Path, restarts: int | None = None) -> sub
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_requeued_slurm_job_resumes_from_its_last_epoch(tmp_path):
     # one job of a sweep, as a submitit job runs it: a fixed job dir (sweep dir/0)
     command = ["-m", *RUN, "threads=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}"]
@@ -160,6 +163,7 @@ def test_a_later_attempts_failure_replaces_the_interrupted_record(tmp_path):
 DDP_2_NODES = ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("procid", [0, 5])
 def test_ddp_on_two_slurm_nodes_gets_its_rank_from_slurm(tmp_path, monkeypatch, procid):
     from lightning.fabric.plugins.environments import SLURMEnvironment

@@ -6,7 +6,7 @@ import torch
 
 from anomaly import AnomalyError
 from anomaly.data.datasets import ImageSet
-from anomaly.data.protocols import coil_outlier_ratio, CoilRandom, coil_random_split
+from anomaly.data.protocols.coil_random import coil_outlier_ratio, CoilRandom, coil_random_split
 
 OBJECTS = [str(n) for n in range(1, 101)]
 
@@ -138,8 +138,10 @@ def test_few_objects_spread_outliers_round_robin():
     assert per_object.sum() == 20 and per_object.max() - per_object.min() <= 1
 
 
+@pytest.mark.slow
 def test_composed_config_and_end_to_end_on_generated_coil(tmp_path):
-    from anomaly.pipeline import instantiate, train
+    from anomaly.config import instantiate
+    from anomaly.pipeline import train
     from tests.conftest import TINY, compose_config
     from tests.helpers.formats import write_coil100
 

@@ -9,9 +9,10 @@ import torch
 
 from anomaly import AnomalyError
 from anomaly.data.datasets import ImageSet
-from anomaly.data.protocols import Contamination, contamination_split, impurity_count
+from anomaly.data.protocols.contamination import Contamination, contamination_split, impurity_count
 from anomaly.evaluation.thresholds import ContaminationQuantile
-from anomaly.pipeline import build_method, instantiate
+from anomaly.config import instantiate
+from anomaly.pipeline import build_method
 from tests.conftest import compose_config
 
 

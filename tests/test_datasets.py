@@ -10,8 +10,9 @@ import torch
 from anomaly import AnomalyError
 from anomaly.data.datasets import (COIL100_URL, load_brain_mri, load_coil100, load_digits,
                                    load_emnist_letters, load_fashion_mnist, load_folder, load_head_ct,
-                                   load_medmnist, load_mnist, resize_images)
-from anomaly.data.protocols import resolve_classes
+                                   load_medmnist, load_mnist)
+from anomaly.data.io import resize_images
+from anomaly.data.protocols.base import resolve_classes
 from tests.helpers.formats import (coil_color, write_brain_mri, write_coil100, write_emnist_letters,
                                    write_head_ct, write_image_folder, write_medmnist, write_mnist_like)
 
@@ -290,7 +291,7 @@ def test_datamodule_batches_are_array_slices_in_the_epoch_order(tmp_path):
     from torch.utils.data import BatchSampler, DistributedSampler
 
     from anomaly.data.datamodule import AnomalyDataModule
-    from anomaly.data.protocols import OneClass
+    from anomaly.data.protocols.one_class import OneClass
 
     write_mnist_like(tmp_path, n_train_per_class=30, n_test_per_class=6)
     dm = AnomalyDataModule(partial(load_mnist, str(tmp_path), download=False), OneClass(normal=[0, 1, 2]),

@@ -33,6 +33,7 @@ def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_run_matches_one_process_and_writes_once(tmp_path):
     """ADAE (manual optimisation: two optimisers) trained under ddp_cpu as one job of a multirun.
@@ -106,6 +107,7 @@ def test_rank_command_refuses_an_unknown_entry_point(tmp_path, monkeypatch):
         distributed.hydra_job_command(1)
 
 
+@pytest.mark.slow
 def test_release_restores_the_launch_environment(monkeypatch):
     """After a job whose ranks this process launched, the next job of a sweep must launch its own:
     Lightning takes a set LOCAL_RANK for 'started by a launcher' and would wait for ranks."""

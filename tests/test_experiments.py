@@ -1,8 +1,5 @@
 """Every paper setup in conf/experiment/ composes and runs one tiny step (trainer.fast_dev_run)
-on generated files in its dataset's real format. An experiment whose method (or another group
-option) is not written yet is skipped, so new ones join as soon as their method lands."""
-
-import importlib.util
+on generated files in its dataset's real format."""
 
 import pytest
 import yaml
@@ -46,20 +43,14 @@ def test_experiments_are_global_packages_naming_their_paper():
     for name in EXPERIMENTS:
         text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
         assert text.startswith("# @package _global_"), name
-        assert len([line for line in text.splitlines() if line.startswith("#")]) >= 3, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_one_tiny_step(tmp_path, data_root, name):
-    for group, option in group_options(name).items():
-        if not (CONF_DIR / group / f"{option}.yaml").is_file():
-            pytest.skip(f"experiment {name}: {group}={option} is not written yet")
     cfg = compose_config(tmp_path, [f"experiment={name}", *TINY, f"paths.data_dir={data_root}",
                                     "+trainer.fast_dev_run=true", "data.eval_batch_size=16",
                                     *EXTRA.get(name, [])])
-    module = cfg.method._target_.rsplit(".", 1)[0]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"experiment {name}: method module {module} is not written yet")
     if "download" in cfg.dataset.loader:
         cfg.dataset.loader.download = False  # generated files only, never the network
     results = train(cfg)

@@ -1,6 +1,7 @@
 """Faults on purpose: runs killed mid-epoch resume to the uninterrupted result, a diverging loss
 stops the run (and only its job in a sweep), collapsed scores are reported as such, checkpoints
-that do not belong are refused, the same seed gives the same numbers."""
+that do not belong are refused (every method's divergence and determinism:
+tests/test_method_contract.py)."""
 
 import json
 import re
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from anomaly import AnomalyError
-from anomaly.pipeline import load_checkpoint, train
+from anomaly.checkpoints import load_checkpoint
+from anomaly.pipeline import train
 from anomaly.report import report
 from tests.conftest import TINY, compose_config
 from tests.test_cli import error_line, run
@@ -38,6 +40,7 @@ def run_dirs(log_dir):
     return sorted(p for p in (log_dir / "runs" / "ae" / "digits").iterdir() if p.is_dir())
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_result(tmp_path, uninterrupted):
     command = [*RUN, "threads=1", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
     proc = run("anomaly.train", *command, *kill_at(signal.SIGKILL), cwd=tmp_path)
@@ -57,6 +60,7 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path, uninterrupted):
     assert np.array_equal(np.load(resumed / "scores.npz")["scores"], scores)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_resumes_to_the_same_result(tmp_path, uninterrupted):
     proc = run("anomaly.train", *RUN, "threads=1", f"paths.log_dir={tmp_path}", *kill_at(signal.SIGTERM),
                cwd=tmp_path)
@@ -87,6 +91,7 @@ def test_sigterm_stops_cleanly_and_resumes_to_the_same_result(tmp_path, uninterr
     assert [r.status for r in runs] == ["ok"]
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_in_a_fixed_run_dir(tmp_path):
     # first time: nothing to resume, trains from the start; again: resumes in place (all epochs
     # done: only re-scores); a different config in that dir is refused instead of overwritten
@@ -105,6 +110,7 @@ def test_ckpt_path_last_in_a_fixed_run_dir(tmp_path):
         train(compose_config(tmp_path, overrides))
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_never_resumes_another_schedule(tmp_path):
     """A debug=fast checkpoint (1 epoch of 3 batches) is not the same run as a 2-epoch one: the
     schedule is part of the config hash, so ckpt_path=last starts that run over instead of
@@ -125,26 +131,8 @@ def test_ckpt_path_last_never_resumes_another_schedule(tmp_path):
 
 
 # ---- diverging training --------------------------------------------------------------------------
-@pytest.mark.parametrize("method, overrides, term", [
-    ("ae", [], "train/loss=nan"),
-    # manual optimisation, several networks: the first term that diverged is named
-    ("adae", [], r"train/\w+=(nan|inf|-inf)"),
-    # two stages of one epoch each: trainer.max_epochs=2 is their sum (another is refused)
-    ("fanogan", ["dataset.image_size=16", "method.top_width=64", "method.gan_epochs=1",
-                 "method.encoder_epochs=1"], r"train/\w+=(nan|inf|-inf)"),
-    # its networks overflow within one batch (four updates): the weights are named, or the loss
-    ("gpnd", ["dataset.image_size=32"], r"(in \w+.*|train/\w+=(nan|inf|-inf))"),
-])
-def test_non_finite_loss_stops_the_run(tmp_path, method, overrides, term):
-    cfg = compose_config(tmp_path, [*TINY, f"method={method}", "method.lr=1e30", "trainer.max_epochs=2",
-                                    "logger=none", *overrides])
-    with pytest.raises(AnomalyError, match=rf"^method={method}: non-finite (training loss|weights) at epoch 0, "
-                                           rf"batch \d+ \(global step \d+\): {term}.*; the training diverged: "
-                                           r"lower the learning rate \(method.lr=1e\+30\)"):
-        train(cfg)
-    assert not (tmp_path / "results.json").exists()  # no metrics of a diverged model
-
-
+# (every method stops on a non-finite loss: tests/test_method_contract.py)
+@pytest.mark.slow
 def test_update_that_fails_on_diverged_weights_is_reported_as_divergence(tmp_path):
     cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=1", "logger=none",
                                     "method._target_=tests.helpers.faults.DivergesMidBatch"])
@@ -162,6 +150,7 @@ def test_update_that_fails_on_diverged_weights_is_reported_as_divergence(tmp_pat
         train(cfg)
 
 
+@pytest.mark.slow
 def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
     proc = run("anomaly.train", "-m", "method.lr=0.001,1e30", "trainer.max_epochs=1", "logger=none", "threads=1",
                f"paths.log_dir={tmp_path}", cwd=tmp_path)
@@ -183,6 +172,7 @@ def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
 
 
 # ---- collapsed scores ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("constant, problem", [("0.25", r"all \d+ scores are equal \(0.25\): a collapsed model"),
                                                ("nan", r"\d+ of \d+ scores are not finite")])
 def test_collapsed_scores_are_reported_not_measured(tmp_path, constant, problem):
@@ -200,6 +190,7 @@ def test_collapsed_scores_are_reported_not_measured(tmp_path, constant, problem)
 
 
 # ---- checkpoints that do not belong ------------------------------------------------------------
+@pytest.mark.slow
 def test_checkpoint_of_another_image_size_or_not_a_checkpoint_is_refused(tmp_path):
     train(compose_config(tmp_path / "run", [*TINY, "debug=fast", "logger=none"]))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -226,17 +217,7 @@ def test_checkpoint_of_another_image_size_or_not_a_checkpoint_is_refused(tmp_pat
     assert not marker.exists()
 
 
-# ---- determinism ---------------------------------------------------------------------------------
-def test_same_command_same_seed_identical_metrics(tmp_path):
-    # a GAN (random latents every step, several optimisers) with deterministic algorithms
-    overrides = [*TINY, "method=fanogan", "dataset.image_size=16", "method.gan_epochs=1",
-                 "method.encoder_epochs=1", "method.top_width=64", "method.latent_dim=16",
-                 "+trainer.limit_train_batches=3", "trainer.deterministic=true", "logger=none"]
-    a = train(compose_config(tmp_path / "a", overrides))
-    b = train(compose_config(tmp_path / "b", overrides))
-    assert a["status"] == "ok" and a["metrics"] == b["metrics"]
-    assert np.array_equal(np.load(tmp_path / "a" / "scores.npz")["scores"],
-                          np.load(tmp_path / "b" / "scores.npz")["scores"])
+# (the same seed, the same metrics, for every method: tests/test_method_contract.py)
 
 
 # ---- images a method's networks cannot take ------------------------------------------------------

@@ -5,11 +5,12 @@ import pytest
 import torch
 from scipy import stats
 
-from anomaly.data.protocols import GPNDFolds, gpnd_folds_split
+from anomaly.data.protocols.gpnd_folds import GPNDFolds, gpnd_folds_split
 from anomaly.methods.gpnd import (GPND, encoder_jacobians, generator_jacobians, gennorm_logpdf,
                                   histogram_log_density, log_p_perp, sum_log_singular_values)
-from anomaly.pipeline import evaluate, train
+from anomaly.pipeline import train
 from tests.conftest import TINY, compose_config
+from tests.helpers.runs import AUROC_FLOOR, changed_networks, snapshot
 
 torch.manual_seed(0)
 
@@ -60,15 +61,9 @@ def test_histogram_density_inside_below_and_above_range():
 
 
 # ---- training updates touch only their own networks --------------------------------------------------
-def snapshot(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def changed_networks(before, model):
-    return {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(before[name], p)}
-
-
+@pytest.mark.slow
 def test_each_update_changes_only_its_own_networks():
+    torch.manual_seed(0)  # not the RNG state the tests before left (an unseeded init can leave an update without effect)
     model = GPND([1, 32, 32], latent_dim=8)
     model.train()
     model.manual_backward = lambda loss: loss.backward()  # outside a Trainer
@@ -119,6 +114,7 @@ def reference_scores(model: GPND, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jacobian", ["generator", "encoder"])
 def test_batched_score_equals_per_sample_reference(jacobian):
     torch.manual_seed(1)
@@ -168,17 +164,15 @@ def test_gpnd_folds_bad_fold_and_ratio():
 
 
 # ---- end to end -------------------------------------------------------------------------------------------
-def test_gpnd_end_to_end_on_easy_anomalies_and_evaluate(tmp_path, mnist_root):
+# (GPND's separation at 16×16, evaluate and determinism: tests/test_method_contract.py)
+@pytest.mark.slow
+def test_gpnd_end_to_end_on_its_folds_protocol(tmp_path, mnist_root):
     cfg = compose_config(tmp_path / "run", [*TINY, "method=gpnd", "method.latent_dim=8", "dataset=mnist",
                                             f"paths.data_dir={mnist_root}", "dataset.loader.download=false",
                                             "protocol=gpnd_folds", "protocol.normal=[2]", "trainer.max_epochs=4"])
     results = train(cfg)
     assert results["status"] == "ok"
-    assert results["metrics"]["auroc"] > 0.9, results["metrics"]
+    assert results["metrics"]["auroc"] > AUROC_FLOOR, results["metrics"]
     assert results["split_sizes"]["test_anomalies"] == results["split_sizes"]["test"] // 2
     # the threshold follows the protocol's convention (inlier-positive F1)
     assert results["metrics"]["f1_inlier"] > 0.8
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    again = evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false"],
-                                    config_name="evaluate"))
-    assert again["metrics"] == pytest.approx(results["metrics"], rel=1e-5)

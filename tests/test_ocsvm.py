@@ -11,10 +11,9 @@ from sklearn.svm import OneClassSVM as SkOneClassSVM
 
 from anomaly import AnomalyError
 from anomaly.methods.ocsvm import OneClassSVM, rbf_decision
-from anomaly.pipeline import build_datamodule, evaluate, load_checkpoint, train
-from tests.conftest import TINY, compose_config
-
-AUROC_FLOOR = 0.9  # as tests/test_train.py: chance is 0.5, the classes are easy
+from anomaly.checkpoints import load_checkpoint
+from anomaly.pipeline import build_datamodule, train
+from tests.helpers.runs import AUROC_FLOOR, mnist_run
 
 
 @pytest.fixture(autouse=True)
@@ -94,15 +93,15 @@ def test_bad_settings_are_refused():
         OneClassSVM([1, 8, 8], max_train=1)
 
 
-def mnist_run(tmp_path, mnist_root, extra):
-    return compose_config(tmp_path, [*TINY, "dataset=mnist", f"paths.data_dir={mnist_root}",
-                                     "dataset.loader.download=false", "dataset.image_size=16",
-                                     "method=ocsvm", "protocol=one_class", "protocol.normal=[5]", *extra])
+def ocsvm_run(tmp_path, mnist_root, *extra):
+    return mnist_run(tmp_path, mnist_root, "method=ocsvm", "protocol=one_class", "protocol.normal=[5]", *extra)
 
 
-def test_ocsvm_end_to_end_one_epoch_gamma_from_validation_and_evaluate(tmp_path, mnist_root):
+# (its separation, evaluate from the checkpoint's tensors alone, determinism: tests/test_method_contract.py)
+@pytest.mark.slow
+def test_ocsvm_end_to_end_one_epoch_gamma_from_validation(tmp_path, mnist_root):
     # max_epochs=7 asked: the SVM fits once, in one epoch
-    cfg = mnist_run(tmp_path / "run", mnist_root, ["trainer.max_epochs=7", "method.gammas=[0.5,0.05,0.005]"])
+    cfg = ocsvm_run(tmp_path / "run", mnist_root, "trainer.max_epochs=7", "method.gammas=[0.5,0.05,0.005]")
     results = train(cfg)
     assert results["status"] == "ok" and results["method"] == "ocsvm" and results["epochs"] == 1
     assert results["metrics"]["auroc"] > AUROC_FLOOR, results["metrics"]
@@ -117,16 +116,11 @@ def test_ocsvm_end_to_end_one_epoch_gamma_from_validation_and_evaluate(tmp_path,
     val_auroc = [roc_auc_score(dm.split.val_anomalous, -SkOneClassSVM(nu=0.1, gamma=g).fit(pixels(dm.split.train))
                                .decision_function(pixels(dm.split.val))) for g in (0.5, 0.05, 0.005)]
     assert float(state["gamma"]) == (0.5, 0.05, 0.005)[int(np.argmax(val_auroc))]
-    # evaluate rebuilds the SVM from the checkpoint's tensors alone
-    ckpt_path = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    eval_cfg = compose_config(tmp_path / "eval", [f"ckpt_path={ckpt_path}", "trainer.enable_progress_bar=false",
-                                                  "method=ocsvm"], config_name="evaluate")
-    again = evaluate(eval_cfg)
-    assert again["metrics"] == pytest.approx(results["metrics"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_without_validation_anomalies_gamma_is_scale(tmp_path, mnist_root):
-    cfg = mnist_run(tmp_path, mnist_root, ["protocol.val_anomalies=false", "method.nu=0.2"])
+    cfg = ocsvm_run(tmp_path, mnist_root, "protocol.val_anomalies=false", "method.nu=0.2")
     results = train(cfg)
     assert results["status"] == "ok" and results["metrics"]["auroc"] > AUROC_FLOOR
     state = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]

@@ -32,6 +32,7 @@ def test_every_published_pair_has_its_file():
     assert {tuple(name.split("_", 1)) for name in PAPER_FILES} == PAIRS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER_FILES)
 def test_pair_applies_its_settings_and_an_override_beats_them(tmp_path, name):
     method, dataset = name.split("_", 1)
@@ -50,6 +51,7 @@ def test_pair_applies_its_settings_and_an_override_beats_them(tmp_path, name):
     assert f"overridden: {key}=3" in provenance.paper_line(info)
 
 
+@pytest.mark.slow
 def test_no_paper_settings_where_none_were_published(tmp_path):
     cfg = compose_config(tmp_path, ["method=ae", "dataset=mnist"])
     assert cfg.get("paper_settings") is None and provenance.paper_line(provenance.paper_settings(cfg)) is None
@@ -75,6 +77,7 @@ def test_the_cards_command_composes_to_araes_coil_setup(tmp_path):
     assert compose_config(tmp_path, [*CARD[:2], "protocol=anomaly_ratio"]).protocol._target_.endswith("AnomalyRatio")
 
 
+@pytest.mark.slow
 def test_the_cards_command_runs_one_tiny_step(tmp_path, caplog):
     write_coil100(tmp_path / "data", objects=[1, 3, 77, *range(4, 14)], angles=range(0, 100, 5), size=32)
     cfg = compose_config(tmp_path / "run", [*CARD, *TINY, f"paths.data_dir={tmp_path / 'data'}",

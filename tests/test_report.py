@@ -203,7 +203,7 @@ def paper_rows(out, metric="auroc"):
 def test_below_is_marked_only_beyond_the_spread(tmp_path):
     # ¬1: 0.80 ± 0.02 against 0.85: below by more than the std → "below"
     # ¬2: 0.845 ± 0.02 against 0.86: below, but within the std → no mark
-    # ¬3: one run, 0.70 against 0.87: no spread → no "below", "n=1"
+    # ¬3: one run, 0.70 against 0.87: no spread → no "below", "no spread"
     # ¬4: 0.95 ± 0.01 against 0.88: above → no mark
     for seed, (a, b, d) in enumerate([(0.78, 0.825, 0.94), (0.82, 0.865, 0.96)]):
         reproduced(tmp_path / f"a1_{seed}", a, 1, seed, paper=0.85)
@@ -215,7 +215,7 @@ def test_below_is_marked_only_beyond_the_spread(tmp_path):
     assert table.header == ["cell", "n", "AUROC ours", "paper", "Δ"]
     assert lines["¬1"][1:] == ["2", "0.800 ± 0.020", "0.850", "-0.050 below"]
     assert lines["¬2"][1:] == ["2", "0.845 ± 0.020", "0.860", "-0.015"]
-    assert lines["¬3"][1:] == ["1", "0.700", "0.870", "-0.170 n=1"]
+    assert lines["¬3"][1:] == ["1", "0.700", "0.870", "-0.170 no spread"]
     assert lines["¬4"][1:] == ["2", "0.950 ± 0.010", "0.880", "+0.070"]
 
 
@@ -268,6 +268,7 @@ def test_a_number_the_paper_gives_for_the_row_is_the_rows_not_the_classes(tmp_pa
                                                      f"{mean - 0.93:+.3f} below"]
 
 
+@pytest.mark.slow
 def test_paper_tables_split_by_budget_and_plot(tmp_path):
     for budget, base in (("paper", 0.9), ("reduced", 0.7)):
         for seed in (0, 1):
@@ -350,6 +351,7 @@ def test_readme_without_markers_is_an_error(tmp_path, capsys):
 
 
 # ---- figures -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_figures_name_classes_and_auroc(tmp_path):
     from anomaly import plots
     from anomaly.evaluation.metrics import compute_metrics

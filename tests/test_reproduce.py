@@ -58,6 +58,7 @@ def _text(value) -> str:
     return "[" + ",".join(str(v) for v in value) + "]" if isinstance(value, tuple) else str(value)
 
 
+@pytest.mark.slow
 def test_every_table_lists_with_its_grid_budgets_and_cost():
     names = {t.name for t in load_tables()}
     assert names == set(TABLES) >= {"gpnd_mnist", "gpnd_fashion_mnist", "gpnd_coil100", "arae_mnist_p1",
@@ -69,6 +70,7 @@ def test_every_table_lists_with_its_grid_budgets_and_cost():
     assert "gpnd_mnist" in out.stdout and "reduced" in out.stdout
 
 
+@pytest.mark.slow
 def test_gpnd_mnist_table_trains_fifty_models_for_250_cells():
     table = next(t for t in load_tables() if t.name == "gpnd_mnist")
     cells = table.cells()
@@ -76,6 +78,7 @@ def test_gpnd_mnist_table_trains_fifty_models_for_250_cells():
     assert table.published(cells[0]) == {"f1_inlier": 0.967}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TABLES)
 def test_table_runs_at_smoke(tmp_path, data_root, name):
     table = next(t for t in load_tables() if t.name == name)
@@ -107,6 +110,7 @@ def run_cells(tmp_path: Path, table: Table, cells: list[Cell], data_root: Path) 
         return run_group(table, cells, "smoke", user, tmp_path / "runs", None)
 
 
+@pytest.mark.slow
 def test_shared_training_gives_the_numbers_of_a_separate_training(tmp_path, data_root):
     table = ae_table(["protocol.outlier_ratio"], {"variant": ["ae"], "protocol.outlier_ratio": [0.2, 0.4]})
     shared = run_cells(tmp_path / "shared", table, table.cells(), data_root)
@@ -119,6 +123,7 @@ def test_shared_training_gives_the_numbers_of_a_separate_training(tmp_path, data
     assert shared[1]["split_sizes"] == alone[0]["split_sizes"]
 
 
+@pytest.mark.slow
 def test_a_test_key_that_changes_the_training_images_is_refused(tmp_path, data_root):
     table = ae_table(["protocol.fold"], {"variant": ["ae"], "protocol.fold": [0, 1]})
     results = run_cells(tmp_path, table, table.cells(), data_root)

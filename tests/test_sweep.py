@@ -14,6 +14,7 @@ from anomaly.sweep import gpu_for_job, parallel_jobs, threads_per_job
 from tests.test_cli import run
 
 
+@pytest.mark.slow
 def test_sweep_with_a_failing_job_then_report(tmp_path):
     # 2 classes × 2 seeds, plus a class the dataset does not have: those two jobs fail, the
     # four others still run and the sweep exits non-zero at its end

@@ -41,6 +41,7 @@ def random_sets(n_sets=200, seed=0):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["f1", "f1_inlier"])
 def test_f1_threshold_is_the_best_of_every_cut_with_ties(name):
     """Brute force over every cut (each distinct score as τ, flag nothing and flag everything)."""
@@ -121,6 +122,7 @@ def options(group):
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+@pytest.mark.slow
 def test_every_threshold_option_builds_its_rule(tmp_path):
     assert options("threshold") == ["contamination_quantile", "f1", "f1_inlier", "quantile"]
     for name in options("threshold"):
@@ -135,6 +137,7 @@ PAPER_THRESHOLDS = {  # protocol → the threshold its paper used
 }
 
 
+@pytest.mark.slow
 def test_each_protocol_composes_to_its_papers_threshold_and_the_command_line_wins(tmp_path):
     assert sorted(PAPER_THRESHOLDS) == options("protocol")
     assert build_threshold(compose_config(tmp_path)).name == "f1"  # the default run
@@ -151,6 +154,7 @@ def test_each_protocol_composes_to_its_papers_threshold_and_the_command_line_win
     assert rule.contamination == 0.2
 
 
+@pytest.mark.slow
 def test_bad_threshold_settings_fail_before_any_data_or_training(tmp_path, monkeypatch):
     def no_data(*args, **kwargs):
         raise AssertionError("the data was loaded before the threshold settings were checked")
@@ -169,6 +173,7 @@ def test_bad_threshold_settings_fail_before_any_data_or_training(tmp_path, monke
 
 
 # ---- end to end ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fallback_is_recorded_in_results_and_survives_evaluate(tmp_path):
     # validation without anomalies: the f1 threshold falls back to the normals' 0.95 quantile
     run = train(compose_config(tmp_path / "run", [*TINY, "debug=fast", "protocol.val_anomalies=false"]))

@@ -4,27 +4,19 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from anomaly import AnomalyError
 from anomaly.pipeline import evaluate, train
 from tests.conftest import TINY, compose_config
+from tests.helpers.runs import AUROC_FLOOR, mnist_run
 
-# The synthetic classes differ by where their bright patch sits; a model that learned the normal
-# class at all separates them almost perfectly, and chance is 0.5. 0.9 leaves room for the tiny
-# training budget while still failing any model that did not learn.
-AUROC_FLOOR = 0.9
+# every method's separation, evaluate, checkpoint refusal and determinism: tests/test_method_contract.py
 
 
-def mnist_run(tmp_path, mnist_root, extra=()):
-    return compose_config(tmp_path, [*TINY, "dataset=mnist", f"paths.data_dir={mnist_root}",
-                                     "dataset.loader.download=false", "dataset.image_size=16",
-                                     "trainer.max_epochs=12", *extra])
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["one_class", "anomaly_ratio"])
 def test_ae_separates_easy_anomalies(tmp_path, mnist_root, protocol):
-    cfg = mnist_run(tmp_path, mnist_root, [f"protocol={protocol}", "protocol.normal=[5]"])
+    cfg = mnist_run(tmp_path, mnist_root, "trainer.max_epochs=12", f"protocol={protocol}", "protocol.normal=[5]")
     results = train(cfg)
     assert results["status"] == "ok" and results["method"] == "ae" and results["dataset"] == "mnist"
     assert results["protocol"]["name"] == protocol and results["protocol"]["normal"] == ["5"]
@@ -53,47 +45,19 @@ def test_ae_separates_easy_anomalies(tmp_path, mnist_root, protocol):
         assert (tmp_path / name).is_file(), name
 
 
-def test_evaluate_reproduces_test_metrics_from_checkpoint(tmp_path, mnist_root):
-    results = train(mnist_run(tmp_path / "run", mnist_root, ["trainer.max_epochs=3"]))
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    cfg = compose_config(tmp_path / "eval", [f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false",
-                                             "method=ae"], config_name="evaluate")
-    again = evaluate(cfg)
-    assert again["metrics"] == pytest.approx(results["metrics"], abs=1e-6)
-    assert np.allclose(np.load(tmp_path / "eval" / "scores.npz")["scores"],
-                       np.load(tmp_path / "run" / "scores.npz")["scores"], atol=1e-6)
-
-
-def test_same_seed_same_numbers_on_cpu(tmp_path):
-    overrides = [*TINY, "trainer.max_epochs=2", "seed=3"]
-    a = train(compose_config(tmp_path / "a", overrides))
-    b = train(compose_config(tmp_path / "b", overrides))
-    assert a["metrics"] == b["metrics"]
+@pytest.mark.slow
+def test_another_seed_other_numbers(tmp_path):
+    # (the same seed, the same numbers: tests/test_method_contract.py, for every method)
+    a = train(compose_config(tmp_path / "a", [*TINY, "trainer.max_epochs=2", "seed=3"]))
     c = train(compose_config(tmp_path / "c", [*TINY, "trainer.max_epochs=2", "seed=4"]))
     assert c["metrics"] != a["metrics"]
 
 
+@pytest.mark.slow
 def test_denoising_variant_and_debug_config_run(tmp_path):
     results = train(compose_config(tmp_path, [*TINY, "debug=fast", "method.noise_std=0.3",
                                               "protocol=anomaly_ratio", "protocol.anomaly_ratio=0.3"]))
     assert results["status"] == "ok" and results["epochs"] == 1
-
-
-def test_checkpoint_keeps_threshold_and_refuses_other_methods(tmp_path, mnist_root):
-    train(mnist_run(tmp_path / "run", mnist_root, ["trainer.max_epochs=1"]))
-    ckpt_path = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, weights_only=True)
-    assert torch.isfinite(ckpt["state_dict"]["threshold"])
-    ckpt["anomaly"]["method"] = "gpnd"
-    torch.save(ckpt, tmp_path / "other.ckpt")
-    cfg = compose_config(tmp_path / "eval", [f"ckpt_path={tmp_path / 'other.ckpt'}", "method=ae"],
-                         config_name="evaluate")
-    with pytest.raises(AnomalyError, match="holds a 'gpnd' model, not 'ae'"):
-        evaluate(cfg)
-    # resuming training from it is refused too, before any training
-    cfg = mnist_run(tmp_path / "resume", mnist_root, [f"ckpt_path={tmp_path / 'other.ckpt'}"])
-    with pytest.raises(AnomalyError, match="holds a 'gpnd' model, not 'ae'"):
-        train(cfg)
 
 
 def test_not_a_checkpoint_is_refused(tmp_path):
@@ -108,22 +72,3 @@ def test_image_size_the_nets_cannot_take(tmp_path):
     cfg = compose_config(tmp_path, [*TINY, "dataset.image_size=12"])
     with pytest.raises(AnomalyError, match=r"image size 12 does not fit.*\(8, 16, 32, 64"):
         train(cfg)
-
-
-# One end-to-end run per method, the same easy task for each: ARAE's "p1" with half the test
-# anomalous. A method joins with one line (its name and the overrides that keep it tiny); the ae
-# is covered above, the GAN methods and ARAE/ADAE by their own files' end-to-end tests.
-METHODS = [
-    ("vae", ["trainer.max_epochs=4"]),
-    ("ocsvm", []),  # one epoch whatever max_epochs says
-]
-
-
-@pytest.mark.parametrize("method, overrides", METHODS, ids=[m for m, _ in METHODS])
-def test_method_separates_easy_anomalies(tmp_path, mnist_root, method, overrides):
-    cfg = mnist_run(tmp_path, mnist_root, [f"method={method}", "protocol=anomaly_ratio", "protocol.normal=[5]",
-                                           "protocol.anomaly_ratio=0.5", *overrides])
-    results = train(cfg)
-    assert results["status"] == "ok" and results["method"] == method
-    assert results["split_sizes"]["test_anomalies"] == results["split_sizes"]["test"] // 2
-    assert results["metrics"]["auroc"] > AUROC_FLOOR, results["metrics"]

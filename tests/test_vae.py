@@ -10,14 +10,12 @@ import torch.nn.functional as F
 
 from anomaly import AnomalyError
 from anomaly.evaluation.thresholds import ContaminationQuantile
-from anomaly.methods.vae import VAE, kl_divergence, pooled_sides, reconstruction_bce, reparametrise
-from anomaly.pipeline import build_datamodule, load_checkpoint, train
-from tests.conftest import TINY, compose_config
-
-# The synthetic classes differ by where their bright patch sits: chance is 0.5, a model that
-# learned the normal class separates them almost perfectly (as tests/test_train.py).
-# Measured on this data: 1 epoch 0.81, 3 epochs 1.0.
-AUROC_FLOOR = 0.9
+from anomaly.methods.vae import VAE, kl_divergence, reconstruction_bce, reparametrise
+from anomaly.nets.vae import pooled_sides
+from anomaly.checkpoints import load_checkpoint
+from anomaly.pipeline import build_datamodule, train
+from tests.conftest import compose_config
+from tests.helpers.runs import AUROC_FLOOR, mnist_run
 
 
 pytestmark = pytest.mark.usefixtures("seeded_quiet")
@@ -113,14 +111,12 @@ def test_optimiser_and_bad_settings():
         VAE([1, 4, 4])
 
 
+@pytest.mark.slow
 def test_vae_end_to_end_contaminated_protocol_and_paper_threshold(tmp_path, mnist_root):
     # 20 % impurities in every split, training included; protocol=contamination picks the paper's
     # threshold, contamination_quantile with the protocol's contamination
-    cfg = compose_config(tmp_path, [*TINY, "dataset=mnist", f"paths.data_dir={mnist_root}",
-                                    "dataset.loader.download=false", "dataset.image_size=16",
-                                    "method=vae", "protocol=contamination", "protocol.normal=[5]",
-                                    "protocol.contamination=0.2", "trainer.max_epochs=4",
-                                    "method.dropout=0.1", "method.l2=1e-5"])
+    cfg = mnist_run(tmp_path, mnist_root, "method=vae", "protocol=contamination", "protocol.normal=[5]",
+                    "protocol.contamination=0.2", "trainer.max_epochs=4", "method.dropout=0.1", "method.l2=1e-5")
     results = train(cfg)
     assert results["status"] == "ok" and results["method"] == "vae"
     assert results["threshold_strategy"] == "contamination_quantile"

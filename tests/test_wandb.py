@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from anomaly.data.protocols import GPNDFolds, HoldoutClass, OneClass
+from anomaly.data.protocols.gpnd_folds import GPNDFolds
+from anomaly.data.protocols.holdout_class import HoldoutClass
+from anomaly.data.protocols.one_class import OneClass
 from anomaly.loggers import run_name
 from anomaly.pipeline import train
 from tests.conftest import TINY, compose_config
@@ -14,7 +16,6 @@ from tests.helpers.wandb_offline import config_value, read_run
 @pytest.fixture
 def wandb_offline(monkeypatch, tmp_path):
     """wandb quiet and offline, its global files inside tmp_path."""
-    pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONSOLE", "off")
@@ -29,6 +30,7 @@ def offline_runs(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("wandb/offline-run-*"))
 
 
+@pytest.mark.slow
 def test_offline_run_holds_metrics_config_and_images(tmp_path, wandb_offline):
     overrides = [*TINY, "logger=wandb", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
                  "protocol.normal=[3]", "seed=1"]
@@ -65,6 +67,7 @@ def test_offline_run_holds_metrics_config_and_images(tmp_path, wandb_offline):
     assert other.name == "ae-digits-one_class-n3-s2" and other.tags == ["mine", "ae", "digits", "one_class"]
 
 
+@pytest.mark.slow
 def test_offline_flag_without_env(tmp_path, wandb_offline, monkeypatch):
     """logger.wandb.offline=true alone keeps W&B offline (Lightning sets WANDB_MODE itself; the
     fixture's setenv restores it afterwards)."""

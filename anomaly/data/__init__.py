@@ -1,6 +1,7 @@
-"""Data: loaders (datasets.py) -> protocols (protocols.py) -> batches (datamodule.py)."""
+"""Data: loaders (datasets.py, their file I/O in io.py) -> protocols (protocols/) -> batches
+(datamodule.py)."""
 
 from anomaly.data.datasets import ImageSet
-from anomaly.data.protocols import Split
+from anomaly.data.protocols.base import Split
 
 __all__ = ["ImageSet", "Split"]

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from anomaly.data.datasets import ImageSet, resize_images
-from anomaly.data.protocols import Protocol, Split
+from anomaly.data.datasets import ImageSet
+from anomaly.data.io import resize_images
+from anomaly.data.protocols.base import Protocol, Split
 
 
 class IndexedImages(Dataset):

@@ -1,18 +1,15 @@
 """Dataset loaders: each returns an `ImageSet` (all images decoded once into one uint8 tensor).
 
 A loader knows where its files live and how to fetch them; it knows nothing about protocols.
+Reading, checking, fetching and resizing the files is `anomaly.data.io`'s.
 Adding a dataset = one loader function here + one config in `conf/dataset/`.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import logging
 import re
-import shutil
-import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,6 +20,9 @@ import numpy as np
 import torch
 
 from anomaly import AnomalyError
+from anomaly.data.io import (IMAGE_SUFFIXES, check_idx_file, error_line, fetch_archive, gunzip_missing,
+                             list_image_files, read_images)
+from anomaly.data.io import resize_images  # noqa: F401 - anomaly.bench.data imports it from here
 
 log = logging.getLogger("anomaly")
 
@@ -118,9 +118,9 @@ def _load_torchvision_idx(cls: Callable, name: str, root: str | Path, download: 
                 raise AnomalyError(f"dataset {name}: files not found and download disabled "
                                    f"({', '.join(missing) or 'some'} missing); {where}") from None
             raise AnomalyError(f"dataset {name}: files not found and download failed "
-                               f"({_last_line(err)}); {where}") from None
+                               f"({error_line(err)}); {where}") from None
         except OSError as err:  # URLError, permission problems, unreadable files
-            raise AnomalyError(f"dataset {name}: could not read or fetch files ({_last_line(err)}); "
+            raise AnomalyError(f"dataset {name}: could not read or fetch files ({error_line(err)}); "
                                f"{where}") from None
         if len(ds.data) != len(ds.targets):
             split = "train" if train else "test"
@@ -133,37 +133,6 @@ def _load_torchvision_idx(cls: Callable, name: str, root: str | Path, download: 
     official_test = torch.cat([torch.full((len(p[0]),), not p[2]) for p in parts])
     return ImageSet(name=name, images=images, labels=labels, class_names=class_names,
                     official_test=official_test)
-
-
-# IDX element types (the third header byte) and their sizes in bytes
-IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
-
-
-def check_idx_file(path: Path, name: str) -> tuple[int, ...]:
-    """The dimensions an IDX file's header declares, after checking that the file holds exactly
-    that much data: a truncated download or unpacking is refused rather than read in part."""
-    again = "delete it and fetch it again (missing files are downloaded unless dataset.loader.download=false)"
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-        valid = len(head) == 4 and head[:2] == b"\0\0" and head[2] in IDX_TYPES and 1 <= head[3] <= 4
-        dims_bytes = fh.read(4 * head[3]) if valid else b""
-    if not valid or len(dims_bytes) != 4 * head[3]:
-        raise AnomalyError(f"dataset {name}: {path} is not an IDX file (it starts with "
-                           f"{head.hex() or 'nothing'}, {size} bytes); {again}")
-    dims = struct.unpack(f">{head[3]}I", dims_bytes)
-    expected = 4 + 4 * len(dims) + int(np.prod(dims)) * IDX_TYPES[head[2]]
-    if size != expected:
-        raise AnomalyError(f"dataset {name}: {path} is {'truncated' if size < expected else 'too long'}: its "
-                           f"header declares {'×'.join(map(str, dims))} values ({expected:,} bytes) but the "
-                           f"file has {size:,} bytes; {again}")
-    return dims
-
-
-def _last_line(err: Exception) -> str:
-    """The most specific line of a (possibly multi-line) error, for a one-line message."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
 
 
 def load_mnist(root: str | Path, download: bool = True) -> ImageSet:
@@ -179,134 +148,6 @@ def load_fashion_mnist(root: str | Path, download: bool = True) -> ImageSet:
 
     return _load_torchvision_idx(FashionMNIST, "fashion_mnist", root, download,
                                  list(FashionMNIST.classes))
-
-
-# the torch.nn.functional.interpolate modes for images (N×C×H×W): `dataset.resize_mode`
-RESIZE_MODES = ("bilinear", "area", "bicubic", "nearest", "nearest-exact")
-
-
-def resize_images(images: torch.Tensor, size: int | None, mode: str = "bilinear",
-                  chunk: int = 8192) -> torch.Tensor:
-    """Resize a uint8 N×C×H×W tensor once (in chunks), returning uint8 again.
-
-    `mode` is one of RESIZE_MODES, the `torch.nn.functional.interpolate` modes for images
-    ("bilinear" as GPND, "area" for downsampling as ARAE's INTER_AREA).
-    """
-    if mode not in RESIZE_MODES:
-        raise AnomalyError(f"dataset.resize_mode={mode!r}: must be one of {', '.join(RESIZE_MODES)}")
-    if size is None or tuple(images.shape[-2:]) == (size, size):
-        return images
-    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
-    kwargs = {} if mode in ("nearest", "area", "nearest-exact") else {"align_corners": False}
-    for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].float()
-        block = torch.nn.functional.interpolate(block, size=(size, size), mode=mode, **kwargs)
-        out[start:start + chunk] = block.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-# ---- image files: decoding, resizing, checksums ---------------------------------------------------
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-CHANNEL_MODES = {1: "L", 3: "RGB"}
-
-
-def _channel_mode(channels: int, name: str) -> str:
-    if channels not in CHANNEL_MODES:
-        raise AnomalyError(f"dataset {name}: dataset.loader.channels={channels} must be 1 "
-                           "(grayscale) or 3 (RGB)")
-    return CHANNEL_MODES[channels]
-
-
-def _decode(path: Path, mode: str) -> np.ndarray:
-    """One image file → uint8 H×W×C in PIL mode `mode` ("L" or "RGB")."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit PNGs (some scanners' exports): PIL's convert("L") clips them instead of
-            # scaling, so scale to 8 bits here
-            arr = np.asarray(im, dtype=np.float64)
-            arr = arr * (255.0 / max(float(arr.max()), 1.0))
-            im = Image.fromarray(arr.round().astype(np.uint8))
-        arr = np.asarray(im.convert(mode))
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-def read_images(paths: list[Path], channels: int, size: int | None, resize_mode: str = "area",
-                name: str = "dataset") -> torch.Tensor:
-    """Decode image files into one uint8 N×C×size×size tensor.
-
-    Files of the same shape are resized together (`resize_images`), so images of any (mixed)
-    size end up square at `size` (not aspect-preserving: the nets take squares). `size=None`
-    keeps the native size, which then has to be the same for every file.
-    """
-    mode = _channel_mode(channels, name)
-    if not paths:
-        raise AnomalyError(f"dataset {name}: no image files to read")
-    arrays, unreadable = [], []
-    for path in paths:
-        try:
-            arrays.append(_decode(path, mode))
-        # PIL reports truncated or foreign files as OSError, some damaged ones as SyntaxError,
-        # ValueError, zlib errors…: all mean the same here, so every one is collected and named
-        except Exception as err:  # noqa: BLE001
-            unreadable.append(f"{path} ({_last_line(err)})")
-    if unreadable:
-        shown = "; ".join(unreadable[:5]) + (f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
-        raise AnomalyError(f"dataset {name}: {len(unreadable)} of {len(paths)} image files cannot be read: "
-                           f"{shown}; repair or remove them")
-    shapes = sorted({a.shape for a in arrays})
-    if size is None and len(shapes) > 1:
-        raise AnomalyError(f"dataset {name}: images have different sizes ({shapes[0][:2]}, "
-                           f"{shapes[-1][:2]}, …); set dataset.image_size to resize them all")
-    out_size = size if size is not None else shapes[0][0]
-    if size is None and shapes[0][0] != shapes[0][1]:
-        raise AnomalyError(f"dataset {name}: images are {shapes[0][:2]}, not square; set "
-                           "dataset.image_size to resize them to a square")
-    out = torch.empty((len(arrays), channels, out_size, out_size), dtype=torch.uint8)
-    for shape in shapes:  # one batched resize per distinct input shape
-        idx = [i for i, a in enumerate(arrays) if a.shape == shape]
-        block = torch.from_numpy(np.stack([arrays[i] for i in idx])).permute(0, 3, 1, 2)
-        out[idx] = resize_images(block.contiguous(), out_size, resize_mode)
-    return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fetch_archive(url: str, archive: Path, sha256: str | None, name: str) -> None:
-    """Download `url` to `archive` (unless already there) and check its SHA-256.
-
-    A file that fails the check is refused (and a downloaded one deleted) so a truncated or
-    changed archive never turns into a silently different dataset. `sha256=None` skips the check
-    (the computed digest is logged, to pin it in the config).
-    """
-    from torchvision.datasets.utils import download_url
-
-    fetched = not archive.is_file()
-    if fetched:
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            download_url(url, str(archive.parent), archive.name)
-        except (OSError, RuntimeError) as err:  # URLError is an OSError
-            archive.unlink(missing_ok=True)
-            raise AnomalyError(f"dataset {name}: download of {url} failed ({_last_line(err)})") from None
-    digest = _sha256(archive)
-    if sha256 is None:
-        log.warning("dataset %s: %s not checksum-verified (dataset.loader.sha256=null); its SHA-256 "
-                    "is %s", name, archive, digest)
-    elif digest != sha256.lower():
-        if fetched:
-            archive.unlink(missing_ok=True)
-        action = "the download was deleted" if fetched else "delete it"
-        raise AnomalyError(f"dataset {name}: {archive} has SHA-256 {digest}, expected {sha256} "
-                           f"(dataset.loader.sha256); {action} and fetch it again, or set "
-                           "dataset.loader.sha256=null to accept it")
 
 
 # ---- COIL-100 -------------------------------------------------------------------------------------
@@ -336,7 +177,7 @@ def load_coil100(root: str | Path, folder: str = "coil-100", image_size: int | N
     if not files and download:
         archive = root / Path(url).name
         try:
-            _fetch_archive(url, archive, sha256, "coil100")
+            fetch_archive(url, archive, sha256, "coil100")
         except AnomalyError as err:  # say where a manual copy goes, too
             raise AnomalyError(f"{err}; or unpack COIL-100 yourself so that {directory} holds "
                                "obj1__0.png … obj100__355.png") from None
@@ -345,7 +186,7 @@ def load_coil100(root: str | Path, folder: str = "coil-100", image_size: int | N
         try:
             extract_archive(str(archive), str(root))
         except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, zlib errors: a damaged archive
-            raise AnomalyError(f"dataset coil100: cannot unpack {archive} ({_last_line(err)}); delete it "
+            raise AnomalyError(f"dataset coil100: cannot unpack {archive} ({error_line(err)}); delete it "
                                "and fetch it again") from None
         files = _coil_files(directory)
     if not files:
@@ -392,7 +233,7 @@ def load_emnist_letters(root: str | Path, download: bool = True) -> ImageSet:
     raw_dir = Path(root).expanduser() / "EMNIST" / "raw"
     files = [f"emnist-letters-{part}-{kind}-ubyte" for part in ("train", "test")
              for kind in ("images-idx3", "labels-idx1")]
-    _gunzip_missing(raw_dir, files)
+    gunzip_missing(raw_dir, files)
     data = _load_torchvision_idx(EMNIST, "emnist_letters", root, download,
                                  [chr(ord("A") + i) for i in range(26)], files, split="letters")
     bad = (data.labels < 1) | (data.labels > 26)
@@ -404,31 +245,7 @@ def load_emnist_letters(root: str | Path, download: bool = True) -> ImageSet:
     return data
 
 
-def _gunzip_missing(raw_dir: Path, files: list[str]) -> None:
-    """Unpack `raw_dir/<f>.gz` or `raw_dir/gzip/<f>.gz` to `raw_dir/<f>` where `<f>` is missing."""
-    for name in files:
-        target = raw_dir / name
-        if target.is_file():
-            continue
-        for packed in (raw_dir / f"{name}.gz", raw_dir / "gzip" / f"{name}.gz"):
-            if packed.is_file():
-                # unpack beside the target, then rename: an interrupted or failed unpacking leaves
-                # no partial file behind that would pass for the dataset next time
-                partial = target.with_name(target.name + ".partial")
-                try:
-                    with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
-                    partial.unlink(missing_ok=True)
-                    raise AnomalyError(f"cannot unpack {packed}: truncated or corrupt gzip file "
-                                       f"({_last_line(err)}); delete it and fetch it again") from None
-                partial.replace(target)
-                break
-
-
 # ---- medical sets: Head CT hemorrhage, Brain MRI tumour -------------------------------------------
-def _image_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_head_ct(root: str | Path, folder: str = "head_ct", image_size: int | None = 64,
@@ -457,7 +274,7 @@ def load_head_ct(root: str | Path, folder: str = "head_ct", image_size: int | No
     col_id, col_label = header.index("id"), header.index("hemorrhage")
     image_dir = directory / "head_ct" if (directory / "head_ct").is_dir() else directory
     by_id = {}
-    for path in _image_files(image_dir):
+    for path in list_image_files(image_dir):
         if path.stem.isdigit():
             by_id[int(path.stem)] = path
     paths, labels, missing = [], [], []
@@ -508,7 +325,7 @@ def load_brain_mri(root: str | Path, folder: str = "brain_mri", image_size: int 
                            "folder that holds brain_mri/)")
     paths, labels = [], []
     for label, name in enumerate(("no", "yes")):
-        files = _image_files(base / name)
+        files = list_image_files(base / name)
         if not files:
             raise AnomalyError(f"dataset brain_mri: {base / name} holds no images "
                                f"({', '.join(IMAGE_SUFFIXES)})")
@@ -546,7 +363,7 @@ def load_folder(root: str | Path, image_size: int | None = 64, channels: int = 3
     entries = []  # (class name, is_test, path)
     for base, is_test in parts:
         for class_dir in sorted(d for d in base.iterdir() if d.is_dir()):
-            entries += [(class_dir.name, is_test, p) for p in _image_files(class_dir)]
+            entries += [(class_dir.name, is_test, p) for p in list_image_files(class_dir)]
     if not entries:
         raise AnomalyError(f"dataset folder: no images found under {root}; {layout}")
     class_names = sorted({c for c, _, _ in entries}, key=_class_order)
@@ -588,7 +405,7 @@ def load_medmnist(root: str | Path, subset: str = "pneumoniamnist", resolution: 
     except AnomalyError:
         raise
     except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as err:  # a damaged .npz
-        raise AnomalyError(f"dataset medmnist: {path} is truncated or corrupt ({_last_line(err)}); delete "
+        raise AnomalyError(f"dataset medmnist: {path} is truncated or corrupt ({error_line(err)}); delete "
                            "it and fetch it again") from None
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])

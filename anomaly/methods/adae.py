@@ -25,8 +25,9 @@ Deliberate differences:
   L_G = ‖x − G(x)‖₁ + 0.5·‖G(x) − D(G(x))‖₁. Default `variant=paper`. Other traits of the
   published code (3×3 convs with max-pooling, per-batch min-max scaling, 1,000 training images
   of digit 1) are not reproduced: the paper's setup is.
-- Networks: the framework's DCGAN-style ConvEncoder / ConvDecoder (4×4 stride-2 convs, widths
-  doubling from `base_width`, N(0, 0.02) init); the paper gives no exact widths. The encoder's
+- Networks: the framework's DCGAN-style ConvEncoder / ConvDecoder, chained as
+  `anomaly.nets.ConvAutoencoder` (4×4 stride-2 convs, widths doubling from `base_width`,
+  N(0, 0.02) init); the paper gives no exact widths. The encoder's
   activation is ReLU (`negative_slope=0`, the paper's "BN + ReLU"); as in DCGAN its first conv
   has no BatchNorm.
 - G(x) is computed once per batch: detached for the D update, and its graph reused by the G
@@ -48,11 +49,11 @@ from __future__ import annotations
 from typing import ClassVar, Sequence
 
 import torch
-from torch import nn
 
 from anomaly import AnomalyError
+from anomaly.config_schema import Float, Rule
 from anomaly.methods.base import AnomalyModule
-from anomaly.nets import ConvDecoder, ConvEncoder, dcgan_init, frozen
+from anomaly.nets import ConvAutoencoder, dcgan_init, frozen
 
 # weight of the second term (‖G(x) − D(G(x))‖₁) of both losses, and whether L_D is taken in
 # absolute value, per variant
@@ -64,27 +65,15 @@ def l1_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().flatten(1).mean(1)
 
 
-class ConvAutoencoder(nn.Module):
-    """ConvEncoder → latent vector → ConvDecoder (G and D are two of these)."""
-
-    def __init__(self, channels: int, image_size: int, latent_dim: int,
-                 encoder_widths: Sequence[int] | None, decoder_widths: Sequence[int] | None,
-                 base_width: int, batch_norm: bool, negative_slope: float, output: str) -> None:
-        super().__init__()
-        self.encoder = ConvEncoder(channels, image_size, latent_dim, encoder_widths, base_width,
-                                   batch_norm, negative_slope)
-        self.decoder = ConvDecoder(latent_dim, channels, image_size, decoder_widths, base_width,
-                                   batch_norm, output=output)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
 class ADAE(AnomalyModule):
     """Adversarial dual autoencoders (see the module docstring). Two Adam optimisers, manual
     optimisation: `update_discriminator` then `update_generator` per batch."""
 
     name: ClassVar[str] = "adae"
+    # the keys of conf/method/adae.yaml beyond the ones every method shares (anomaly.config_schema)
+    config_rules: ClassVar[dict[str, Rule]] = {
+        "negative_slope": Float(low=0, high=1, high_open=True),
+    }
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
                  encoder_widths: Sequence[int] | None = None,

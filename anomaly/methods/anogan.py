@@ -45,6 +45,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
+from anomaly.config_schema import BETAS, Bool, Float, Int, Rule, positive
 from anomaly.methods.base import AnomalyModule, real_fake_bce
 from anomaly.nets import DCGANDiscriminator, DCGANGenerator, dcgan_init, frozen, frozen_inference
 
@@ -100,6 +101,16 @@ class AnoGAN(AnomalyModule):
     optimisation: `update_discriminator`, then `update_generator` `generator_steps` times."""
 
     name: ClassVar[str] = "anogan"
+    # the keys of conf/method/anogan.yaml beyond the ones every method shares (anomaly.config_schema)
+    config_rules: ClassVar[dict[str, Rule]] = {
+        "generator_steps": Int(low=1),
+        "search_steps": Int(low=0),
+        "search_lr": positive(),
+        "search_betas": BETAS,
+        "feature_weight": Float(low=0, high=1),
+        "search_seed": Int(low=0),
+        "fit_validation": Bool(),
+    }
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 100,
                  generator_widths: Sequence[int] | None = None,

@@ -56,13 +56,14 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anomaly import AnomalyError
+from anomaly.config_schema import Int, Ints, Rule, non_negative, positive
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, dcgan_init, frozen
 
@@ -214,6 +215,26 @@ class ARAE(AnomalyModule):
     """
 
     name = "arae"
+    # the keys of conf/method/arae.yaml beyond the ones every method shares (anomaly.config_schema)
+    config_rules: ClassVar[dict[str, Rule]] = {
+        "hidden": Ints(low=1),
+        "eps": non_negative(),
+        "steps": Int(low=0),
+        "alpha": positive(null="2.5·eps/steps"),
+        "latent_weight": non_negative(),
+        "union_latent_weight": non_negative(),
+        "union_l2_eps": non_negative(),
+        "union_l2_alpha": non_negative(),
+        "union_l2_steps": Int(low=0),
+        "union_linf_eps": non_negative(),
+        "union_linf_alpha": non_negative(),
+        "union_linf_steps": Int(low=0),
+        "union_max_rotation": non_negative(),
+        "union_rotations": Int(low=1),
+        "union_max_shift": non_negative(),
+        "union_shifts": Int(low=1),
+        "union_transform_chunk": Int(low=1),
+    }
 
     def __init__(self, image_shape: Sequence[int], net: str = "mlp", latent_dim: int = 128,
                  hidden: Sequence[int] = (512, 256), activation: str = "sigmoid", output: str = "sigmoid",

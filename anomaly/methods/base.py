@@ -3,6 +3,10 @@ threshold (a buffer, so it travels with checkpoints), metrics, and checkpoint id
 
 A method subclasses `AnomalyModule` and adds only its networks, its training step(s) and
 `score(x)` (per-sample, higher = more anomalous).
+
+After the threshold is fitted (or restored from a checkpoint: it is the `threshold` buffer),
+`predict(images)` labels images (True = anomalous: score > threshold, PyOD's convention) and
+`predict_step` does the same in `Trainer.predict`, gathered over ranks into `predictions`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ class ScoredSplit:
     score: torch.Tensor
     anomalous: torch.Tensor
     label: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass
+class Predicted:
+    """Predictions on images of no split, gathered over ranks and ordered by `index` (the
+    images' positions in what was predicted): score, and anomalous = score > threshold."""
+
+    score: torch.Tensor
+    anomalous: torch.Tensor
     index: torch.Tensor
 
 
@@ -72,6 +86,7 @@ class AnomalyModule(L.LightningModule):
         self.test_scores: ScoredSplit | None = None
         self.test_metrics: dict[str, float] = {}
         self.test_problem: str | None = None
+        self.predictions: Predicted | None = None  # of the last Trainer.predict
 
     # ---- what a method provides -------------------------------------------------------------
     def score(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,19 +149,34 @@ class AnomalyModule(L.LightningModule):
                             "label": batch["label"], "index": batch["index"]})
 
     def _gather(self) -> ScoredSplit:
+        return ScoredSplit(**self._gather_store("no batches were scored (is limit_val_batches / "
+                                                "limit_test_batches 0?)"))
+
+    def _gather_store(self, empty: str, uneven: bool = False) -> dict[str, torch.Tensor]:
+        """The stored batches' tensors, gathered over ranks, each `index` once, in index order.
+        uneven: ranks may hold different numbers of rows (Lightning's predict sampler does not
+        pad); they are padded to the longest with index -1 for the gather, and dropped after."""
         local = {k: torch.cat([b[k] for b in self._store]) for k in self._store[0]} if self._store else None
         self._store = []
         if local is None:
-            raise AnomalyError("no batches were scored (is limit_val_batches / limit_test_batches 0?)")
+            raise AnomalyError(empty)
         if self.trainer is not None and self.trainer.world_size > 1:
-            local["anomalous"] = local["anomalous"].to(torch.uint8)  # not every backend gathers bool
+            flags = [k for k, v in local.items() if v.dtype == torch.bool]
+            for k in flags:
+                local[k] = local[k].to(torch.uint8)  # not every backend gathers bool
+            if uneven:
+                local = _pad_rows(local, int(self.all_gather(torch.tensor(len(local["index"]),
+                                                                          device=self.device)).max()))
             gathered = self.all_gather(local)
             local = {k: v.reshape(-1, *v.shape[2:]) for k, v in gathered.items()}
-            local["anomalous"] = local["anomalous"].bool()
+            if uneven:
+                keep = local["index"] >= 0
+                local = {k: v[keep] for k, v in local.items()}
+            for k in flags:
+                local[k] = local[k].bool()
         # DistributedSampler pads with repeats: keep each dataset index once, in index order
         index, first = _first_occurrence(local["index"])
-        return ScoredSplit(score=local["score"][first].cpu(), anomalous=local["anomalous"][first].cpu(),
-                           label=local["label"][first].cpu(), index=index.cpu())
+        return {**{k: v[first].cpu() for k, v in local.items() if k != "index"}, "index": index.cpu()}
 
     def on_validation_start(self) -> None:
         # Only the stand-alone validation after fit (and evaluate's refit) fits score statistics:
@@ -194,6 +224,57 @@ class AnomalyModule(L.LightningModule):
         self.apply_test(self._gather())
         for key, value in self.test_metrics.items():
             self.log(f"test/{key}", value)
+
+    # ---- predictions: images of no split, labelled at the fitted threshold -----------------------
+    def is_anomalous(self, scores: torch.Tensor) -> torch.Tensor:
+        """True where a score is above the fitted threshold (PyOD's convention: higher = more
+        anomalous), compared in float64 as the threshold is kept."""
+        threshold = float(self.threshold)
+        if not math.isfinite(threshold):
+            raise AnomalyError(f"method={self.name}: no validation threshold was fitted, so images "
+                               "cannot be labelled (anomaly.evaluate refit_threshold=true fits one)")
+        return scores.detach().double().cpu() > threshold
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Labels of one batch of images (bool: True = anomalous, score > threshold); `score`
+        gives the scores. images: uint8 B×C×H×W as the datasets hold them (scaled here), or a
+        float batch already in the method's value range."""
+        was_training = self.training
+        self.eval()
+        try:
+            x = images.to(self.device)
+            x = self.to_value_range(x) if x.dtype == torch.uint8 else x
+            return self.is_anomalous(self.score(x).float().reshape(-1))
+        finally:
+            self.train(was_training)
+
+    def on_predict_epoch_start(self) -> None:
+        self._store = []
+        self.predictions = None
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """{"score", "anomalous"} of a batch: a dict with `image` (uint8 scaled on transfer) and
+        `index` (the images' positions: predictions are gathered over ranks by it), or a plain
+        image tensor."""
+        images = batch["image"] if isinstance(batch, dict) else batch
+        if images.dtype == torch.uint8:  # a plain tensor is not scaled on transfer
+            images = self.to_value_range(images)
+        scores = self.score(images).detach().float().reshape(-1)
+        out = {"score": scores, "anomalous": self.is_anomalous(scores).to(scores.device)}
+        if isinstance(batch, dict) and "index" in batch:
+            self._store.append({**out, "index": batch["index"]})
+        return out
+
+    def on_predict_epoch_end(self) -> None:
+        if not self._store and self.trainer is not None and self.trainer.world_size > 1:
+            # fewer images than ranks leaves a rank none: it still takes part in the gather
+            self._store = [{"score": torch.empty(0, device=self.device),
+                            "anomalous": torch.empty(0, dtype=torch.bool, device=self.device),
+                            "index": torch.empty(0, dtype=torch.long, device=self.device)}]
+        if self._store:
+            self.predictions = Predicted(**self._gather_store(
+                "no batches were predicted (is limit_predict_batches 0?)", uneven=True))
 
     # ---- scored splits → threshold and metrics (also used on cached scores: anomaly.reproduce) ----
     def apply_validation(self, out: ScoredSplit, train_scores: torch.Tensor | None = None) -> None:
@@ -260,6 +341,15 @@ def check_checkpoint_identity(checkpoint: dict[str, Any], method: str,
     if image_shape is not None and tuple(info.get("image_shape", ())) != tuple(image_shape):
         raise AnomalyError(f"{path} was trained on images of shape {tuple(info['image_shape'])}, "
                            f"not {tuple(image_shape)}")
+
+
+def _pad_rows(local: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
+    """Each tensor padded to `rows` rows (zeros; `index` with -1, which marks the padding)."""
+    missing = rows - len(local["index"])
+    if missing <= 0:
+        return local
+    return {k: torch.cat([v, torch.full((missing, *v.shape[1:]), -1 if k == "index" else 0,
+                                        dtype=v.dtype, device=v.device)]) for k, v in local.items()}
 
 
 def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

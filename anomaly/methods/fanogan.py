@@ -24,7 +24,8 @@ Choices and differences:
   config that leaves trainer.max_epochs at the trainer's default gets their sum (so results.json
   records the schedule that ran); one that sets it to anything else (`method=fanogan
   trainer.max_epochs=10`) is refused before any data loads, in one line that names
-  method.gan_epochs and method.encoder_epochs (anomaly.config_schema). Refused rather than split:
+  method.gan_epochs and method.encoder_epochs (`FAnoGAN.check_config`, which
+  anomaly.config_schema calls). Refused rather than split:
   a single number cannot say how long each stage should be (the GAN needs most of the epochs,
   the encoder only has to invert a fixed generator), splitting it by the defaults' 2:1 would
   silently discard the stage lengths a run or a paper config set, and replacing the user's
@@ -51,8 +52,11 @@ import logging
 from typing import ClassVar, Sequence
 
 import torch
+from omegaconf import DictConfig, read_write
 
 from anomaly import AnomalyError
+from anomaly.config_schema import (ConfigError, Int, Rule, is_int, max_epochs_was_set, non_negative,
+                                   positive, setting)
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets import (DCGANDiscriminator, DCGANEncoder, DCGANGenerator, dcgan_init, frozen,
                           frozen_inference)
@@ -81,6 +85,44 @@ class FAnoGAN(AnomalyModule):
     generator, encoder), manual optimisation."""
 
     name: ClassVar[str] = "fanogan"
+    # the keys of conf/method/fanogan.yaml beyond the ones every method shares (anomaly.config_schema)
+    config_rules: ClassVar[dict[str, Rule]] = {
+        "gan_epochs": Int(low=1),
+        "encoder_epochs": Int(low=1),
+        "critic_steps": Int(low=1),
+        "gradient_penalty_weight": non_negative(),
+        "encoder_lr": positive(),
+        "feature_weight": non_negative(),
+    }
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """The run trains method.gan_epochs + method.encoder_epochs epochs (called by
+        anomaly.config_schema.check_train once every plain setting passed). A trainer.max_epochs
+        that was set (on the command line, or by any config but the trainer group's own default)
+        and says otherwise is refused; one left at the trainer's default becomes their sum, so the
+        run's config records the schedule it ran."""
+        gan, encoder = setting(cfg, "method.gan_epochs"), setting(cfg, "method.encoder_epochs")
+        epochs = setting(cfg, "trainer.max_epochs")
+        if not (is_int(gan) and is_int(encoder) and is_int(epochs)):
+            return
+        total = gan + encoder
+        if epochs == total:
+            return
+        if not max_epochs_was_set(cfg, epochs):
+            with read_write(cfg.trainer):
+                cfg.trainer.max_epochs = total
+            return
+        if epochs >= 2:
+            share = min(max(round(epochs * gan / total), 1), epochs - 1)
+            example = (f"e.g. method.gan_epochs={share} method.encoder_epochs={epochs - share} "
+                       f"for {epochs} epochs")
+        else:
+            example = "at least 1 each: method.gan_epochs=1 method.encoder_epochs=1 trainer.max_epochs=2"
+        raise ConfigError(f"trainer.max_epochs={epochs} contradicts method=fanogan's two stages, "
+                          f"method.gan_epochs + method.encoder_epochs = {gan} + {encoder} = {total} epochs: "
+                          f"set method.gan_epochs and method.encoder_epochs instead ({example}); "
+                          "trainer.max_epochs follows their sum when you leave it out")
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 128, prior: str = "normal",
                  generator_widths: Sequence[int] | None = None,

@@ -21,7 +21,7 @@ Faithful to the paper and the published code, with these deliberate differences:
   (the published `compute_jacobian`); the same forward pass gives E(x) (or G(z)), so the score
   runs each network once per image besides the Jacobian. Σ log σ_i(J) is ½ log det of the
   n×n Gram matrix, by a float64 Cholesky, instead of an SVD per image (`python -m
-  anomaly.bench --only 1` compares the scores with the published loop's).
+  benchmarks --only 1` compares the scores with the published loop's).
 - Forward passes are reused where the weights they depend on have not changed: the generator
   update backpropagates through the G(z) of the image-discriminator update (the published loop
   drew a second z and ran G again: both are unbiased estimates of the same gradient), and the
@@ -29,7 +29,7 @@ Faithful to the paper and the published code, with these deliberate differences:
   ran E(x) again; E has not changed in between, so the values are the same). Each update also
   freezes the networks it only backpropagates through (`frozen`), so no weight gradient is
   computed for a network that is not being updated. With the same z the weights after a batch
-  are the same as the published loop's (`python -m anomaly.bench --only 3` checks it); what
+  are the same as the published loop's (`python -m benchmarks --only 3` checks it); what
   differs is BatchNorm's running statistics, which see one forward pass of G and of E per
   batch instead of two (they are used only at scoring time, in eval mode). Measured: about
   15–20 % less time per batch on CPU.
@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import math
 from itertools import chain
-from typing import Callable, Iterable, Sequence
+from typing import Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomaly import AnomalyError
+from anomaly.config_schema import Int, Ints, Rule, non_negative, positive
 from anomaly.methods.base import AnomalyModule, real_fake_bce
 from anomaly.nets import MLP, ConvDecoder, ConvEncoder, dcgan_init, frozen
 
@@ -147,6 +148,17 @@ class GPND(AnomalyModule):
     """
 
     name = "gpnd"
+    # the keys of conf/method/gpnd.yaml beyond the ones every method shares (anomaly.config_schema)
+    config_rules: ClassVar[dict[str, Rule]] = {
+        "latent_discriminator_hidden": Ints(low=1),
+        "lr_milestones": Ints(low=1),
+        "lr_gamma": positive(),
+        "reconstruction_weight": non_negative(),
+        "latent_adversarial_weight": non_negative(),
+        "jacobian_chunk": Int(low=1, null="automatic"),
+        "residual_bins": Int(low=1),
+        "perp_dim_factor": positive(),
+    }
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
                  encoder_widths: Sequence[int] = (64, 256, 512),
@@ -283,7 +295,7 @@ class GPND(AnomalyModule):
         """Images per vmap chunk of the Jacobian. Automatic (jacobian_chunk=None): on a GPU the
         whole batch; on a CPU about 64 Jacobian rows (images × latent_dim) per chunk, since the
         conv backward passes then work in cache (2 cores, latent 16/32/64: 4/2/1 images per chunk
-        ran 10-30 % faster than 16; anomaly.bench --only 1)."""
+        ran 10-30 % faster than 16; `python -m benchmarks --only 1`)."""
         if self.jacobian_chunk is not None:
             return self.jacobian_chunk
         return len(x) if x.is_cuda else max(1, 64 // self.latent_dim)

@@ -31,20 +31,18 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from anomaly import AnomalyError
+from anomaly.config_schema import Float, Int, Rule, is_number, positive
 from anomaly.methods.base import AnomalyModule
 from anomaly.evaluation.metrics import compute_metrics
 
 log = logging.getLogger("anomaly")
-
-# By design: the SVM has no optimiser and nothing to backpropagate.
-warnings.filterwarnings("ignore", message=".*configure_optimizers` returned `None`.*")
 
 SVM_BUFFERS = ("support_vectors", "dual_coef")
 
@@ -60,6 +58,18 @@ def rbf_decision(x: torch.Tensor, support_vectors: torch.Tensor, dual_coef: torc
     return torch.exp(-gamma.double() * sq) @ dual_coef.double() + intercept.double()
 
 
+@dataclass(frozen=True)
+class Gammas(Rule):
+    """The config rule of the γ grid: positive numbers or "scale"."""
+
+    def ok(self, value: Any) -> bool:
+        values = value if isinstance(value, list) else [value]
+        return bool(values) and all(v == "scale" or (is_number(v) and v > 0) for v in values)
+
+    def describe(self) -> str:
+        return "a non-empty list of numbers > 0 or scale"
+
+
 class OneClassSVM(AnomalyModule):
     """RBF One-Class SVM on flattened pixels (see the module docstring).
 
@@ -69,6 +79,14 @@ class OneClassSVM(AnomalyModule):
     """
 
     name = "ocsvm"
+    # the keys of conf/method/ocsvm.yaml beyond the ones every method shares (anomaly.config_schema)
+    config_rules: ClassVar[dict[str, Rule]] = {
+        "nu": Float(low=0, high=1, low_open=True),
+        "gammas": Gammas(),
+        "tol": positive(),
+        "cache_size": positive(),
+        "max_train": Int(low=2, null="all training images"),
+    }
 
     def __init__(self, image_shape: Sequence[int], nu: float = 0.1,
                  gammas: Sequence[float | str] = ("scale", 0.1, 0.01, 0.001, 0.0001),

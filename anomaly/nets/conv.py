@@ -3,6 +3,7 @@
 An image of side H = 4·2^n goes through n stride-2 convolutions (4×4 kernels, padding 1) down to
 4×4, then one 4×4 valid convolution to a 1×1 map of `out_features` channels; the decoder mirrors
 it with transposed convolutions. For 32×32 this is exactly GPND's / DCGAN's layout.
+`ConvAutoencoder` chains the two (encoder → latent vector → decoder) as one network.
 """
 
 from __future__ import annotations
@@ -95,6 +96,24 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
+
+
+class ConvAutoencoder(nn.Module):
+    """ConvEncoder → latent vector → ConvDecoder as one network (ADAE's G and D are two of these).
+    The arguments are ConvEncoder's and ConvDecoder's; `negative_slope` is the encoder's."""
+
+    def __init__(self, channels: int, image_size: int, latent_dim: int,
+                 encoder_widths: Sequence[int] | None = None, decoder_widths: Sequence[int] | None = None,
+                 base_width: int = 64, batch_norm: bool = True, negative_slope: float = 0.2,
+                 output: str = "sigmoid") -> None:
+        super().__init__()
+        self.encoder = ConvEncoder(channels, image_size, latent_dim, encoder_widths, base_width,
+                                   batch_norm, negative_slope)
+        self.decoder = ConvDecoder(latent_dim, channels, image_size, decoder_widths, base_width,
+                                   batch_norm, output=output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
 
 
 def dcgan_init(module: nn.Module, std: float = 0.02) -> None:

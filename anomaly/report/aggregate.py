@@ -27,7 +27,7 @@ the row when it gives one number for all of the row's classes (its mean over the
 published `paper_mean` (a table of one row; several rows: an extra line over all cells), else the
 mean of its numbers over the cells that have one (ours then over the same cells). A cell is marked
 "below" only when ours is below the paper by more than the std over our runs in that cell; with
-one run there is no spread and no mark ("n=1"). The spread of a mean is the std over repetitions
+one run per cell (one fold, seed or draw) there is no spread and no verdict ("no spread"). The spread of a mean is the std over repetitions
 of the mean over its cells.
 """
 
@@ -454,12 +454,13 @@ class Comparison:
 
     @property
     def mark(self) -> str:
-        """"below": ours below the paper by more than our spread; "n=1": ours below the paper
-        but from one run per cell (no spread to judge the shortfall by, so no mark); else ""."""
+        """"below": ours below the paper by more than our spread; "no spread": ours below the
+        paper but from one run per cell (one fold / seed / draw: nothing to judge the shortfall
+        by); else ""."""
         if self.delta is None or self.delta >= 0:
             return ""
         if self.spread is None:
-            return "n=1"
+            return "no spread"
         return "below" if -self.delta > self.spread else ""
 
 
@@ -473,7 +474,7 @@ def compare_cell(runs: Sequence[Run], metric: str, paper: float | None) -> Compa
 def compare_mean(cell_runs: Sequence[Sequence[Run]], metric: str, paper: float | None) -> Comparison:
     """The mean over cells (each cell's mean first). Spread: the std over repetitions (seed /
     fold / draw) of the mean over the cells, from the repetitions that ran every cell; else the
-    pooled std within cells; none (n=1) when every cell has one run."""
+    pooled std within cells; none ("no spread") when every cell has one run."""
     cells_ = []
     for runs in cell_runs:
         cell = Cell([])

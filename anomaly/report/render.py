@@ -30,7 +30,7 @@ from anomaly.report.aggregate import (
 README_START = "<!-- reproduction:start -->"
 README_END = "<!-- reproduction:end -->"
 MARKS = ("Ours: mean ± std over seeds / folds / draws; Δ = ours − paper; `below`: ours lower than the "
-         "paper by more than that std; `n=1`: lower, from one run (no spread to judge by). A row's mean "
+         "paper by more than that std; `no spread`: lower, but each cell ran once (one fold / seed / draw), so there is no spread to judge the gap by. A row's mean "
          "is set against the paper's number for the row, or its published mean, or else the mean of "
          "its numbers over the same cells.")
 

@@ -20,4 +20,5 @@ if __name__ == "__main__":
     if "--list" in sys.argv[1:]:
         list_tables()
         sys.exit(0)
+    runlog.install_warning_filters()  # before Hydra composes the config (it warns then too)
     main()

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError
-from anomaly.pipeline import user_errors
+from anomaly.console import user_errors
 from anomaly.provenance import CONF_DIR
 from anomaly.reproduce.runner import print_comparison, run_group
 from anomaly.reproduce.tables import BUDGETS, Table

@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from anomaly import AnomalyError, RunInterrupted
 from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
 from anomaly.methods.base import AnomalyModule, ScoredSplit
-from anomaly.pipeline import build_datamodule, instantiate, run_summary, train
+from anomaly.config import instantiate
+from anomaly.pipeline import build_datamodule, run_summary, train
 from anomaly import provenance
 from anomaly.reproduce.tables import Cell, Table
 from anomaly.results import json_safe, write_results

@@ -61,3 +61,18 @@ class DivergesMidBatch(Autoencoder):
     def on_after_backward(self) -> None:
         if self._batch == self.at and not self.fail:  # after the loss and its gradients
             self._overflow()
+
+
+class PoisonWeights(L.Callback):
+    """Fill every parameter of the module with NaN at the start of training batch `batch`: a
+    diverged network, for any method (whatever its losses and optimisers), without waiting for a
+    learning rate to overflow it."""
+
+    def __init__(self, batch: int = 1) -> None:
+        self.batch = int(batch)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.batch:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(float("nan"))

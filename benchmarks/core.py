@@ -80,7 +80,6 @@ class Case:
     # where the timed calls return nothing to compare: untimed calls whose outputs are compared
     check_baseline: Callable[[], Any] | None = None
     check_ours: Callable[[], Any] | None = None
-    unavailable: str | None = None  # why this row could not run (a module that is not there)
     # a baseline time quoted from a measurement of code that is not here (baseline=None): only
     # ours runs; the row says where the time comes from
     quoted_baseline_s: float | None = None
@@ -146,8 +145,6 @@ def run_case(case: Case, repeats: int, device, log: Callable[[str], None] = lamb
     paths alternating (and alternating which goes first) so that load from other work on the
     machine falls on both alike. Times are medians; the check compares the last outputs."""
     result = Result(case)
-    if case.unavailable is not None:
-        return result
     counts = {"baseline": case.repeats or repeats, "ours": case.repeats_ours or case.repeats or repeats}
     quoted = case.quoted_baseline_s is not None
     if quoted:
@@ -250,8 +247,6 @@ def result_row(r: Result) -> list[str]:
     what = f"**{case.what}**: {case.baseline_label} → {case.ours_label}"
     if case.note:
         what += f" ({case.note})"
-    if case.unavailable is not None:
-        return [case.bench, what, "—", "—", "not available", case.goal.describe(), case.unavailable]
     if r.error is not None:
         return [case.bench, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case), "—",
                 case.goal.describe(), f"error: {r.error}"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from anomaly.bench.core import Case, Check, Goal
-from anomaly.bench.data import datamodule, train_images_for, write_mnist_like
 from anomaly.methods.ae import Autoencoder
+from benchmarks.core import Case, Check, Goal
+from benchmarks.data import datamodule, train_images_for, write_mnist_like
 
 
 def our_epoch(dm, module, device, keep: bool = False):

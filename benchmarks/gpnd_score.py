@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
-from anomaly.bench.core import Case, Goal, compare_values, not_comparable
-from anomaly.bench.data import unit_images
 from anomaly.methods.gpnd import GPND, LOG_DENSITY_FLOOR
+from benchmarks.core import Case, Goal, compare_values, not_comparable
+from benchmarks.data import unit_images
 
 
 PUBLISHED_SCORE_S_PER_IMAGE = 0.026  # issue 8: the published scoring, latent 16, 2 threads, this CPU

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from anomaly.data.datamodule import AnomalyDataModule
-from anomaly.data.datasets import load_mnist, resize_images
+from anomaly.data.datasets import load_mnist
+from anomaly.data.io import resize_images
 from anomaly.data.protocols import OneClass
 
 MNIST_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

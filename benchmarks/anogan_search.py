@@ -1,21 +1,15 @@
 """2. AnoGAN's latent search batched vs one image at a time; f-AnoGAN's one-pass score vs
 AnoGAN's 500-step search on the same images.
-
-The AnoGAN / f-AnoGAN modules are imported lazily: where they are missing (or lack the
-functions used here) the rows say "not available" instead of failing the suite.
 """
 
 from __future__ import annotations
 
 import torch
 
-from anomaly.bench.core import Case, Check, Goal, compare_values
-from anomaly.bench.data import unit_images
-
-
-def _unavailable(what: str, why: str, goal: Goal) -> Case:
-    return Case(bench="2", what=what, baseline_label="", ours_label="", baseline=None, ours=None,
-                compare=lambda a, b: Check(None, ""), goal=goal, unavailable=why)
+from anomaly.methods.anogan import AnoGAN, latent_search, latent_search_per_image
+from anomaly.methods.fanogan import FAnoGAN
+from benchmarks.core import Case, Check, Goal, compare_values
+from benchmarks.data import unit_images
 
 
 def cases(size, device) -> list[Case]:
@@ -24,11 +18,6 @@ def cases(size, device) -> list[Case]:
     search_goal = Goal("speedup", 30.0 if cuda else 3.5)
     fast_what = f"AnoGAN {size.anogan_long_steps}-step search vs f-AnoGAN, {size.anogan_long_images} images"
     fast_goal = Goal("speedup", 500.0)
-    try:
-        from anomaly.methods.anogan import AnoGAN, latent_search, latent_search_per_image
-    except ImportError as err:
-        why = f"not available: anomaly.methods.anogan ({err})"
-        return [_unavailable(search_what, why, search_goal), _unavailable(fast_what, why, fast_goal)]
 
     side = size.anogan_image_size
     torch.manual_seed(0)
@@ -47,11 +36,6 @@ def cases(size, device) -> list[Case]:
         items=len(x) * size.anogan_steps, item="image·step",
         repeats=max(size.repeats, 5) if size.repeats > 1 else None)]  # ±5 % run to run
 
-    try:
-        from anomaly.methods.fanogan import FAnoGAN
-    except ImportError as err:
-        out.append(_unavailable(fast_what, f"not available: anomaly.methods.fanogan ({err})", fast_goal))
-        return out
     torch.manual_seed(0)
     fast = FAnoGAN([1, side, side], top_width=size.anogan_top_width).to(device).eval()
     xl = x[:size.anogan_long_images]

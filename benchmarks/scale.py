@@ -3,7 +3,7 @@ training-set size. The goal: time linear in the number of images (log-log slope 
 epoch's working memory (peak RSS during the epoch − RSS at its start; on a GPU, peak allocated
 − allocated at its start) flat, i.e. per batch, not per dataset.
 
-Each size runs in a fresh process (`python -m anomaly.bench.scale --images N …`, one JSON line
+Each size runs in a fresh process (`python -m benchmarks.scale --images N …`, one JSON line
 out) so that one size's peak memory cannot hide the next one's.
 """
 
@@ -25,7 +25,8 @@ import lightning as L
 import numpy as np
 import torch
 
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ROOT = Path(__file__).resolve().parents[1]  # the repository root, where `benchmarks` imports from
 
 
 def current_rss() -> int:
@@ -72,8 +73,8 @@ class EpochMemory(L.Callback):
 
 def scale_point(n_train_set: int, batch_size: int, device, workdir: Path) -> dict:
     """One ae epoch on ≈ n_train_set synthetic images: seconds, images, batches, memory (MB)."""
-    from anomaly.bench.data import datamodule, train_images_for, write_mnist_like
-    from anomaly.bench.training import EpochTimer, quiet_lightning
+    from benchmarks.data import datamodule, train_images_for, write_mnist_like
+    from benchmarks.training import EpochTimer, quiet_lightning
     from anomaly.methods.ae import Autoencoder
 
     quiet_lightning()
@@ -104,11 +105,14 @@ def run_point(n_train_set: int, batch_size: int, device, workdir: Path, subproce
               threads: int | None) -> dict:
     if not subprocess_run:
         return scale_point(n_train_set, batch_size, device, workdir)
-    cmd = [sys.executable, "-m", "anomaly.bench.scale", "--images", str(n_train_set), "--batch",
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--images", str(n_train_set), "--batch",
            str(batch_size), "--device", str(device), "--workdir", str(workdir)]
     if threads:
         cmd += ["--threads", str(threads)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # the worker imports `benchmarks` from the repository root, wherever this process was started
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": path})
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"scale worker failed ({done.returncode}): {done.stderr.strip()[-500:]}")
@@ -139,7 +143,7 @@ def run(size, device, workdir: Path, log=lambda s: None) -> tuple[list[dict], li
 
 
 def summary_row(points: list[dict], size, device) -> list[str]:
-    from anomaly.bench.core import fmt_time
+    from benchmarks.core import fmt_time
 
     s = slope(points)
     key = "cuda_epoch_memory_mb" if torch.device(device).type == "cuda" else "epoch_memory_mb"
@@ -158,7 +162,7 @@ def summary_row(points: list[dict], size, device) -> list[str]:
 
 
 def points_table(points: list[dict], device) -> str:
-    from anomaly.bench.core import markdown_table
+    from benchmarks.core import markdown_table
 
     cuda = torch.device(device).type == "cuda"
     header = ["size", "training images", "batches", "epoch", "per 1k images", "epoch memory",
@@ -173,7 +177,7 @@ def points_table(points: list[dict], device) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="one scale point (a worker of python -m anomaly.bench)")
+    parser = argparse.ArgumentParser(description="one scale point (a worker of python -m benchmarks)")
     parser.add_argument("--images", type=int, required=True)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="cpu")

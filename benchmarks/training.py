@@ -23,13 +23,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from anomaly.bench.core import Case, Goal, Timed, compare_states, deterministic, synchronize
-from anomaly.bench.data import datamodule, train_images_for, write_mnist_like
 from anomaly.methods.ae import Autoencoder
 from anomaly.methods.arae import ARAE, pgd_linf_latent
 from anomaly.methods.base import real_fake_bce
 from anomaly.methods.gpnd import GPND
 from anomaly.nets import frozen
+from benchmarks.core import Case, Goal, Timed, compare_states, deterministic, synchronize
+from benchmarks.data import datamodule, train_images_for, write_mnist_like
 
 SEED = 0
 
@@ -129,7 +129,6 @@ def arae_linf_step(model: ARAE):
         loss.backward()
         optimizer.step()
     return step
-
 
 
 def gpnd_step(model: GPND):

@@ -27,9 +27,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from anomaly.bench.core import Case, Check, Goal, Timed, not_comparable, synchronize
-from anomaly.bench.data import unit_images
 from anomaly.methods.arae import ARAE, _project_l2
+from benchmarks.core import Case, Check, Goal, Timed, not_comparable, synchronize
+from benchmarks.data import unit_images
 
 PUBLISHED_UNION_BATCH_S = 2.0  # issue 8: the published union code, batch 128, 2 threads, this CPU
 

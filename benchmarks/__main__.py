@@ -1,4 +1,4 @@
-"""python -m anomaly.bench [--size quick|default|full] [--device cpu|cuda|auto] [--only 1,3] …"""
+"""python -m benchmarks [--size quick|default|full] [--device cpu|cuda|auto] [--only 1,3] …"""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from anomaly.bench.core import (RESULT_HEADER, load_average, machine_line, markdown_table, result_row,
+from benchmarks.core import (RESULT_HEADER, load_average, machine_line, markdown_table, result_row,
                                 run_case)
-from anomaly.bench.sizes import SIZES, Size
+from benchmarks.sizes import SIZES, Size
 
 BENCHMARKS = ("1", "2", "3", "4", "5", "6")
 TITLES = {"1": "GPND scoring", "2": "AnoGAN search", "3": "training throughput", "4": "ARAE union",
@@ -24,19 +24,19 @@ TITLES = {"1": "GPND scoring", "2": "AnoGAN search", "3": "training throughput",
 
 def cases_for(bench: str, size: Size, device: torch.device, workdir: Path):
     if bench == "1":
-        from anomaly.bench import gpnd_score
+        from benchmarks import gpnd_score
         return gpnd_score.cases(size, device)
     if bench == "2":
-        from anomaly.bench import anogan_search
+        from benchmarks import anogan_search
         return anogan_search.cases(size, device)
     if bench == "3":
-        from anomaly.bench import training
+        from benchmarks import training
         return training.cases(size, device, workdir)
     if bench == "4":
-        from anomaly.bench import arae_union
+        from benchmarks import arae_union
         return arae_union.cases(size, device)
     if bench == "5":
-        from anomaly.bench import datapath
+        from benchmarks import datapath
         return datapath.cases(size, device, workdir)
     raise ValueError(bench)
 
@@ -62,7 +62,7 @@ def parse_overrides(size: Size, overrides: list[str]) -> Size:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m anomaly.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--quick", action="store_true", help="the tiny size of the tests (= --size quick)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda where there is one)")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for bench in only:
             log(f"== {bench}. {TITLES[bench]} ==")
             if bench == "6":
-                from anomaly.bench import scale
+                from benchmarks import scale
                 try:
                     scale_points, row = scale.run(size, device, workdir, log)
                     rows.append(row)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(result_row(run_case(case, size.repeats, device, log)))
     minutes = (time.perf_counter() - started) / 60
 
-    lines = [f"### `python -m anomaly.bench --size {size.name} --device {device.type}` "
+    lines = [f"### `python -m benchmarks --size {size.name} --device {device.type}` "
              f"({datetime.now():%Y-%m-%d %H:%M})", "",
              f"Machine: {machine_line(device)}. Load average (1/5/15 min) at the start {load_start}, "
              f"at the end {load_average()}: anything above the core count means other work shared the "
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
              + f"; {minutes:.1f} min in all.",
              "", markdown_table(RESULT_HEADER, rows)]
     if scale_points:
-        from anomaly.bench import scale
+        from benchmarks import scale
         lines += ["", "Scale (benchmark 6):", "", scale.points_table(scale_points, device)]
     text = "\n".join(lines)
     print(text, flush=True)

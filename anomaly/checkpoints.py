@@ -1,0 +1,131 @@
+"""Checkpoints of `anomaly.train`: loading one safely, finding the one `ckpt_path=last` resumes,
+and the bookkeeping of a resumed or interrupted run.
+
+- `load_checkpoint(path)`: tensors and plain containers only (no arbitrary unpickling), with a
+  one-line error for a missing or unreadable file.
+- `resume_path(cfg, model)`: the checkpoint a run resumes from (`ckpt_path` as given, or the one
+  `find_last_checkpoint` finds for `ckpt_path=last`), refused if it is another method's or
+  another image size's.
+- `mark_resumed`: the failed or interrupted run that a resume finished says so in its results.json.
+- `interrupted_message`: the `error:` line of a run stopped by SIGTERM (where to resume from).
+
+What a checkpoint holds beyond Lightning's own entries (its `anomaly` entry: method, image shape,
+run config, config hash, threshold fit record) is written by `AnomalyModule.on_save_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from anomaly import AnomalyError
+from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
+
+log = logging.getLogger("anomaly")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely (tensors and plain containers only; no arbitrary unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnomalyError(f"ckpt_path={path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, zip errors, refused globals…
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AnomalyError(f"ckpt_path={path} is not a readable checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise AnomalyError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def resume_path(cfg: DictConfig, model: AnomalyModule) -> str | None:
+    """The checkpoint to resume from: `ckpt_path` as given, or for `ckpt_path=last` the one
+    `find_last_checkpoint` finds (None: train from the start)."""
+    path = cfg.get("ckpt_path")
+    if path in (None, ""):
+        return None
+    if str(path) == "last":
+        found = find_last_checkpoint(cfg, model.config_hash)
+        if found is None:
+            log.warning("ckpt_path=last: no checkpoint of this run config (hash %s) under %s; "
+                        "training from the start", model.config_hash, cfg.paths.log_dir)
+            return None
+        path = str(found)
+    if not Path(path).is_file():
+        raise AnomalyError(f"ckpt_path={path}: no such file")
+    ckpt = load_checkpoint(path)
+    check_checkpoint_identity(ckpt, model.name, model.image_shape, path=path)
+    log.warning("resuming from %s (%d epochs done)", path, int(ckpt.get("epoch", -1)) + 1)
+    return path
+
+
+def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None) -> Path | None:
+    """`ckpt_path=last`: this run dir's checkpoints/last.ckpt (a fixed `hydra.run.dir` or
+    `hydra.sweep.dir`: resume in place), else the newest checkpoints/last.ckpt under
+    `paths.log_dir` written by a run of the same config hash (seed, dataset, protocol, method,
+    data and threshold settings; not the trainer's). A last.ckpt is written at the end of every
+    epoch, and at the end of the run."""
+    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        info = checkpoint_info(own)
+        if not info:
+            raise AnomalyError(f"ckpt_path=last: {own} is not a readable checkpoint of anomaly.train; "
+                               "remove it (the run then starts over) or choose another run dir")
+        if info.get("config_hash") != wanted_hash:
+            raise AnomalyError(f"ckpt_path=last: {own} is of another run config (hash "
+                               f"{info.get('config_hash')}, this run {wanted_hash}); remove it or "
+                               "choose another run dir")
+        return own
+    root = Path(cfg.paths.log_dir)
+    if not root.is_dir():
+        return None
+    candidates = [p for p in root.rglob("last.ckpt") if p.parent.name == "checkpoints"]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        if checkpoint_info(path).get("config_hash") == wanted_hash:
+            return path
+    return None
+
+
+def checkpoint_info(path: Path) -> dict:
+    """The checkpoint's `anomaly` entry, read memory-mapped (the weights are not read); {} when
+    the file is no readable checkpoint (a run killed while writing one, another program's)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is just not a candidate
+        log.warning("ckpt_path=last: skipped %s (%s)", path, str(err).strip().splitlines()[0][:200]
+                    if str(err).strip() else type(err).__name__)
+        return {}
+    info = ckpt.get("anomaly") if isinstance(ckpt, dict) else None
+    return {**info, "epoch": ckpt.get("epoch")} if isinstance(info, dict) else {}
+
+
+def mark_resumed(old_dir: Path, new_dir: Path) -> None:
+    """After a resume from another run's checkpoint, that run's results.json (failed or
+    interrupted) says where it was finished, and the report leaves it out."""
+    path = old_dir / "results.json"
+    if old_dir.resolve() == new_dir.resolve() or not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if data.get("status") in ("failed", "interrupted"):
+        data.update(status="resumed", resumed_in=str(new_dir))
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def interrupted_message(trainer: L.Trainer, output_dir: Path) -> str:
+    """The one line of a run stopped by SIGTERM: where it stopped and how to resume it."""
+    where = f"run interrupted by SIGTERM in epoch {trainer.current_epoch} (global step {trainer.global_step})"
+    last = output_dir / "checkpoints" / "last.ckpt"
+    epoch = checkpoint_info(last).get("epoch") if last.is_file() else None
+    if epoch is None:
+        return f"{where}; no epoch had finished, so the same command with ckpt_path=last starts over"
+    return (f"{where}; {last} holds the end of epoch {epoch}: run the same command with "
+            "ckpt_path=last to resume from it")

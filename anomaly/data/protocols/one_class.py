@@ -1,0 +1,71 @@
+"""one_class: train on the normal classes' official-train images, test on the whole official test
+split (ARAE's "p2", Deep SVDD's protocol).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anomaly import AnomalyError
+from anomaly.data.datasets import ImageSet
+from anomaly.data.protocols.base import Protocol, Split, check_fraction
+
+
+def one_class_split(labels: np.ndarray, official_test: np.ndarray, normal: list[int],
+                    val_fraction: float = 0.1, val_anomalies: bool = True, seed: int = 0,
+                    n_train: int | None = None) -> Split:
+    """Train on the normal classes' official-train images; test on the whole official test split.
+
+    (ARAE's "p2", Deep SVDD's protocol.) Validation: `val_fraction` of the official train split,
+    drawn per class so it has the test split's class mix (with anomalies, for an F1 threshold);
+    with `val_anomalies=False` only normal images are held out (quantile threshold).
+    `n_train`: train on that many of the normal training images (a seeded subset drawn after
+    validation, for learning curves over the training-set size); None: all of them.
+    """
+    val_fraction = check_fraction("protocol.val_fraction", val_fraction)
+    rng = np.random.default_rng(seed)
+    is_normal = np.isin(labels, normal)
+    train_pool = np.flatnonzero(~official_test)
+    val, train = [], []
+    for c in np.unique(labels[train_pool]):
+        if not val_anomalies and c not in normal:
+            continue
+        idx = train_pool[labels[train_pool] == c]
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(val_fraction * len(idx)))
+        val.append(idx[:n_val])
+        if c in normal:
+            train.append(idx[n_val:])
+    train = np.sort(np.concatenate(train)) if train else np.empty(0, np.int64)
+    if n_train is not None:
+        if n_train > len(train):
+            raise AnomalyError(f"protocol.n_train={n_train} but the normal classes have only "
+                               f"{len(train)} training images")
+        train = np.sort(rng.permutation(train)[:n_train])
+    val = np.sort(np.concatenate(val)) if val else np.empty(0, np.int64)
+    test = np.flatnonzero(official_test)
+    return Split(train=train, val=val, test=test,
+                 train_anomalous=~is_normal[train], val_anomalous=~is_normal[val],
+                 test_anomalous=~is_normal[test], normal_classes=list(normal))
+
+
+class OneClass(Protocol):
+    name = "one_class"
+
+    def __init__(self, normal=None, val_fraction: float = 0.1, val_anomalies: bool = True,
+                 seed: int = 0, anomalous=None, n_train: int | None = None) -> None:
+        super().__init__(normal, seed, anomalous)
+        self.val_fraction = float(check_fraction("protocol.val_fraction", val_fraction))
+        self.val_anomalies = bool(val_anomalies)
+        if n_train is not None and (isinstance(n_train, bool) or int(n_train) != n_train or n_train < 1):
+            raise AnomalyError(f"protocol.n_train={n_train} must be a positive integer, or null for every "
+                               "training image")
+        self.n_train = None if n_train is None else int(n_train)
+
+    def _split(self, data: ImageSet, normal: list[int]) -> Split:
+        if data.official_test is None:
+            raise AnomalyError(f"protocol one_class needs an official test split and dataset "
+                               f"{data.name} has none; use protocol=anomaly_ratio")
+        return one_class_split(data.labels.numpy(), data.official_test.numpy(), normal,
+                               self.val_fraction, self.val_anomalies, self.seed, self.n_train)
+
