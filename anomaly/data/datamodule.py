@@ -42,7 +42,7 @@ class IndexedImages(Dataset):
             pos = torch.from_numpy(positions).long()
         else:
             pos = torch.as_tensor(positions, dtype=torch.long)
-        # index_select: ~20× cheaper per batch than advanced indexing (measured, anomaly.bench #5)
+        # index_select: ~20× cheaper per batch than advanced indexing (measured, benchmarks #5)
         idx = self.indices.index_select(0, pos)
         return {"image": self.images.index_select(0, idx), "anomalous": self.anomalous.index_select(0, pos),
                 "label": self.labels.index_select(0, idx), "index": idx}
@@ -80,7 +80,7 @@ class ArrayBatches(BatchSampler):
     """BatchSampler whose batches are slices of one index array instead of lists of ints.
 
     Building a 128-int list per batch and converting it back to a tensor cost about as much as
-    fetching the batch itself (anomaly.bench #5). Other samplers (Lightning's DistributedSampler
+    fetching the batch itself (benchmarks #5). Other samplers (Lightning's DistributedSampler
     under DDP, which re-creates this class around it) fall back to BatchSampler's lists.
     """
 
@@ -100,7 +100,7 @@ class ArrayBatches(BatchSampler):
 class BatchLoader(DataLoader):
     """A DataLoader that, in the main process, yields `dataset.__getitems__(batch)` for each
     batch of its batch sampler directly. DataLoader's per-batch iterator machinery (profiler
-    scope, fetcher, seed draw) cost about a third of fetching a 128-image batch (anomaly.bench
+    scope, fetcher, seed draw) cost about a third of fetching a 128-image batch (benchmarks
     #5). With workers or pinned memory it is the plain DataLoader; Lightning re-creates it as any
     DataLoader subclass (DDP samplers)."""
 

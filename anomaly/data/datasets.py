@@ -22,7 +22,7 @@ import torch
 from anomaly import AnomalyError
 from anomaly.data.io import (IMAGE_SUFFIXES, check_idx_file, error_line, fetch_archive, gunzip_missing,
                              list_image_files, read_images)
-from anomaly.data.io import resize_images  # noqa: F401 - anomaly.bench.data imports it from here
+
 
 log = logging.getLogger("anomaly")
 
