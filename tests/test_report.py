@@ -396,3 +396,23 @@ def test_paper_f1_follows_the_configured_rule_not_its_fallback(tmp_path):
           threshold_fit={"configured": "f1_inlier", "used": "quantile", "reason": "validation has no anomalies"})
     out = report([tmp_path], plots=False, echo=False)
     assert out["tables"]["f1_paper"].rows[0][1] == "0.800"  # f1_inlier (auroc − 0.1), not f1 (0.5)
+
+
+def test_coil_object_counts_are_rows_never_averaged_together(tmp_path):
+    # COIL-100: 1 and 4 drawn objects are two experiments (the paper gives one number each); the
+    # draws are the repetitions of a row
+    values = {(1, 0): 0.96, (1, 1): 0.98, (4, 0): 0.90, (4, 1): 0.92}
+    for (n, draw), v in values.items():
+        path = write(tmp_path / f"n{n}_d{draw}", v, 0, budget="reduced",
+                     command="python -m anomaly.reproduce table=gpnd_coil100 budget=reduced",
+                     reproduce={"table": "gpnd_coil100", "metric": "auroc", "paper_source": "GPND",
+                                "cell": {"protocol.n_normal": n, "protocol.draw": draw},
+                                "paper": {"auroc": {1: 0.968, 4: 0.945}[n]}, "paper_mean": {},
+                                "trained_in": f"n{n}d{draw}"})
+    lines, _ = paper_rows(report([tmp_path], plots=False, echo=False))
+    ones = [row for label, row in lines.items() if label.startswith("n_normal=1")]
+    fours = [row for label, row in lines.items() if label.startswith("n_normal=4")]
+    assert ones and fours
+    assert ones[-1][2:4] == ["0.970 ± 0.010", "0.968"]
+    assert fours[-1][2:4] == ["0.910 ± 0.010", "0.945"]
+    assert not any("0.940" in " ".join(map(str, row)) for row in lines.values())  # no 1+4 average
