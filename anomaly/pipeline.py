@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -310,14 +310,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if files is not None:
         return predict_folder(run_cfg, model, Path(str(predict_dir)).expanduser(), files, output_dir,
                               str(cfg.ckpt_path), dm if refit else None)
-    with distributed.processes() as trainers:
-        trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
-        trainers.append(trainer)
-        if refit:
-            trainer.validate(model, datamodule=dm, verbose=False)
-        start = time.perf_counter()
-        trainer.test(model, datamodule=dm, verbose=False)
-        score_seconds = time.perf_counter() - start
+    trainer, score_seconds = _score_in_processes(
+        run_cfg, model, dm if refit else None, lambda t: t.test(model, datamodule=dm, verbose=False))
     if not trainer.is_global_zero:
         return {}
     summary = run_summary(run_cfg, dm, model, score_seconds=round(score_seconds, 3),
@@ -357,6 +351,20 @@ def predict_files(predict_dir: str | Path) -> list[Path]:
     return files
 
 
+def _score_in_processes(run_cfg: DictConfig, model: AnomalyModule, refit_dm: AnomalyDataModule | None,
+                        score: Callable[[L.Trainer], Any]) -> tuple[L.Trainer, float]:
+    """An evaluation Trainer (no callbacks, no logger) in every process; the threshold refitted on
+    refit_dm's validation split first when one is given; then `score(trainer)`, timed."""
+    with distributed.processes() as trainers:
+        trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
+        trainers.append(trainer)
+        if refit_dm is not None:
+            trainer.validate(model, datamodule=refit_dm, verbose=False)
+        start = time.perf_counter()
+        score(trainer)
+        return trainer, time.perf_counter() - start
+
+
 def predict_folder(run_cfg: DictConfig, model: AnomalyModule, root: Path, files: list[Path],
                    output_dir: Path, checkpoint: str, dm: AnomalyDataModule | None = None) -> dict:
     """Score `files` with a trained model and label them at its threshold (anomalous: score >
@@ -374,14 +382,8 @@ def predict_folder(run_cfg: DictConfig, model: AnomalyModule, root: Path, files:
                          name=f"predict_dir {root}")
     batch_size = run_cfg.data.get("eval_batch_size") or run_cfg.data.batch_size
     loader = torch.utils.data.DataLoader(FolderImages(images), batch_size=int(batch_size), shuffle=False)
-    with distributed.processes() as trainers:
-        trainer = build_trainer(run_cfg, with_callbacks=False, with_logger=False)
-        trainers.append(trainer)
-        if dm is not None:
-            trainer.validate(model, datamodule=dm, verbose=False)
-        start = time.perf_counter()
-        trainer.predict(model, dataloaders=loader, return_predictions=False)
-        score_seconds = time.perf_counter() - start
+    trainer, score_seconds = _score_in_processes(
+        run_cfg, model, dm, lambda t: t.predict(model, dataloaders=loader, return_predictions=False))
     if not trainer.is_global_zero:
         return {}
     predicted = model.predictions
