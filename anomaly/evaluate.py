@@ -2,21 +2,21 @@
 
 `python -m anomaly.evaluate ckpt_path=…/last.ckpt predict_dir=path/to/images`: label images of no
 split instead (predictions.csv in the run dir: file, score, anomalous = score > threshold).
-Takes the runtime keys of `anomaly.train` too (`threads`, the trainer, paths)."""
+Takes the runtime keys of `anomaly.train` too (`threads`, the trainer, paths). With `-m` over
+several checkpoints, a failing one records `status: failed` in its job dir and the others go on."""
 
 import hydra
 from omegaconf import DictConfig
 
 from anomaly import runlog
-from anomaly.console import user_errors
 from anomaly.pipeline import evaluate
-from anomaly.sweep import configure_job
+from anomaly.sweep import configure_job, job_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     runlog.setup()  # our warning filters, no Lightning tips; what the terminal shows goes to evaluate.log too
-    with user_errors():
+    with job_errors(cfg):  # in a sweep (-m), one failing checkpoint does not stop the others
         configure_job(cfg)
         evaluate(cfg)
 

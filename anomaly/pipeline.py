@@ -154,6 +154,7 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "method_settings": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
                             if k != "_target_"},
         "split_sizes": dm.split.sizes(),
+        "train_hash": dm.split.train_hash(),
         "image_shape": list(dm.image_shape),
         "config_hash": config_hash(cfg),
         **extra,

@@ -124,6 +124,19 @@ def test_cli_empty_folder_exits_with_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_an_evaluate_sweep_goes_on_past_a_failing_checkpoint(tmp_path, trained):
+    good = trained[0] / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "anomaly.evaluate", "-m", f"ckpt_path={tmp_path / 'x.ckpt'},{good}",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0, proc.stderr[-2000:]  # the sweep ends non-zero: one job failed
+    jobs = [json.loads((tmp_path / "sweep" / str(n) / "results.json").read_text()) for n in (0, 1)]
+    assert jobs[0]["status"] == "failed" and "x.ckpt" in jobs[0]["problem"]
+    assert jobs[1]["status"] == "ok" and jobs[1]["metrics"]["auroc"] == trained[1]["metrics"]["auroc"]
+
+
+@pytest.mark.slow
 def test_importing_the_library_leaves_warning_filters_alone():
     """Only the entry points install warning filters (anomaly.runlog.install_warning_filters).
     Third-party packages install their own on import: they are imported first, in the order

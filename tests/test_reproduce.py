@@ -124,6 +124,19 @@ def test_shared_training_gives_the_numbers_of_a_separate_training(tmp_path, data
 
 
 @pytest.mark.slow
+def test_a_requeued_slurm_job_resumes_its_training_cell(tmp_path, data_root, monkeypatch):
+    table = ae_table(["protocol.outlier_ratio"], {"variant": ["ae"], "protocol.outlier_ratio": [0.2, 0.4]})
+    first = run_cells(tmp_path, table, table.cells(), data_root)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    again = run_cells(tmp_path, table, table.cells(), data_root)
+    assert first[0].get("resumed_from") is None
+    assert again[0]["resumed_from"].endswith("last.ckpt")  # the first run's model, not a new training
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in first]
+    assert again[0]["train_hash"] == again[1]["train_hash"] == first[1]["train_hash"]
+
+
+@pytest.mark.slow
 def test_a_test_key_that_changes_the_training_images_is_refused(tmp_path, data_root):
     table = ae_table(["protocol.fold"], {"variant": ["ae"], "protocol.fold": [0, 1]})
     results = run_cells(tmp_path, table, table.cells(), data_root)

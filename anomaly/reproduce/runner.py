@@ -11,7 +11,6 @@ refused (its training indices are hashed and compared with the group's).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -33,13 +32,9 @@ from anomaly.pipeline import build_datamodule, run_summary, train
 from anomaly import provenance
 from anomaly.reproduce.tables import Cell, Table
 from anomaly.results import json_safe, write_results
+from anomaly.sweep import slurm_restarts
 
 log = logging.getLogger("anomaly")
-
-
-def train_hash(indices: np.ndarray) -> str:
-    """What identifies a training set: its dataset indices, in order."""
-    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
 class ScoreCache:
@@ -91,6 +86,8 @@ def compose_cell(table: Table, cell: Cell, budget: str, user: list[str], output_
         cfg.budget = budget
         cfg.command = command
         cfg.print_config = False
+        if slurm_restarts():  # requeued by SLURM: the training cell resumes its last epoch
+            cfg.ckpt_path = "last"
     return cfg
 
 
@@ -110,7 +107,7 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
     dm = build_datamodule(cfg, split_path=output_dir / "split.npz")
     dm.data = dm0.data  # the same images, decoded once
     dm.setup()
-    if train_hash(dm.split.train) != state["train_hash"]:
+    if dm.split.train_hash() != state["train_hash"]:
         changed = [k for k in extra["reproduce"]["cell"] if k != "variant"]
         raise AnomalyError(f"table cell {extra['reproduce']['cell']} changes the training images "
                            f"(one of {changed}): it cannot share the model trained in "
@@ -126,8 +123,7 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
     score_seconds = time.perf_counter() - start
     summary = run_summary(cfg, dm, model, validate_seconds=round(validate_seconds, 3),
                           score_seconds=round(score_seconds, 3), epochs=state["epochs"],
-                          run_dir=str(output_dir), checkpoint=state["checkpoint"],
-                          train_hash=state["train_hash"], **provenance.record(cfg), **extra)
+                          run_dir=str(output_dir), checkpoint=state["checkpoint"], **provenance.record(cfg), **extra)
     return write_results(output_dir, summary, model.test_scores, float(model.threshold), plots=True)
 
 
@@ -179,14 +175,13 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
             if position == 0:
                 first_dir = cell_dir
                 results = train(cfg, keep=state, extra=extra)
-                state["train_hash"] = train_hash(state["dm"].split.train)
+                state["train_hash"] = results["train_hash"]
                 state["run_dir"] = str(cell_dir)
                 state["epochs"] = results.get("epochs")
                 state["checkpoint"] = results.get("checkpoint")
                 cache = ScoreCache(state["model"], state["dm"], int(cfg.data.get("eval_batch_size") or 512))
                 cache.add(state["model"].val_scores)
                 cache.add(state["model"].test_scores)
-                results = _with_hash(cell_dir, state["train_hash"])
             else:
                 if not state:
                     raise AnomalyError(f"the group's training (cell {cells[0].as_dict}) failed")
@@ -203,14 +198,6 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
         if results_dir is not None:
             keep_results(results, cell_dir, results_dir / table.name / budget / cell.slug())
     return out
-
-
-def _with_hash(cell_dir: Path, digest: str) -> dict:
-    path = cell_dir / "results.json"
-    data = json.loads(path.read_text())
-    data["train_hash"] = digest
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return data
 
 
 # run-local paths that mean nothing in the repository copy

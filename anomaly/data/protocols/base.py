@@ -11,6 +11,8 @@ null and each protocol has a default for that case (`Protocol.default_normal` /
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
@@ -40,6 +42,11 @@ class Split:
             "val_anomalies": int(self.val_anomalous.sum()),
             "test_anomalies": int(self.test_anomalous.sum()),
         }
+
+    def train_hash(self) -> str:
+        """What identifies the training set: its dataset indices, in order (runs with one hash
+        trained on the same images; anomaly.reproduce shares a model only between such cells)."""
+        return hashlib.sha256(np.asarray(self.train, dtype=np.int64).tobytes()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, train=self.train, val=self.val, test=self.test,
