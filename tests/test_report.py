@@ -416,3 +416,19 @@ def test_coil_object_counts_are_rows_never_averaged_together(tmp_path):
     assert ones[-1][2:4] == ["0.970 ± 0.010", "0.968"]
     assert fours[-1][2:4] == ["0.910 ± 0.010", "0.945"]
     assert not any("0.940" in " ".join(map(str, row)) for row in lines.values())  # no 1+4 average
+
+
+def test_a_target_moved_to_another_module_is_the_same_setting(tmp_path):
+    """Results written before the protocols became a package name anomaly.data.protocols.GPNDFolds;
+    later ones …protocols.gpnd_folds.GPNDFolds. The same class: one row. A target that no longer
+    imports is compared as written, so it still splits."""
+    for fold, target in enumerate(("anomaly.data.protocols.GPNDFolds", "anomaly.data.protocols.gpnd_folds.GPNDFolds")):
+        cfg = config(fold=fold)
+        cfg["protocol"]["_target_"] = target
+        write(tmp_path / f"f{fold}", 0.8 + 0.1 * fold, fold=fold, cfg=cfg)
+    (row,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"].rows
+    assert row[1] == "0.850" and row[-2:] == ["2", "0"]
+    cfg = config(fold=2)
+    cfg["protocol"]["_target_"] = "anomaly.data.protocols.Gone"
+    write(tmp_path / "gone", 0.5, fold=2, cfg=cfg)
+    assert len(report([tmp_path], plots=False, echo=False)["tables"]["auroc"].rows) == 2

@@ -33,6 +33,8 @@ of the mean over its cells.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import math
 import re
@@ -175,6 +177,31 @@ def _hashable(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def canonical_target(path: str) -> str:
+    """A `_target_` as the object it names: a class moved to another module and still importable
+    under its old path (anomaly.data.protocols.CoilRandom, now …protocols.coil_random.CoilRandom)
+    is the same setting, so results from before and after the move share a row. A path that no
+    longer imports is compared as written."""
+    parts = path.split(".")
+    obj = None
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module, then attributes
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return path
+        break
+    if obj is None:  # gone or renamed: the text is all there is
+        return path
+    module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}.{name}" if module and name else path
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{"trainer": {"max_epochs": 10}} → {"trainer.max_epochs": 10} (lists kept as tuples)."""
     out: dict[str, Any] = {}
@@ -233,7 +260,8 @@ def run_from_results(path: Path, data: dict) -> Run:
         settings.update(flatten(data.get("method_settings") or {}, "method."))
     # the protocol as resolved (an outlier ratio left null in the config is recorded here)
     settings.update(flatten({k: v for k, v in protocol.items() if not isinstance(v, dict)}, "protocol."))
-    settings = {k: v for k, v in settings.items() if k not in SWEPT_KEYS | CLASS_KEYS and not is_ignored(k)}
+    settings = {k: canonical_target(v) if k.rsplit(".", 1)[-1] == "_target_" and isinstance(v, str) else v
+                for k, v in settings.items() if k not in SWEPT_KEYS | CLASS_KEYS and not is_ignored(k)}
     settings["budget"] = data.get("budget") or "none"
     repetition = {k: protocol.get(k) for k in ("draw", "fold", "seed") if k in protocol}
     repetition["seed"] = data.get("seed", (config or {}).get("seed", protocol.get("seed")))
