@@ -123,6 +123,6 @@ def test_bad_variant_is_refused():
 # only gets a run-through; the paper's own schedule is lr 1e-5 for 100 epochs.
 @pytest.mark.slow
 def test_adae_paper_variant_runs_through(tmp_path, mnist_root):
-    results = train(mnist_run(tmp_path, mnist_root, "method=adae", "method.variant=paper", "method.base_width=16", "protocol=holdout_class",
-                              "protocol.anomalous=[3]", "method.lr=1e-4", "trainer.max_epochs=2"))
+    results = train(mnist_run(tmp_path, mnist_root, "method=adae", "method.variant=paper", "method.base_width=16",
+                              "protocol=holdout_class", "protocol.anomalous=[3]", "method.lr=1e-4", "trainer.max_epochs=2"))
     assert results["status"] == "ok" and math.isfinite(results["metrics"]["threshold"])

@@ -123,7 +123,8 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
     score_seconds = time.perf_counter() - start
     summary = run_summary(cfg, dm, model, validate_seconds=round(validate_seconds, 3),
                           score_seconds=round(score_seconds, 3), epochs=state["epochs"],
-                          run_dir=str(output_dir), checkpoint=state["checkpoint"], **provenance.record(cfg), **extra)
+                          run_dir=str(output_dir), checkpoint=state["checkpoint"],
+                          **provenance.record(cfg), **extra)
     return write_results(output_dir, summary, model.test_scores, float(model.threshold), plots=True)
 
 

@@ -12,7 +12,6 @@ null and each protocol has a default for that case (`Protocol.default_normal` /
 from __future__ import annotations
 
 import hashlib
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
