@@ -62,9 +62,12 @@ def test_histogram_density_inside_below_and_above_range():
 
 # ---- training updates touch only their own networks --------------------------------------------------
 @pytest.mark.slow
-def test_each_update_changes_only_its_own_networks():
+@pytest.mark.parametrize("reuse", [False, True])
+def test_each_update_changes_only_its_own_networks(reuse):
     torch.manual_seed(0)  # not the RNG state the tests before left (an unseeded init can leave an update without effect)
-    model = GPND([1, 32, 32], latent_dim=8)
+    # lr 2e-4: Adam's first steps move every weight by about lr, and at 2e-3 the discriminator's
+    # first step on these noise images can saturate it, leaving the generator no gradient
+    model = GPND([1, 32, 32], latent_dim=8, lr=2e-4, reuse_forward_passes=reuse)
     model.train()
     model.manual_backward = lambda loss: loss.backward()  # outside a Trainer
     opt_image_d, opt_generator, opt_latent_d, opt_autoencoder = model.configure_optimizers()[0]

@@ -16,7 +16,15 @@ from torch import nn
 
 from anomaly import AnomalyError
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "none": nn.Identity}
+class HalfTanh(nn.Module):
+    """tanh(x)·½ + ½: GPND's 2018 generator output in [0, 1] (= sigmoid(2x), so it starts twice
+    as steep as a sigmoid on the same initial weights)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) * 0.5 + 0.5
+
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "half_tanh": HalfTanh, "none": nn.Identity}
 
 
 def num_scales(image_size: int) -> int:
@@ -116,13 +124,15 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def dcgan_init(module: nn.Module, std: float = 0.02) -> None:
-    """DCGAN initialisation: conv weights N(0, std), BN weights N(1, std), biases 0."""
+def dcgan_init(module: nn.Module, std: float = 0.02, batch_norm: bool = True) -> None:
+    """DCGAN initialisation: conv weights N(0, std), BN weights N(1, std), biases 0.
+    batch_norm=False leaves BatchNorm layers at PyTorch's initialisation (weight 1, bias 0), as
+    GPND's 2018 code did."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and batch_norm:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)

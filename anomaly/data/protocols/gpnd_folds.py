@@ -11,6 +11,18 @@ from anomaly.data.datasets import ImageSet
 from anomaly.data.protocols.base import Protocol, Split, check_fraction
 
 
+def gpnd_fold_of(labels: np.ndarray, n_folds: int = 5, fold_seed: int = 0) -> np.ndarray:
+    """The fold of every image: each class's images in a `fold_seed` permutation, cut into
+    `n_folds` equal parts (the same for every run of every class)."""
+    fold_rng = np.random.default_rng(fold_seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        for f, part in enumerate(np.array_split(idx[fold_rng.permutation(len(idx))], n_folds)):
+            fold_of[part] = f
+    return fold_of
+
+
 def gpnd_folds_split(labels: np.ndarray, normal: list[int], fold: int, outlier_ratio: float,
                      n_folds: int = 5, fold_seed: int = 0, seed: int = 0) -> Split:
     """GPND's protocol: all images pooled, each class split into `n_folds` equal folds (fixed
@@ -21,12 +33,7 @@ def gpnd_folds_split(labels: np.ndarray, normal: list[int], fold: int, outlier_r
     if not 0 <= fold < n_folds:
         raise AnomalyError(f"protocol.fold={fold} must be one of 0…{n_folds - 1}")
     p = check_fraction("protocol.outlier_ratio", outlier_ratio)
-    fold_rng = np.random.default_rng(fold_seed)
-    fold_of = np.empty(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        for f, part in enumerate(np.array_split(idx[fold_rng.permutation(len(idx))], n_folds)):
-            fold_of[part] = f
+    fold_of = gpnd_fold_of(labels, n_folds, fold_seed)
     is_normal = np.isin(labels, normal)
     val_fold = (fold + 1) % n_folds
     train = np.flatnonzero(is_normal & (fold_of != fold) & (fold_of != val_fold))
