@@ -8,11 +8,12 @@ PIP    := $(VENV)/bin/pip
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	# the torch builds this project is tested with (installed from the local wheel cache where there is one)
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[dev]'
+	# the torch builds this project is tested with (installed from the local wheel cache where there is one),
+	# then the package with every dependency at the version in constraints.txt (the lock)
+	$(PIP) install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 train: install

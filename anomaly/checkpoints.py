@@ -82,7 +82,11 @@ def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None) -> Path | Non
                                f"{info.get('config_hash')}, this run {wanted_hash}); remove it or "
                                "choose another run dir")
         return own
-    root = Path(cfg.paths.log_dir)
+    return newest_checkpoint(Path(cfg.paths.log_dir), wanted_hash)
+
+
+def newest_checkpoint(root: Path, wanted_hash: str | None) -> Path | None:
+    """The newest checkpoints/last.ckpt below `root` written by a run of this config hash."""
     if not root.is_dir():
         return None
     candidates = [p for p in root.rglob("last.ckpt") if p.parent.name == "checkpoints"]
@@ -117,7 +121,9 @@ def mark_resumed(old_dir: Path, new_dir: Path) -> None:
         return
     if data.get("status") in ("failed", "interrupted"):
         data.update(status="resumed", resumed_in=str(new_dir))
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        from anomaly.results import write_json
+
+        write_json(path, data)
 
 
 def interrupted_message(trainer: L.Trainer, output_dir: Path) -> str:

@@ -192,6 +192,11 @@ def _choice(group: str) -> str | None:
 def write_failure(cfg: DictConfig, err: BaseException, status: str = "failed") -> Path | None:
     """results.json with status failed (or interrupted), unless the run already wrote its own (an
     earlier attempt's failed or interrupted record, e.g. before a SLURM requeue, is replaced)."""
+    from anomaly.distributed import process_rank
+    from anomaly.results import write_json
+
+    if process_rank() != 0:  # under DDP only rank 0 writes the run's files
+        return None
     try:
         output_dir = Path(cfg.paths.output_dir)
     except Exception:
@@ -200,7 +205,7 @@ def write_failure(cfg: DictConfig, err: BaseException, status: str = "failed") -
     if path.exists() and _status(path) not in ("failed", "interrupted"):  # else: an earlier attempt's
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(failure_record(cfg, err, status), indent=2, default=str) + "\n")
+    write_json(path, json.loads(json.dumps(failure_record(cfg, err, status), default=str)))
     return path
 
 

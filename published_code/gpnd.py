@@ -35,13 +35,14 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `anomaly` from this checkout, installed or not
+
+from harness import run_all, write_record  # noqa: E402 (published_code/harness.py)
 URL = "https://github.com/podgorskiy/GPND"
 COMMIT = "4439822e02b735dff086ce933f42de9e5b6a92ac"  # Aug 2018: the paper's version (latent 32)
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -347,28 +348,16 @@ def main(argv: list[str]) -> None:
         published_source(work, args.src)
         write_folds(args, work / f"folds{args.fold}")
     jobs = [(v, d, s) for s in args.seeds for d in args.digits for v in args.variants]
-    print(f"{len(jobs)} trainings, {args.jobs} at a time, on {args.device}", flush=True)
     start = time.perf_counter()
-    runs, failures = [], []
 
-    def one(job):
-        variant, digit, seed = job
-        t = time.perf_counter()
-        try:
-            result = run_published(args, digit, seed) if variant == "published_2018" else run_ours(args, variant, digit, seed)
-        except Exception as err:  # noqa: BLE001 (one failed training must not lose the others)
-            failures.append({"variant": variant, "digit": digit, "seed": seed, "error": str(err)[-1500:]})
-            print(f"FAILED {variant} d{digit} s{seed}: {str(err)[-400:]}", flush=True)
-            return
-        runs.append(result)
-        auroc = " ".join(f"{result['metrics'][str(r)]['auroc']:.3f}" for r in RATIOS if str(r) in result["metrics"])
-        print(f"[{len(runs) + len(failures)}/{len(jobs)}] {variant} d{digit} s{seed}: AUROC {auroc} "
-              f"({time.perf_counter() - t:.0f} s)", flush=True)
-        write(args, runs, failures, start)
+    def work(variant: str, digit: int, seed: int) -> dict:
+        return run_published(args, digit, seed) if variant == "published_2018" else run_ours(args, variant, digit, seed)
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(one, jobs))
-    write(args, runs, failures, start)
+    def shown(result: dict) -> str:
+        return "AUROC " + " ".join(f"{result['metrics'][str(r)]['auroc']:.3f}" for r in RATIOS
+                                   if str(r) in result["metrics"])
+
+    runs, failures = run_all(jobs, work, args.jobs, shown, lambda r, f: write(args, r, f, start))
     print(json.dumps(summarise(runs), indent=1))
     if failures:
         sys.exit(1)
@@ -391,11 +380,7 @@ def write(args, runs: list[dict], failures: list[dict], start: float) -> None:
         "device": device_name(args.device), "wall_seconds": round(time.perf_counter() - start, 1),
         "summary": summarise(runs), "runs": runs, "failures": failures,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(out)
+    write_record(args.out, record)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -92,6 +92,42 @@ def test_each_update_changes_only_its_own_networks(reuse):
     assert all(torch.equal(g, p.grad) for g, p in zip(latent_d_grads, model.latent_discriminator.parameters()))
 
 
+# ---- the 2018 code's training settings (the defaults) and the earlier ones -------------------------
+def test_defaults_are_the_2018_codes_training():
+    torch.manual_seed(0)
+    model = GPND([1, 16, 16], latent_dim=4, encoder_widths=[8, 16], generator_widths=[16, 8],
+                 discriminator_widths=[8, 16])
+    assert (model.reconstruction_weight, model.latent_adversarial_weight) == (1.0, 2.0)
+    z = torch.randn(5, 4) * 50  # far into the saturation: tanh·½+½ reaches 0 and 1
+    out = model.generator.net[:-1](z[:, :, None, None])
+    assert torch.allclose(model.generator(z), torch.tanh(out) * 0.5 + 0.5)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    dcgan = GPND([1, 16, 16], latent_dim=4, encoder_widths=[8, 16], generator_widths=[16, 8],
+                 discriminator_widths=[8, 16], batchnorm_init="dcgan", generator_output="sigmoid")
+    assert not all(torch.equal(m.weight, torch.ones_like(m.weight))
+                   for m in dcgan.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.allclose(dcgan.generator(z), torch.sigmoid(dcgan.generator.net[:-1](z[:, :, None, None])))
+
+
+@pytest.mark.parametrize("reuse, generator_passes, encoder_passes", [(False, 3, 2), (True, 2, 1)])
+def test_forward_passes_per_training_step(reuse, generator_passes, encoder_passes):
+    """The published loop runs G three times per batch (G(z) for the image discriminator, a new
+    G(z) for the generator, G(E(x))) and E twice; reuse_forward_passes=true runs each once less."""
+    torch.manual_seed(0)
+    model = GPND([1, 16, 16], latent_dim=4, encoder_widths=[8, 16], generator_widths=[16, 8],
+                 discriminator_widths=[8, 16], reuse_forward_passes=reuse)
+    model.manual_backward = lambda loss: loss.backward()  # outside a Trainer
+    optimizers = model.configure_optimizers()[0]
+    model.optimizers = lambda: optimizers
+    model.log_dict = model.log = lambda *a, **k: None
+    calls = {"generator": 0, "encoder": 0}
+    for name in calls:
+        getattr(model, name).register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    model.training_step({"image": torch.rand(8, 1, 16, 16)}, 0)
+    assert calls == {"generator": generator_passes, "encoder": encoder_passes}
+
+
 # ---- batched score vs a per-sample reference -------------------------------------------------------------
 def reference_scores(model: GPND, x: torch.Tensor) -> torch.Tensor:
     """One image at a time, Jacobians by autograd (rows by backward passes for the encoder, as the

@@ -93,6 +93,19 @@ def test_seeds_folds_and_classes_are_averaged_or_columns(tmp_path):
     assert row[-2:] == ["8", "0"]
 
 
+def test_a_run_and_its_kept_copy_count_once(tmp_path):
+    """The run dir's results.json and its copy in reproduced/ are one run: n and the spread are
+    those of the distinct runs."""
+    same = dict(created="2026-12-04T10:00:00+00:00", config_hash="abc")
+    write(tmp_path / "runs" / "s0", 0.8, seed=0, **same)
+    write(tmp_path / "kept" / "s0", 0.8, seed=0, **same)  # the kept copy
+    write(tmp_path / "runs" / "s1", 0.9, seed=1, created="2026-12-04T11:00:00+00:00", config_hash="abc")
+    out = report([tmp_path / "runs", tmp_path / "kept"], plots=False, echo=False)
+    (row,) = out["tables"]["auroc"].rows
+    assert row[-2:] == ["2", "0"]  # two runs, not three
+    assert row[1] == "0.850"
+
+
 def test_a_failed_run_without_config_joins_the_row_it_matches(tmp_path):
     write(tmp_path / "ok10", 0.8, normal=0, cfg=config(0, max_epochs=10, lr=0.001))
     write(tmp_path / "ok20", 0.9, normal=0, cfg=config(0, max_epochs=20, lr=0.01), method_settings={"lr": 0.01})

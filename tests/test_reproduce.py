@@ -4,6 +4,7 @@ numbers a separate training of that cell gives; a cell whose setting changes the
 images is refused."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from anomaly.reproduce.cli import load_tables, run
-from anomaly.reproduce.runner import run_group
+from anomaly import RunInterrupted
+from anomaly.reproduce.cli import load_tables, run, run_suffix
+from anomaly.reproduce.runner import keep_results, run_group
 from anomaly.reproduce.tables import Cell, Table
 from tests.conftest import CONF_DIR, compose_config
 
@@ -34,7 +36,8 @@ def data_root(every_dataset_root):
 
 
 def run_app(tmp_path: Path, overrides: list[str]) -> list[dict]:
-    """`python -m anomaly.reproduce overrides…` in this process; the cells' results.json."""
+    """`python -m anomaly.reproduce overrides…` in this process (results kept in tmp_path/kept);
+    the cells' results.json in their run dirs."""
     cfg = compose_config(tmp_path / "runs", overrides, config_name="reproduce")
     cfg.results_dir = str(tmp_path / "kept")
     GlobalHydra.instance().clear()
@@ -43,7 +46,7 @@ def run_app(tmp_path: Path, overrides: list[str]) -> list[dict]:
             run(cfg)
         except SystemExit as stop:  # failed cells end a single run with exit 1
             assert stop.code == 1
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "kept").rglob("results.json"))]
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").rglob("results.json"))]
 
 
 def first_training(table: Table) -> list[str]:
@@ -65,9 +68,11 @@ def test_every_table_lists_with_its_grid_budgets_and_cost():
                                      "arae_mnist_p2", "arae_fashion_mnist_p2", "arae_coil100", "adae_mnist",
                                      "vae_emnist", "anogan_mnist", "fanogan_mnist"}
     out = subprocess.run([sys.executable, "-m", "anomaly.reproduce", "--list"], capture_output=True,
-                         text=True, timeout=300, cwd=CONF_DIR.parent)
+                         text=True, timeout=300, cwd=CONF_DIR.parent, env={**os.environ, "COLUMNS": "80"})
     assert out.returncode == 0, out.stderr
     assert "gpnd_mnist" in out.stdout and "reduced" in out.stdout
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80  # an 80-column terminal
+    assert "(n=" in out.stdout  # minutes measured by the kept results, where there are some
 
 
 @pytest.mark.slow
@@ -91,9 +96,9 @@ def test_table_runs_at_smoke(tmp_path, data_root, name):
         assert data["budget"] == "smoke" and data["debug"]  # smoke runs are labelled
         assert data["reproduce"]["table"] == name and data["command"].startswith("python -m anomaly.reproduce")
         assert f"table={name}" in data["command"] and "budget=smoke" in data["command"]
-        assert "run_dir" not in data and "checkpoint" not in data  # kept copies: no local paths
     # one training for the whole group
     assert len({d["reproduce"]["trained_in"] for d in results}) == 1
+    assert not list((tmp_path / "kept").rglob("*.json"))  # smoke runs are never kept
 
 
 def ae_table(test_keys: list[str], grid: dict) -> Table:
@@ -102,12 +107,17 @@ def ae_table(test_keys: list[str], grid: dict) -> Table:
                  variants={"ae": ["dataset=mnist", "protocol=gpnd_folds", "protocol.normal=[3]"]})
 
 
-def run_cells(tmp_path: Path, table: Table, cells: list[Cell], data_root: Path) -> list[dict]:
+def run_cells(tmp_path: Path, table: Table, cells: list[Cell], data_root: Path, budget: str = "smoke",
+              kept: Path | None = None) -> list[dict]:
+    """The cells, group by group as anomaly.reproduce runs them (results kept in `kept`)."""
     user = [*QUIET, f"paths.data_dir={data_root}", "dataset.loader.download=false", "data.batch_size=32",
             "dataset.image_size=16"]
     GlobalHydra.instance().clear()
+    out = []
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return run_group(table, cells, "smoke", user, tmp_path / "runs", None)
+        for group in table.groups(cells):
+            out += run_group(table, group, budget, user, tmp_path / "runs", kept)
+    return out
 
 
 @pytest.mark.slow
@@ -142,3 +152,136 @@ def test_a_test_key_that_changes_the_training_images_is_refused(tmp_path, data_r
     results = run_cells(tmp_path, table, table.cells(), data_root)
     assert results[0]["status"] == "ok" and results[1]["status"] == "failed"
     assert "changes the training images" in results[1]["error"]
+
+
+# ---- a result is never lost; a table resumes where it stopped -------------------------------------
+def write_run(folder: Path, **fields) -> Path:
+    data = {"status": "ok", "config_hash": "aaa", "metrics": {"auroc": 0.9}, "debug": None,
+            "created": "2026-12-04T10:00:00+00:00", "run_dir": str(folder), "checkpoint": "x.ckpt", **fields}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_a_kept_ok_result_is_never_replaced_by_a_failed_smoke_or_different_run(tmp_path):
+    kept = tmp_path / "kept" / "cell"
+    assert keep_results(write_run(tmp_path / "run0"), kept) == "kept"
+    first = (kept / "results.json").read_text()
+    assert "run_dir" not in json.loads(first) and "checkpoint" not in json.loads(first)  # no local paths
+    assert keep_results(write_run(tmp_path / "run1", status="failed", metrics=None), kept) == "refused"
+    assert keep_results(write_run(tmp_path / "run2", status="interrupted"), kept) == "refused"
+    assert keep_results(write_run(tmp_path / "run3", debug="trainer.limit_train_batches=2"), kept) == "refused"
+    assert keep_results(write_run(tmp_path / "run4", created="2026-12-05T10:00:00+00:00"), kept) == "unchanged"
+    assert (kept / "results.json").read_text() == first
+    # the same config with other numbers: kept beside, never swapped in
+    assert keep_results(write_run(tmp_path / "run5", metrics={"auroc": 0.8},
+                                  created="2026-12-06T10:00:00+00:00"), kept) == "beside"
+    assert (kept / "results.json").read_text() == first
+    beside = json.loads((kept / "results.differs-2026-12-06T100000.json").read_text())
+    assert beside["differs_from_kept"] == {"auroc": [0.9, 0.8]}
+    # another run config (a default changed): the command's new result replaces the old one
+    assert keep_results(write_run(tmp_path / "run6", config_hash="bbb", metrics={"auroc": 0.7}), kept) == "replaced"
+    assert json.loads((kept / "results.json").read_text())["metrics"] == {"auroc": 0.7}
+    # a failed cell's record is kept where nothing ok was
+    assert keep_results(write_run(tmp_path / "run7", status="failed"), tmp_path / "kept" / "other") == "kept"
+
+
+def test_under_ddp_only_rank_zero_writes_a_cells_failure(tmp_path, monkeypatch):
+    import anomaly.distributed
+    from anomaly.reproduce.runner import failed_results
+
+    extra = {"reproduce": {"cell": {"protocol.normal": [2]}}}
+    monkeypatch.setattr(anomaly.distributed, "process_rank", lambda: 1)
+    record = failed_results(None, tmp_path / "rank1", ValueError("x"), extra)
+    assert record["status"] == "failed" and not (tmp_path / "rank1").exists()
+    monkeypatch.setattr(anomaly.distributed, "process_rank", lambda: 0)
+    failed_results(None, tmp_path / "rank0", ValueError("x"), extra)
+    assert json.loads((tmp_path / "rank0" / "results.json").read_text())["status"] == "failed"
+
+
+def test_a_setting_beside_the_grid_keeps_its_result_apart():
+    table = next(t for t in load_tables() if t.name == "gpnd_mnist")
+    cell = table.cells()[0]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        assert run_suffix(table, cell, "reduced", ["seed=1"]) == "-seed1"
+        assert run_suffix(table, cell, "reduced", ["seed=0"]) == ""  # the table's own value
+        assert run_suffix(table, cell, "reduced", ["paths.data_dir=x", "threads=1", "trainer=gpu",
+                                                   "trainer.enable_progress_bar=false"]) == ""
+        assert run_suffix(table, cell, "reduced", ["trainer.max_epochs=6"]) == ""  # the budget's own
+        assert run_suffix(table, cell, "reduced", ["trainer.max_epochs=7", "method.lr=0.001"]) == \
+            "-trainer.max_epochs7-method.lr0.001"
+
+
+@pytest.mark.slow
+def test_a_table_stopped_in_its_second_training_resumes_without_training_twice(tmp_path, data_root, monkeypatch):
+    """A table of two trainings, stopped (SIGTERM) in the second one's second epoch and started
+    again: the first training's cell is skipped, the second resumes its last checkpoint, and the
+    results are an uninterrupted run's."""
+    table = ae_table([], {"variant": ["ae"], "protocol.fold": [0, 1]})
+    whole = run_cells(tmp_path / "whole", table, table.cells(), data_root, budget="smoke",
+                      kept=tmp_path / "whole" / "kept")
+
+    import anomaly.pipeline as pipeline
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    class StopInSecondEpoch(Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                raise SIGTERMException
+
+    built = []
+    original = pipeline.build_trainer
+
+    def build_trainer(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        built.append(trainer)
+        if len(built) == 2:  # the second training
+            trainer.callbacks.insert(0, StopInSecondEpoch())
+        return trainer
+
+    monkeypatch.setattr(pipeline, "build_trainer", build_trainer)
+    kept = tmp_path / "stopped" / "kept"
+    with pytest.raises(RunInterrupted):
+        run_cells(tmp_path / "stopped", table, table.cells(), data_root, budget="smoke", kept=kept)
+    monkeypatch.setattr(pipeline, "build_trainer", original)
+    again = run_cells(tmp_path / "stopped", table, table.cells(), data_root, budget="smoke", kept=kept)
+    assert again[0].get("skipped") and not again[1].get("skipped")  # the first training is not redone
+    assert again[1]["resumed_from"].endswith("last.ckpt")
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in whole]
+    # a third start finds both cells done
+    third = run_cells(tmp_path / "stopped", table, table.cells(), data_root, budget="smoke", kept=kept)
+    assert all(r.get("skipped") for r in third)
+
+
+@pytest.mark.slow
+def test_the_device_script_runs_a_table_at_smoke_on_the_cpu(tmp_path, data_root):
+    """`BUDGET=smoke DEVICE=cpu bash device/campaign.sh …`: the GPU issues' prepared script, as
+    it runs there (its wheels step skipped: hydra is installed here)."""
+    out = tmp_path / "out"
+    env = {**os.environ, "BUDGET": "smoke", "DEVICE": "cpu", "JOBS": "2", "DATA_DIR": str(data_root),
+           "PYTHON": sys.executable,
+           "OUT": str(out), "RUNS": str(tmp_path / "runs"),
+           "ARGS": "data.eval_batch_size=64 dataset.loader.download=false print_config=false"}
+    proc = subprocess.run(["bash", "device/campaign.sh", "gpnd_coil100:protocol.n_normal=1 protocol.draw=0"],
+                          cwd=CONF_DIR.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cells = json.loads((out / "cells-gpnd_coil100.json").read_text())
+    assert [c["status"] for c in cells] == ["ok"] and cells[0]["budget"] == "smoke"
+    assert "machine" in cells[0] and "numpy" in cells[0]["versions"]  # where and with what it ran
+    assert (out / "log-gpnd_coil100.txt").is_file() and not (out / "results-gpnd_coil100.tgz").exists()
+
+
+@pytest.mark.slow
+def test_a_table_fans_its_trainings_out_over_parallel_jobs(tmp_path, data_root):
+    """jobs=2: the table's two trainings as two processes, one line each, the same cells."""
+    proc = subprocess.run([sys.executable, "-m", "anomaly.reproduce", "table=arae_mnist_p2", "budget=smoke",
+                           "protocol.normal=[0]", "jobs=2", f"paths.data_dir={data_root}",
+                           "dataset.loader.download=false", f"paths.log_dir={tmp_path}", "results_dir=null", *QUIET],
+                          cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "done ·" in line]
+    assert len(lines) == 2 and lines[-1].startswith("[2/2 done · 0 running · 0 left]")
+    (cells,) = list(tmp_path.rglob("reproduce/arae_mnist_p2/smoke/*/cells.json"))
+    assert sorted(c["reproduce"]["cell"]["variant"] for c in json.loads(cells.read_text())) == ["arae_linf", "dae"]

@@ -277,10 +277,20 @@ def run_from_results(path: Path, data: dict) -> Run:
                command=data.get("command") if isinstance(data.get("command"), str) else None)
 
 
+def run_identity(data: dict) -> str | None:
+    """What makes a results.json one run, wherever its file lies (None: too little recorded)."""
+    if not data.get("created") or not data.get("config_hash"):
+        return None
+    return json.dumps([data["created"], data["config_hash"], data.get("protocol"), data.get("seed"),
+                       data.get("metrics"), data.get("status")], sort_keys=True, default=str)
+
+
 def load_runs(dirs: Sequence[str | Path]) -> list[Run]:
     """Every results.json below `dirs` (a report dir of an earlier report is skipped; runs
-    finished by a later resumed run are shown there)."""
-    runs, seen = [], set()
+    finished by a later resumed run are shown there). A run and its kept copy (the run dir and
+    reproduced/) are one run: runs are told apart by what they are (creation time, config hash,
+    protocol and numbers), not by where their file lies."""
+    runs, seen, identities = [], set(), set()
     for root in dirs:
         root = Path(root)
         if not root.exists():
@@ -297,6 +307,11 @@ def load_runs(dirs: Sequence[str | Path]) -> list[Run]:
                 continue
             if not isinstance(data, dict) or data.get("status") == "resumed":
                 continue
+            identity = run_identity(data)
+            if identity is not None:
+                if identity in identities:
+                    continue
+                identities.add(identity)
             runs.append(run_from_results(path, data))
     return runs
 

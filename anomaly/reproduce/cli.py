@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -14,14 +16,16 @@ from omegaconf import DictConfig, OmegaConf
 from anomaly import AnomalyError
 from anomaly.console import user_errors
 from anomaly.provenance import CONF_DIR
+from anomaly.reproduce.fanout import job_slots, progress_line, run_parallel
 from anomaly.reproduce.runner import print_comparison, run_group
-from anomaly.reproduce.tables import BUDGETS, Table
+from anomaly.results import json_safe, write_json
+from anomaly.reproduce.tables import BUDGETS, Table, _key, _text
 from anomaly.sweep import configure_job
 
 log = logging.getLogger("anomaly")
 
 # the reproduce app's own keys: never passed on to the cells' run configs
-OWN_KEYS = ("table", "budget", "variant", "results_dir")
+OWN_KEYS = ("table", "budget", "variant", "results_dir", "rerun", "jobs", "jobs_per_gpu")
 
 
 def split_overrides(table: Table, cfg: DictConfig, task: list[str]) -> tuple[dict, list[str]]:
@@ -42,6 +46,31 @@ def split_overrides(table: Table, cfg: DictConfig, task: list[str]) -> tuple[dic
     return restrict, passed
 
 
+def run_suffix(table: Table, cell, budget: str, passed: list[str]) -> str:
+    """The part of a cell's folder name that says which run settings beside the grid keys the
+    command line changed (`-seed1`): a run with seed=1 keeps its result apart from seed 0's.
+    Settings that do not change the numbers (paths, threads, loggers, the device…: the report's
+    ignored keys) and values equal to the table's own are left out."""
+    from hydra import compose
+
+    from anomaly.report.aggregate import is_ignored
+
+    changed = [o for o in passed if "=" in o and "." in _key(o) or _key(o) == "seed"]
+    changed = [o for o in changed if not is_ignored(_key(o))]
+    if not changed:
+        return ""
+    own = compose(config_name="train", overrides=table.overrides(cell, budget, []))
+    given = compose(config_name="train", overrides=table.overrides(cell, budget, passed))
+    parts = []
+    for override in changed:
+        key = _key(override)
+        value = OmegaConf.select(given, key)
+        if value != OmegaConf.select(own, key):
+            text = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            parts.append(f"{key}{_text(text)}")
+    return "".join(f"-{p}" for p in parts).replace("/", "_").replace(" ", "")
+
+
 def run(cfg: DictConfig) -> None:
     with user_errors():
         configure_job(cfg)
@@ -54,13 +83,36 @@ def run(cfg: DictConfig) -> None:
         groups = table.groups(cells)
         run_root = Path(cfg.paths.output_dir)
         results_dir = Path(cfg.results_dir) if cfg.get("results_dir") else None
+        if results_dir is not None and cfg.budget == "smoke":
+            log.info("budget=smoke: results are not kept in %s (smoke runs only check that a table runs)",
+                     results_dir)
+            results_dir = None
+        rerun = bool(cfg.get("rerun", False))
+        suffix = run_suffix(table, cells[0], cfg.budget, passed)
         log.info("table %s, budget %s: %d cells from %d trainings (%s)", table.name, cfg.budget, len(cells),
                  len(groups), table.source)
-        results = []
-        for number, group in enumerate(groups, 1):
-            log.info("[%d/%d] training %s → %d cells", number, len(groups),
-                     {k: v for k, v in table.training_key(group[0])}, len(group))
-            results += run_group(table, group, cfg.budget, passed, run_root, results_dir)
+        wants_gpu = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu")) in ("gpu", "cuda")
+        slots = job_slots(cfg.get("jobs", 1), cfg.get("jobs_per_gpu", 1), wants_gpu,
+                          torch.cuda.device_count() if wants_gpu else 0)
+        if len(slots) > 1 and len(groups) > 1:
+            results = run_parallel(table, groups, cfg.budget, passed, run_root, results_dir, rerun, slots)
+        else:
+            results, times = [], []
+            for number, group in enumerate(groups, 1):
+                log.info("[%d/%d] training %s → %d cells", number, len(groups),
+                         {k: v for k, v in table.training_key(group[0])}, len(group))
+                start = time.perf_counter()
+                found = run_group(table, group, cfg.budget, passed, run_root, results_dir, rerun=rerun,
+                                  suffix=suffix)
+                results += found
+                print(progress_line(table, group, found, time.perf_counter() - start, times, number, 0,
+                                    len(groups) - number), flush=True)
+        run_root.mkdir(parents=True, exist_ok=True)
+        write_json(run_root / "cells.json", json_safe(results))  # what a parallel parent reads
+        skipped = sum(bool(r.get("skipped")) for r in results)
+        if skipped:
+            print(f"{skipped} of {len(results)} cells skipped: ok results of the same run config are kept in "
+                  f"{results_dir / table.name / cfg.budget} (rerun=true runs them again)")
         print_comparison(table, cfg.budget, results)
         failed = sum(r.get("status") != "ok" for r in results)
         where = f"; kept in {results_dir / table.name / cfg.budget}" if results_dir else ""
@@ -85,19 +137,62 @@ def load_tables() -> list[Table]:
     return tables
 
 
-def list_tables() -> None:
+def measured_minutes(table: str, budget: str, results_dir: Path) -> dict[str, tuple[float, int]]:
+    """Minutes per training measured by the kept results of a table × budget, by device kind
+    (cpu / gpu): (mean, number of trainings)."""
+    import json
+
+    times: dict[str, list[float]] = {}
+    for path in (results_dir / table / budget).glob("*/results.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        seconds = data.get("train_seconds")
+        trained_in = (data.get("reproduce") or {}).get("trained_in")
+        if data.get("status") != "ok" or not seconds or (trained_in and trained_in != path.parent.name):
+            continue  # a cell scored with another cell's model
+        kind = "gpu" if (data.get("machine") or {}).get("gpus") and _ran_on_gpu(data) else "cpu"
+        times.setdefault(kind, []).append(float(seconds) / 60)
+    return {k: (sum(v) / len(v), len(v)) for k, v in times.items()}
+
+
+def _ran_on_gpu(data: dict) -> bool:
+    """Whether a kept run trained on a GPU (its command chose a GPU trainer)."""
+    command = str(data.get("command") or "")
+    return "trainer=gpu" in command or "trainer=ddp" in command
+
+
+def list_tables(results_dir: Path = Path("reproduced")) -> None:
+    """Every table: its grid, and per budget the minutes a training takes (measured by the kept
+    results where there are some, `~` the table's estimate otherwise) and the whole grid's hours.
+    Fits an 80-column terminal."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    view = RichTable(title="python -m anomaly.reproduce table=<name> [budget=paper|reduced|smoke]")
-    for column in ("table", "grid", "cells", "trainings", "budgets (overrides)", "est. hours CPU / GPU"):
-        view.add_column(column)
+    view = RichTable(title="python -m anomaly.reproduce table=<name> budget=<budget>", title_justify="left",
+                     caption="min/training: measured (n trainings kept in reproduced/) or ~ estimated; "
+                             "grid h: every training of the grid", caption_justify="left")
+    view.add_column("table", overflow="fold", max_width=22)
+    view.add_column("cells / trainings", overflow="fold", max_width=14)
+    view.add_column("budget")
+    view.add_column("min/training CPU · GPU", overflow="fold", max_width=20)
+    view.add_column("grid h CPU · GPU", overflow="fold", max_width=13)
     for table in load_tables():
-        grid = " × ".join(f"{k.rsplit('.', 1)[-1]} {len(v)}" for k, v in table.grid.items())
-        budgets = "\n".join(f"{b}: " + (", ".join(f"{k}={v}" for k, v in table.budgets[b].items()) or "published")
-                            for b in BUDGETS)
-        cost = "\n".join(f"{b}: {_hours(table.cost(b, 'cpu'))} / {_hours(table.cost(b, 'gpu'))}" for b in BUDGETS)
-        view.add_row(table.name, grid, str(len(table.cells())), str(len(table.groups(table.cells()))), budgets, cost)
+        cells, groups = table.cells(), table.groups(table.cells())
+        for i, budget in enumerate(BUDGETS):
+            measured = measured_minutes(table.name, budget, results_dir)
+            per, hours = [], []
+            for device in ("cpu", "gpu"):
+                if device in measured:
+                    minutes, n = measured[device]
+                    per.append(f"{minutes:.1f} (n={n})")
+                else:
+                    minutes = (table.minutes.get(budget) or {}).get(device)
+                    per.append("?" if minutes is None else f"~{minutes:g}")
+                hours.append("?" if minutes is None else f"{len(groups) * minutes / 60:.1f}")
+            view.add_row(table.name if i == 0 else "", f"{len(cells)} / {len(groups)}" if i == 0 else "",
+                         budget, " · ".join(per), " · ".join(hours), end_section=i == len(BUDGETS) - 1)
     Console().print(view)
 
 

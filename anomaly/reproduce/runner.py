@@ -24,15 +24,15 @@ import torch
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from anomaly import AnomalyError, RunInterrupted
+from anomaly import AnomalyError, RunInterrupted, distributed
 from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
 from anomaly.methods.base import AnomalyModule, ScoredSplit
-from anomaly.config import instantiate
+from anomaly.checkpoints import newest_checkpoint
+from anomaly.config import config_hash, instantiate
 from anomaly.pipeline import build_datamodule, run_summary, train
 from anomaly import provenance
-from anomaly.reproduce.tables import Cell, Table
-from anomaly.results import json_safe, write_results
-from anomaly.sweep import slurm_restarts
+from anomaly.reproduce.tables import Cell, Table, _key
+from anomaly.results import json_safe, write_json, write_results
 
 log = logging.getLogger("anomaly")
 
@@ -86,8 +86,6 @@ def compose_cell(table: Table, cell: Cell, budget: str, user: list[str], output_
         cfg.budget = budget
         cfg.command = command
         cfg.print_config = False
-        if slurm_restarts():  # requeued by SLURM: the training cell resumes its last epoch
-            cfg.ckpt_path = "last"
     return cfg
 
 
@@ -129,7 +127,6 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
 
 
 def failed_results(cfg: DictConfig | None, output_dir: Path, err: BaseException, extra: dict) -> dict:
-    output_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": "failed", "error": f"{type(err).__name__}: {err}",
               "method": _method_name(cfg),
               "dataset": OmegaConf.select(cfg, "dataset.name", default=None) if cfg is not None else None,
@@ -137,7 +134,9 @@ def failed_results(cfg: DictConfig | None, output_dir: Path, err: BaseException,
                                                           extra["reproduce"]["cell"].items() if k.startswith("protocol.")}},
               "run_dir": str(output_dir), **(provenance.record(cfg) if cfg is not None else {}),
               **extra}
-    (output_dir / "results.json").write_text(json.dumps(json_safe(record), indent=2) + "\n")
+    if distributed.process_rank() == 0:  # under DDP only rank 0 writes the cell's files
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / "results.json", json_safe(record))
     return record
 
 
@@ -159,20 +158,58 @@ def _protocol_name(cfg: DictConfig | None) -> str | None:
     return getattr(get_class(target), "name", None)
 
 
+def kept_ok(cfg: DictConfig, target: Path) -> dict | None:
+    """The kept result of a cell if it is ok and was made with this run config, else None."""
+    path = target / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("status") == "ok" and not data.get("debug") and data.get("config_hash") == config_hash(cfg):
+        return data
+    return None
+
+
 def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run_root: Path,
-              results_dir: Path | None) -> list[dict]:
-    """Train the group's model once (its first cell) and evaluate every other cell with it."""
+              results_dir: Path | None, rerun: bool = False, suffix: str = "") -> list[dict]:
+    """Train the group's model once (its first cell) and evaluate every other cell with it.
+
+    Where every cell already has an ok result kept in `results_dir` for the same run config,
+    the group is skipped (its kept results are returned, marked `skipped`) unless `rerun`. The
+    training cell resumes the newest checkpoint of the same run config under paths.log_dir
+    (`ckpt_path=last`: an interrupted training goes on from its last epoch, a finished one is
+    loaded instead of trained again) unless `rerun` or the command line gives a ckpt_path.
+    `suffix` names the run settings given beside the grid (`-seed1`) in each cell's folder."""
+    names = [cell.slug() + suffix for cell in cells]
+    if results_dir is not None and not rerun:
+        kept = []
+        for cell, name in zip(cells, names):
+            cfg = compose_cell(table, cell, budget, user, run_root / name, table.command(cell, budget, user))
+            found = kept_ok(cfg, results_dir / table.name / budget / name)
+            if found is None:
+                break
+            kept.append({**found, "skipped": True})
+        else:
+            return kept
     out: list[dict] = []
     state: dict[str, Any] = {}
     cache: ScoreCache | None = None
     first_dir = None
-    for position, cell in enumerate(cells):
-        cell_dir = run_root / cell.slug()
+    resume = not rerun and not any(_key(o) == "ckpt_path" for o in user)
+    for position, (cell, name) in enumerate(zip(cells, names)):
+        cell_dir = run_root / name
         command = table.command(cell, budget, user)
         cfg = None
         extra = {"reproduce": reproduce_info(table, cell, trained_in=str(first_dir or cell_dir))}
         try:
             cfg = compose_cell(table, cell, budget, user, cell_dir, command)
+            if position == 0 and resume:
+                # an earlier run of this table's command: this cell's newest checkpoint of the
+                # same run config (an interrupted training's last epoch, or a finished training)
+                found = newest_checkpoint(run_root.parent, config_hash(cfg))
+                if found is not None:
+                    with open_dict(cfg):
+                        cfg.ckpt_path = str(found)
             if position == 0:
                 first_dir = cell_dir
                 results = train(cfg, keep=state, extra=extra)
@@ -196,8 +233,8 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
                 log.error("cell %s failed: %s", cell.as_dict, err)
             results = failed_results(cfg, cell_dir, err, extra)
         out.append(results)
-        if results_dir is not None:
-            keep_results(results, cell_dir, results_dir / table.name / budget / cell.slug())
+        if results_dir is not None and distributed.process_rank() == 0:
+            keep_results(cell_dir, results_dir / table.name / budget / name)
     return out
 
 
@@ -205,19 +242,61 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
 _LOCAL_KEYS = ("run_dir", "checkpoint", "resumed_from")
 
 
-def keep_results(results: dict, run_dir: Path, target: Path) -> None:
-    """The cell's results.json, copied into the results folder kept in the repository (small JSON
-    only: no checkpoints, scores or plots); run-local paths are dropped."""
+def keep_results(run_dir: Path, target: Path) -> str:
+    """Copy the cell's results.json into the results folder kept in the repository (small JSON
+    only: no checkpoints, scores or plots; run-local paths dropped), never losing a kept result:
+
+    - a smoke / debug run is never kept;
+    - a failed or interrupted run never replaces an ok result;
+    - an ok result of the same run config with other numbers is kept beside the old one
+      (`results.differs-<time>.json`, which the report does not read) and the difference is
+      logged: a result is never silently swapped for another;
+    - the same numbers again leave the kept file as it is;
+    - a result of another run config (the command now composes other settings: a default
+      changed) replaces it, and the log says so.
+
+    Returns what was done: kept, unchanged, beside, refused or replaced."""
     source = run_dir / "results.json"
     if not source.is_file():
-        return
+        return "refused"
     data = json.loads(source.read_text())
     for key in _LOCAL_KEYS:
         data.pop(key, None)
     if isinstance(data.get("reproduce"), dict):
         data["reproduce"]["trained_in"] = Path(str(data["reproduce"]["trained_in"])).name
+    if data.get("debug"):
+        log.warning("not kept in %s: a smoke/debug run (%s)", target, data["debug"])
+        return "refused"
+    path = target / "results.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    action = "kept"
+    if old is not None and old.get("status") == "ok" and not old.get("debug"):
+        if data.get("status") != "ok":
+            log.warning("kept the ok result in %s: this run's %s record stays in %s", target,
+                        data.get("status"), run_dir)
+            return "refused"
+        if old.get("config_hash") == data.get("config_hash"):
+            if old.get("metrics") == data.get("metrics"):
+                return "unchanged"
+            stamp = str(data.get("created", "")).replace(":", "").replace("+0000", "").replace("+00:00", "")
+            beside = target / f"results.differs-{stamp or 'new'}.json"
+            data["differs_from_kept"] = {k: [old["metrics"].get(k), v] for k, v in (data.get("metrics") or {}).items()
+                                         if old["metrics"].get(k) != v}
+            write_json(beside, data)
+            shown = ", ".join(f"{k} {a} → {b}" for k, (a, b) in list(data["differs_from_kept"].items())[:3]
+                              if isinstance(a, (int, float)) and isinstance(b, (int, float)))
+            log.warning("%s: this run's numbers differ from the kept result of the same config (%s); "
+                        "kept as it was, this run beside it: %s", target, shown, beside.name)
+            return "beside"
+        action = "replaced"
+        log.info("%s: replaced a result of another run config (%s → %s)", target, old.get("config_hash"),
+                 data.get("config_hash"))
     target.mkdir(parents=True, exist_ok=True)
-    (target / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data)
+    return action
 
 
 def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, str, str, str]]:
