@@ -32,6 +32,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,8 +82,16 @@ def published_source(work: Path, src: Path | None) -> Path:
     return patched
 
 
+_HYDRA = threading.Lock()  # Hydra's global state: one composition at a time across the job threads
+
+
 def write_data(args, digit: int, seed: int, folder: Path) -> None:
     """Our p2 split of the digit: its training images and the whole test split, flattened /255."""
+    with _HYDRA:
+        _write_data(args, digit, seed, folder)
+
+
+def _write_data(args, digit: int, seed: int, folder: Path) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
