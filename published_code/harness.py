@@ -4,6 +4,7 @@ one failure loses none of the others, and writing their JSON record atomically."
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ def run_all(jobs: list[tuple[str, int, int]], work: Callable[[str, int, int], di
     `save(runs, failures)` after each one."""
     runs: list[dict] = []
     failures: list[dict] = []
+    saving = threading.Lock()  # the job threads finish at any time: one save at a time
 
     def one(job: tuple[str, int, int]) -> None:
         model, digit, seed = job
@@ -29,7 +31,8 @@ def run_all(jobs: list[tuple[str, int, int]], work: Callable[[str, int, int], di
         runs.append(result)
         print(f"[{len(runs) + len(failures)}/{len(jobs)}] {model} d{digit} s{seed}: {shown(result)} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-        save(runs, failures)
+        with saving:
+            save(runs, failures)
 
     print(f"{len(jobs)} trainings, {at_once} at a time", flush=True)
     with ThreadPoolExecutor(at_once) as pool:
