@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -18,8 +19,8 @@ from anomaly.console import user_errors
 from anomaly.provenance import CONF_DIR
 from anomaly.reproduce.fanout import job_slots, progress_line, run_parallel
 from anomaly.reproduce.runner import print_comparison, run_group
-from anomaly.results import json_safe, write_json
 from anomaly.reproduce.tables import BUDGETS, Table, _key, _text
+from anomaly.results import json_safe, write_json
 from anomaly.sweep import configure_job
 
 log = logging.getLogger("anomaly")
@@ -140,8 +141,6 @@ def load_tables() -> list[Table]:
 def measured_minutes(table: str, budget: str, results_dir: Path) -> dict[str, tuple[float, int]]:
     """Minutes per training measured by the kept results of a table × budget, by device kind
     (cpu / gpu): (mean, number of trainings)."""
-    import json
-
     times: dict[str, list[float]] = {}
     for path in (results_dir / table / budget).glob("*/results.json"):
         try:
@@ -173,11 +172,11 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
     view = RichTable(title="python -m anomaly.reproduce table=<name> budget=<budget>", title_justify="left",
                      caption="min/training: measured (n trainings kept in reproduced/) or ~ estimated; "
                              "grid h: every training of the grid", caption_justify="left")
-    view.add_column("table", overflow="fold", max_width=22)
-    view.add_column("cells / trainings", overflow="fold", max_width=14)
-    view.add_column("budget")
-    view.add_column("min/training CPU · GPU", overflow="fold", max_width=20)
-    view.add_column("grid h CPU · GPU", overflow="fold", max_width=13)
+    view.add_column("table", overflow="fold", max_width=12)
+    view.add_column("cells/ train.", overflow="fold", max_width=7)
+    view.add_column("budget (its settings)", overflow="fold", min_width=20, max_width=20)
+    view.add_column("min/training CPU · GPU", overflow="fold", max_width=14)
+    view.add_column("grid h CPU · GPU", overflow="fold", max_width=10)
     for table in load_tables():
         cells, groups = table.cells(), table.groups(table.cells())
         for i, budget in enumerate(BUDGETS):
@@ -191,8 +190,10 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
                     minutes = (table.minutes.get(budget) or {}).get(device)
                     per.append("?" if minutes is None else f"~{minutes:g}")
                 hours.append("?" if minutes is None else f"{len(groups) * minutes / 60:.1f}")
-            view.add_row(table.name if i == 0 else "", f"{len(cells)} / {len(groups)}" if i == 0 else "",
-                         budget, " · ".join(per), " · ".join(hours), end_section=i == len(BUDGETS) - 1)
+            settings = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
+            view.add_row(table.name if i == 0 else "", f"{len(cells)}/{len(groups)}" if i == 0 else "",
+                         f"{budget} ({settings or 'published'})", " · ".join(per), " · ".join(hours),
+                         end_section=i == len(BUDGETS) - 1)
     Console().print(view)
 
 
