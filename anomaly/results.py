@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,12 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write a JSON file atomically: a reader (or a run killed half-way) never sees half a file."""
+def write_json(path: str | Path, data: Any, default: Any = None) -> None:
+    """Write a JSON file atomically: a reader (or a run killed half-way) never sees half a file.
+    `default`: json.dumps's, for values JSON has no type for."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=default) + "\n")
     os.replace(tmp, path)
 
 

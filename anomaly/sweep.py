@@ -205,7 +205,7 @@ def write_failure(cfg: DictConfig, err: BaseException, status: str = "failed") -
     if path.exists() and _status(path) not in ("failed", "interrupted"):  # else: an earlier attempt's
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, json.loads(json.dumps(failure_record(cfg, err, status), default=str)))
+    write_json(path, failure_record(cfg, err, status), default=str)
     return path
 
 

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import pickle
-import platform
 import shlex
 import shutil
 import subprocess
@@ -320,16 +319,11 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    """The GPU (cuda) or the CPU model the runs used (anomaly.results.machine reads both)."""
+    from anomaly.results import machine
+
+    found = machine()
+    return found["gpus"][0] if device == "cuda" and found.get("gpus") else found["cpu"]
 
 
 def main(argv: list[str]) -> None:

@@ -3,7 +3,6 @@ one failure loses none of the others, and writing their JSON record atomically."
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,8 +42,7 @@ def run_all(jobs: list[tuple[str, int, int]], work: Callable[[str, int, int], di
 
 def write_record(out: str | Path, record: dict) -> None:
     """The comparison's JSON, written atomically (a reader never sees half of it)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(out)
+    from anomaly.results import write_json
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, record)
