@@ -1,4 +1,4 @@
-"""Lightning callbacks for unattended runs (both in `conf/callbacks/default.yaml`).
+"""Lightning callbacks for unattended runs (`conf/callbacks/default.yaml`).
 
 - `StopOnNonFiniteLoss`: ends training at the first batch whose loss, or any value logged under
   `train/`, or any weight is NaN or infinite, with an `AnomalyError` naming the method, the epoch,
@@ -10,18 +10,27 @@
   back when training resumes from one, so that a run resumed from its epoch-end `last.ckpt`
   (`ckpt_path=last`) draws the same noise as the uninterrupted run and ends with the same
   results. (The order of the training batches is a function of seed and epoch, see
-  `anomaly.data.datamodule.EpochShuffle`.)
-"""
+  `anomaly.data.datamodule.EpochShuffle`.) Under DDP each rank draws its own noise.
+- The bookkeeping around the steps, on a cadence so that it stays a few percent of training
+  (GPU steps take milliseconds): `EpochEndCheckpoint` (at most every few minutes), and
+  `ValidationCadence` (about every 200 batches), `ProgressBar` (its numbers read once a second).
 
+No callback reads a device value on the host in a training step: on a GPU such a read waits for
+every queued kernel (tests/helpers/syncs.py counts them).
+"""
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
 from typing import Any, Mapping
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
 
@@ -30,27 +39,71 @@ log = logging.getLogger("anomaly")
 
 class StopOnNonFiniteLoss(L.Callback):
     """Raise an AnomalyError at the first non-finite training loss or weight (see the module
-    docstring).
+    docstring), without making the device wait for the host on any training step.
 
-    After each batch it checks the batch's losses and (`check_weights`) the parameters: a GAN
-    whose update overflowed has NaN weights before any logged loss shows it. When a method's
-    own code fails on a diverged network first (BCE refuses NaN inputs, for one), `on_exception`
-    leaves a diagnosis on the exception that `anomaly.pipeline` reports instead of the traceback.
+    After each batch it reduces the batch's losses (the returned loss and the values the method
+    logged under `train/`, see `AnomalyModule.log`) and, with `check_weights`, every parameter
+    (`_weights_finite`: a GAN whose update overflowed has NaN weights before any logged loss shows
+    it) to two flags, kept on the device in a ring of `check_every_n_steps` batches. Every that many
+    batches (None: the trainer's `log_every_n_steps`, when Lightning reads the logged values on
+    the host anyway), before a validation or checkpoint inside fit and at the end of training, one
+    read of the ring tells whether any batch since the last read went non-finite; the error names
+    the first such batch. When a method's own code fails on a diverged network first (BCE refuses
+    NaN inputs, for one), `on_exception` leaves a diagnosis on the exception that
+    `anomaly.pipeline` reports instead of the traceback.
     """
 
-    def __init__(self, check_weights: bool = True) -> None:
+    def __init__(self, check_weights: bool = True, check_every_n_steps: int | None = None) -> None:
+        if check_every_n_steps is not None and int(check_every_n_steps) < 1:
+            raise AnomalyError(f"callbacks.stop_on_non_finite_loss.check_every_n_steps={check_every_n_steps}: "
+                               "need at least 1 (or null: trainer.log_every_n_steps)")
         self.check_weights = bool(check_weights)
+        self.check_every_n_steps = None if check_every_n_steps is None else int(check_every_n_steps)
+        self._flags: torch.Tensor | None = None  # [ring, 2]: losses finite, weights finite
+        self._batches: list[tuple[int, int, int, list[tuple[str, torch.Tensor]]]] = []
+
+    def _ring_size(self, trainer: L.Trainer) -> int:
+        return self.check_every_n_steps or max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        logged = getattr(pl_module, "logged_train_values", None)
+        if logged is not None:
+            logged.clear()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        values = _batch_losses(trainer, outputs)
-        flags = [torch.isfinite(v.detach()).all() for _, v in values]
-        if self.check_weights:
-            flags += [torch.isfinite(p.detach()).all() for p in pl_module.parameters()]
-        # one device sync per batch: every value and weight checked together
-        if not flags or bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):
+        values = _batch_losses(pl_module, outputs)
+        params = [p.detach() for p in pl_module.parameters()] if self.check_weights else []
+        if not values and not params:
             return
-        bad = [(name, v) for name, v in values if not bool(torch.isfinite(v.detach()).all())]
+        device = (values[0][1] if values else params[0]).device
+        size = self._ring_size(trainer)
+        if self._flags is None or self._flags.device != device or len(self._flags) != size:
+            self.read(trainer, pl_module)  # what the old ring holds, before it is replaced
+            self._flags = torch.ones(size, 2, dtype=torch.bool, device=device)
+        slot = self._flags[len(self._batches)]
+        # all on the device: no value is read on the host here
+        if values:
+            slot[0].copy_(torch.cat([v.detach().reshape(-1).float().to(device) for _, v in values]).isfinite().all())
+        if params:
+            slot[1].copy_(_weights_finite(params))
+        self._batches.append((trainer.current_epoch, batch_idx, trainer.global_step,
+                              [(name, v.detach()) for name, v in values]))
+        if len(self._batches) == size:
+            self.read(trainer, pl_module)
+
+    def read(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """One host read of the flags since the last read; raises at the first bad batch."""
+        if self._flags is None or not self._batches:
+            return
+        flags, batches = self._flags[:len(self._batches)], self._batches
+        self._batches = []
+        if bool(flags.all()):
+            return
+        first = int((~flags.all(dim=1)).nonzero()[0, 0])  # the error path: host reads are fine now
+        epoch, batch_idx, step, values = batches[first]
+        bad = [(name, v) for name, v in values if not bool(torch.isfinite(v).all())]
         if len(bad) > 1:  # the returned loss is usually logged as train/loss too: name it once
             bad = [(name, v) for name, v in bad if name != "loss"]
         if bad:
@@ -58,14 +111,30 @@ class StopOnNonFiniteLoss(L.Callback):
             detail = ", ".join(f"{name}={_describe(v)}" for name, v in bad)
         else:
             what = "non-finite weights"
-            losses = ", ".join(f"{name}={float(v.detach().float().reshape(-1)[0]):.4g}" for name, v in values)
-            detail = (f"in {', '.join(_non_finite_networks(pl_module))} after this batch's update"
-                      + (f" (its losses: {losses})" if losses else ""))
-        raise AnomalyError(f"{_where(trainer, pl_module, batch_idx, what)}: {detail}; the training "
+            losses = ", ".join(f"{name}={float(v.float().reshape(-1)[0]):.4g}" for name, v in values)
+            detail = (f"in {', '.join(_non_finite_networks(pl_module)) or 'its networks'} after this "
+                      f"batch's update" + (f" (its losses: {losses})" if losses else ""))
+        raise AnomalyError(f"{_where(pl_module, epoch, batch_idx, step, what)}: {detail}; the training "
                            f"diverged: {_hint(pl_module)}")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training or getattr(trainer.state, "fn", None) == TrainerFn.FITTING:
+            self.read(trainer, pl_module)  # no scores, threshold or curve point of a diverged model
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self.read(trainer, pl_module)  # never a checkpoint of diverged weights
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.read(trainer, pl_module)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not trainer.training or not isinstance(exception, Exception) or isinstance(exception, AnomalyError):
+            return
+        try:  # an earlier batch that went non-finite is the cause: name it
+            self.read(trainer, pl_module)
+        except AnomalyError as diverged:
+            exception.anomaly_diagnosis = str(diverged)
             return
         networks = _non_finite_networks(pl_module)
         if not networks:  # finite weights: a failure of its own, reported as it is
@@ -73,15 +142,24 @@ class StopOnNonFiniteLoss(L.Callback):
         step = _method_frame(exception, pl_module)
         batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
         exception.anomaly_diagnosis = (
-            f"{_where(trainer, pl_module, batch_idx, 'non-finite weights')}: in {', '.join(networks)}; "
-            f"{step or 'training'} then failed ({type(exception).__name__}: {_first_line(exception)}); "
-            f"the training diverged: {_hint(pl_module)}")
+            f"{_where(pl_module, trainer.current_epoch, batch_idx, trainer.global_step, 'non-finite weights')}: "
+            f"in {', '.join(networks)}; {step or 'training'} then failed ({type(exception).__name__}: "
+            f"{_first_line(exception)}); the training diverged: {_hint(pl_module)}")
 
 
-def _where(trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int, what: str) -> str:
+def _weights_finite(params: list[torch.Tensor]) -> torch.Tensor:
+    """Whether every weight is finite, as a device tensor (no host read). On a GPU one fused
+    max-norm over all tensors; on a CPU, where that norm costs 10× a sum (11 ms a step for ARAE's
+    COIL-100 MLP), one sum per tensor: non-finite exactly when a weight is NaN or infinite (or a
+    tensor's weights add up beyond float32's range, ~3e38: a network no step can compute with)."""
+    if params[0].device.type == "cuda":
+        return torch.stack(torch._foreach_norm(params, ord=float("inf"))).isfinite().all()
+    return torch.stack([p.sum() for p in params]).isfinite().all()
+
+
+def _where(pl_module: L.LightningModule, epoch: int, batch_idx: int, step: int, what: str) -> str:
     method = getattr(pl_module, "name", type(pl_module).__name__)
-    return (f"method={method}: {what} at epoch {trainer.current_epoch}, batch {batch_idx} "
-            f"(global step {trainer.global_step})")
+    return f"method={method}: {what} at epoch {epoch}, batch {batch_idx} (global step {step})"
 
 
 def _hint(pl_module: L.LightningModule) -> str:
@@ -115,17 +193,16 @@ def _first_line(exception: BaseException) -> str:
     return text.splitlines()[0][:200] if text else "no message"
 
 
-def _batch_losses(trainer: L.Trainer, outputs: Any) -> list[tuple[str, torch.Tensor]]:
-    """(name, value) of this batch's loss (automatic optimisation) and its `train/` logs."""
+def _batch_losses(pl_module: L.LightningModule, outputs: Any) -> list[tuple[str, torch.Tensor]]:
+    """(name, value) of this batch's loss (automatic optimisation) and its `train/` logs (the
+    values themselves, as the module logged them: Lightning's `callback_metrics` would read each
+    progress-bar value on the host)."""
     values = []
     loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
     if isinstance(loss, torch.Tensor):
         values.append(("loss", loss))
-    # During training, callback_metrics holds the values logged in this very batch (logged with
-    # on_step=True, the default in training_step); `<name>_step` / `_epoch` are Lightning's copies.
-    for name, value in trainer.callback_metrics.items():
-        if (name.startswith("train/") and not name.endswith(("_step", "_epoch"))
-                and isinstance(value, torch.Tensor) and value.is_floating_point()):
+    for name, value in (getattr(pl_module, "logged_train_values", None) or {}).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
             values.append((name, value))
     return values
 
@@ -137,10 +214,21 @@ def _describe(value: torch.Tensor) -> str:
 
 
 class ResumableRNG(L.Callback):
-    """Save the RNG states with each checkpoint; restore them when training resumes from one."""
+    """Save the RNG states with each checkpoint; restore them when training resumes from one.
 
-    def __init__(self) -> None:
+    Under DDP (world size > 1) every rank would otherwise draw the same noise (GAN latents, PGD
+    starts, VAE samples): each rank's generators are seeded at the start of every epoch from
+    (seed, epoch, rank), so ranks draw apart, reproducibly, and a resume at an epoch end is exact
+    without the other ranks' states. One process keeps one stream, as before."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
         self._pending: dict[str, Any] | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            seed = self.seed if self.seed is not None else (pl_module.run_config or {}).get("seed", 0)
+            seed_rank_streams(int(seed), trainer.current_epoch, trainer.global_rank)
 
     def state_dict(self) -> dict[str, Any]:
         # plain tensors and lists only: checkpoints are loaded with weights_only=True
@@ -175,3 +263,119 @@ class ResumableRNG(L.Callback):
         if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
         log.info("resumed the random number generators of the checkpoint")
+
+
+def seed_rank_streams(seed: int, epoch: int, rank: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy and Python for one rank's epoch: independent streams per
+    (seed, epoch, rank)."""
+    words = np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(2, np.uint32)
+    torch.manual_seed(int(words[0]) << 31 | int(words[1]) >> 1)
+    np.random.seed(int(words[0]))
+    random.seed(int(words[1]))
+
+
+class EpochEndCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, written only at the end of an epoch and at most every
+    `every_seconds` of training (0: every epoch).
+
+    A 1,000-epoch schedule of 9-batch epochs would otherwise write its checkpoint 1,000 times
+    (ARAE's MLP on COIL-100: 42 MB each). Never mid-epoch or after a mid-epoch validation: a
+    resume from an epoch end is exact (batch order and RNG states are functions of the epoch,
+    see `ResumableRNG`); one from inside an epoch would not be. The pipeline saves the run's final
+    checkpoint itself, after the test."""
+
+    def __init__(self, every_seconds: float = 300.0, **kwargs: Any) -> None:
+        if float(every_seconds) < 0:
+            raise AnomalyError(f"callbacks.model_checkpoint.every_seconds={every_seconds}: need ≥ 0 (0: every epoch)")
+        super().__init__(save_on_train_epoch_end=True, **kwargs)
+        self.every_seconds = float(every_seconds)
+        self._since = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._since = time.monotonic()
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        return  # never mid-epoch (see the class docstring)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        return  # validation may run mid-epoch; its epoch's end saves
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if time.monotonic() - self._since < self.every_seconds:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+        self._since = time.monotonic()
+
+
+class ValidationCadence(L.Callback):
+    """Validation inside fit (the val/auroc learning curve) at the end of every k-th epoch, k the
+    fewest epochs that hold `every_n_batches` training batches (and at least the trainer's
+    `check_val_every_n_epoch`). Per-epoch validation of a 1,000-epoch schedule of 9-batch epochs
+    cost more than the rest of the bookkeeping together; this keeps it a few percent of training
+    on any device (a validation batch costs about what a training batch does, on a GPU as on a
+    CPU). 1: every epoch. The threshold is fitted on validation after fit in any case, and
+    validation never changes the training's numbers (`AnomalyModule` runs it on a fork of the
+    random generators)."""
+
+    def __init__(self, every_n_batches: int = 200) -> None:
+        if int(every_n_batches) < 1:
+            raise AnomalyError(f"callbacks.validation_cadence.every_n_batches={every_n_batches}: need ≥ 1 "
+                               "(1: every epoch)")
+        self.every_n_batches = int(every_n_batches)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        every = trainer.check_val_every_n_epoch
+        batches = trainer.num_training_batches
+        if every is None or not isinstance(batches, int) or batches < 1:  # a cadence in batches: as set
+            return
+        trainer.check_val_every_n_epoch = max(int(every), math.ceil(self.every_n_batches / batches))
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bars, without a host read per training step: the bar advances every batch
+    (tqdm draws it at most every `mininterval`), and its numbers (`show`: values logged in
+    training, e.g. train/loss, and what methods log with prog_bar=True, e.g. val/auroc) are read
+    at most every `refresh_seconds`. Lightning reads every prog_bar=True value on the host after
+    each batch, so training values reach the bar through this class instead."""
+
+    def __init__(self, refresh_seconds: float = 1.0, show: tuple[str, ...] | list[str] = ("train/loss",)) -> None:
+        super().__init__(refresh_rate=1)
+        self.refresh_seconds = float(refresh_seconds)
+        self.show = tuple(show)
+        self._read_at = -math.inf
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        logged = trainer.callback_metrics
+        for name in self.show:
+            value = logged.get(f"{name}_step", logged.get(name))
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                items[name] = f"{float(value):.4g}"
+        return items
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._read_at = time.monotonic()  # the first numbers after refresh_seconds, not at batch 0
+
+    def _refresh_numbers(self, trainer: L.Trainer, pl_module: L.LightningModule, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._read_at >= self.refresh_seconds:
+            self._read_at = now
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if bar is None or bar.disable:
+            return
+        bar.update(batch_idx + 1 - bar.n)
+        self._refresh_numbers(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            self._refresh_numbers(trainer, pl_module)
+            bar.refresh()
+        if self._leave and bar is not None:
+            bar.close()

@@ -32,10 +32,14 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of what determines the result: the settings and the trainer's schedule (max_epochs,
-    batch limits, precision: a 1-epoch smoke checkpoint is not the same run as a 3-epoch one);
-    paths and run bookkeeping excluded."""
-    text = OmegaConf.to_yaml(OmegaConf.create(provenance.result_config(cfg)))
+    """Hash of what determines the result: the settings, the trainer's schedule (max_epochs,
+    batch limits, precision: a 1-epoch smoke checkpoint is not the same run as a 3-epoch one) and
+    the topology when it is more than one process (`provenance.topology`; a one-process run keeps
+    the hash it had before topologies were recorded); paths and run bookkeeping excluded."""
+    identity = provenance.result_config(cfg)
+    if identity.get("topology", {}).get("world_size", 1) == 1:
+        identity.pop("topology", None)
+    text = OmegaConf.to_yaml(OmegaConf.create(identity))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

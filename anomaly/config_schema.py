@@ -233,6 +233,7 @@ RUN: dict[str, Rule] = {
     "data.eval_batch_size": Int(low=1, null="data.batch_size"),
     "data.num_workers": Int(low=0),
     "data.drop_last": Bool(),
+    "data.images_on_device": Bool(),
     "dataset.image_size": Int(low=1, null="the images' own size"),
     "dataset.resize_mode": Choice(options=RESIZE_MODES),
     "dataset.loader.download": Bool(),

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,6 +52,7 @@ def build_datamodule(cfg: DictConfig, split_path: str | Path | None = None) -> A
         drop_last=cfg.data.get("drop_last", False),
         seed=cfg.seed,
         split_path=split_path,
+        images_on_device=cfg.data.get("images_on_device", True),
     )
 
 
@@ -97,6 +99,8 @@ def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: boo
     it will fit (its optimisation decides the DDP strategy, see `distributed.strategy_for`)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()
                  if c is not None and "_target_" in c] if with_callbacks else []
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = build_loggers(cfg.get("logger"), identity) if with_logger else []
     distributed.use_job_command()  # DDP ranks re-run this job, not the whole command line
     extra = {}

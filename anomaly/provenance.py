@@ -31,12 +31,48 @@ def schedule(cfg: DictConfig) -> dict[str, Any]:
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved settings that decide a run's numbers: seed, dataset (not where its files
-    lie), protocol, method, data, threshold, and the trainer's schedule."""
+    lie), protocol, method, data, threshold, the trainer's schedule and the topology."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     keep = {k: resolved[k] for k in RESULT_KEYS if k in resolved}
     keep.get("dataset", {}).get("loader", {}).pop("root", None)
+    keep.get("data", {}).pop("images_on_device", None)  # where batches are sliced, not what they hold
     keep["trainer"] = schedule(cfg)
+    keep["topology"] = topology(cfg)
     return keep
+
+
+def topology(cfg: DictConfig) -> dict[str, Any]:
+    """The processes a run trains in: `world_size` (devices × nodes); with more than one, the
+    strategy and whether BatchNorm statistics are synchronised. Part of what a run is: a 4-GPU
+    DDP run takes 4× the effective batch, ¼ of the steps and SyncBatchNorm, so it is not the
+    1-GPU run (another config hash, report row and resume). Read from the config before any
+    Trainer exists; "all devices" (devices=-1 / auto) counts the GPUs visible here."""
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
+    size = device_count(trainer.get("accelerator", "auto"), trainer.get("devices", "auto")) * \
+        max(1, int(trainer.get("num_nodes") or 1))
+    if size == 1:
+        return {"world_size": 1}
+    return {"world_size": size, "strategy": str(trainer.get("strategy", "auto")),
+            "sync_batchnorm": bool(trainer.get("sync_batchnorm", False))}
+
+
+def device_count(accelerator: Any, devices: Any) -> int:
+    """How many devices Lightning's `devices` setting asks for, on this machine."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:  # "0,1": device indices
+            return len([d for d in text.split(",") if d.strip()])
+        devices = int(text) if text.lstrip("-").isdigit() else text
+    if isinstance(devices, (list, tuple)):
+        return max(1, len(devices))
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    # -1 or "auto": every visible GPU for a GPU accelerator, one process on the CPU
+    if str(accelerator).lower() in ("gpu", "cuda", "auto"):
+        import torch
+
+        return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    return 1
 
 
 def debug_label(cfg: DictConfig) -> str | None:

@@ -17,9 +17,9 @@ from benchmarks.core import (RESULT_HEADER, load_average, machine_line, markdown
                                 run_case)
 from benchmarks.sizes import SIZES, Size
 
-BENCHMARKS = ("1", "2", "3", "4", "5", "6")
+BENCHMARKS = ("1", "2", "3", "4", "5", "6", "7", "8")
 TITLES = {"1": "GPND scoring", "2": "AnoGAN search", "3": "training throughput", "4": "ARAE union",
-          "5": "data path", "6": "scale"}
+          "5": "data path", "6": "scale", "7": "trainings sharing a device", "8": "bookkeeping"}
 
 
 def cases_for(bench: str, size: Size, device: torch.device, workdir: Path):
@@ -38,6 +38,12 @@ def cases_for(bench: str, size: Size, device: torch.device, workdir: Path):
     if bench == "5":
         from benchmarks import datapath
         return datapath.cases(size, device, workdir)
+    if bench == "7":
+        from benchmarks import sharing
+        return sharing.cases(size, device, workdir)
+    if bench == "8":
+        from benchmarks import bookkeeping
+        return bookkeeping.cases(size, device, workdir)
     raise ValueError(bench)
 
 

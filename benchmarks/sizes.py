@@ -47,6 +47,13 @@ class Size:
     scale_factors: tuple[int, ...]
     scale_batch: int
     scale_subprocess: bool
+    # 7. k trainings sharing one device vs one (each a subprocess, MNIST-like synthetic data)
+    share_jobs: tuple[int, ...]
+    share_images: int
+    share_epochs: int
+    # 8. bookkeeping: the card's command
+    bookkeeping_epochs: int
+    bookkeeping_steps: int
 
 
 QUICK = Size(
@@ -59,6 +66,7 @@ QUICK = Size(
     union_batch=6, union_l2_steps=3, union_linf_steps=2, union_rotations=3, union_shifts=3,
     data_images=96, data_batch=32,
     scale_images=96, scale_factors=(1, 2), scale_batch=32, scale_subprocess=False,
+    share_jobs=(2,), share_images=200, share_epochs=1, bookkeeping_epochs=2, bookkeeping_steps=2,
 )
 
 # `make bench`: every benchmark at the settings per step / batch; fewer images or steps
@@ -74,6 +82,7 @@ DEFAULT = Size(
     union_batch=128, union_l2_steps=100, union_linf_steps=40, union_rotations=31, union_shifts=3,
     data_images=12000, data_batch=128,
     scale_images=2000, scale_factors=(1, 2, 4), scale_batch=128, scale_subprocess=True,
+    share_jobs=(2,), share_images=2000, share_epochs=2, bookkeeping_epochs=30, bookkeeping_steps=20,
 )
 
 FULL = Size(
@@ -87,6 +96,7 @@ FULL = Size(
     union_batch=128, union_l2_steps=100, union_linf_steps=40, union_rotations=31, union_shifts=3,
     data_images=60000, data_batch=128,
     scale_images=6000, scale_factors=(1, 2, 4), scale_batch=128, scale_subprocess=True,
+    share_jobs=(8,), share_images=6000, share_epochs=5, bookkeeping_epochs=30, bookkeeping_steps=20,
 )
 
 SIZES = {s.name: s for s in (QUICK, DEFAULT, FULL)}

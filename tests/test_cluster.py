@@ -78,8 +78,8 @@ def test_submitit_jobs_take_the_cores_they_asked_for(tmp_path):
 
 # ---- a pre-empted job, requeued --------------------------------------------------------------------
 # ae on digits, 2 epochs of about 4 batches; noise so that the resumed run must also draw the
-# uninterrupted run's random numbers
-RUN = ["trainer.max_epochs=2", "method.noise_std=0.2", "logger=none"]
+# uninterrupted run's random numbers; a checkpoint at every epoch's end
+RUN = ["trainer.max_epochs=2", "method.noise_std=0.2", "logger=none", "callbacks.model_checkpoint.every_seconds=0"]
 
 
 def slurm_env(restarts: int | None = None) -> dict[str, str]:

@@ -5,6 +5,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import pytest
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from anomaly.data.protocols.base import Protocol
 from anomaly.methods.base import AnomalyModule
@@ -47,7 +48,7 @@ def test_trainer_with_callbacks_and_logger_builds(tmp_path, logger):
     cfg = compose_config(tmp_path, [*TINY, f"logger={logger}"])
     trainer = build_trainer(cfg)
     assert isinstance(trainer, L.Trainer) and trainer.max_epochs == cfg.trainer.max_epochs
-    assert any(type(c).__name__ == "ModelCheckpoint" for c in trainer.callbacks)
+    assert any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)
     assert (trainer.logger is not None) == (logger == "csv")
 
 
@@ -63,3 +64,19 @@ def test_data_dir_follows_the_environment(tmp_path, monkeypatch):
     cfg = compose_config(tmp_path, ["dataset=mnist"])
     assert cfg.dataset.loader.root == "/somewhere/data"
     assert Path(compose_config(tmp_path, ["dataset=mnist", "paths.data_dir=/x"]).dataset.loader.root) == Path("/x")
+
+
+def test_topology_is_part_of_a_runs_identity(tmp_path):
+    from anomaly.config import config_hash
+    from anomaly.provenance import result_config
+
+    one = compose_config(tmp_path, [])
+    assert result_config(one)["topology"] == {"world_size": 1}
+    # one process on another device, or with settings that only matter to several: the same run
+    assert config_hash(compose_config(tmp_path, ["+trainer.sync_batchnorm=true"])) == config_hash(one)
+    two = compose_config(tmp_path, ["trainer=ddp_cpu"])
+    assert result_config(two)["topology"] == {"world_size": 2, "strategy": "ddp", "sync_batchnorm": False}
+    two_nodes = compose_config(tmp_path, ["trainer=ddp_cpu", "trainer.num_nodes=2"])
+    synced = compose_config(tmp_path, ["trainer=ddp_cpu", "+trainer.sync_batchnorm=true"])
+    hashes = {config_hash(c) for c in (one, two, two_nodes, synced)}
+    assert len(hashes) == 4  # ckpt_path=last never resumes across them, the report never averages them

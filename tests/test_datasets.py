@@ -322,3 +322,35 @@ def test_datamodule_batches_are_array_slices_in_the_epoch_order(tmp_path):
     ranked = _update_dataloader(train, DistributedSampler(subset, num_replicas=2, rank=1, seed=5), mode=None)
     assert isinstance(ranked.batch_sampler.sampler, DistributedSampler)
     assert sum(len(b["index"]) for b in ranked) == len(subset) // 2 // 32 * 32
+
+
+def test_batches_sliced_on_the_device_are_the_host_batches(tmp_path, monkeypatch):
+    """The path a GPU run takes (images copied once, the epoch's order as a device tensor), here
+    with the CPU standing in for the device: the same batches, in the same order."""
+    from functools import partial
+
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from anomaly.data.datamodule import AnomalyDataModule
+    from anomaly.data.protocols.one_class import OneClass
+
+    write_mnist_like(tmp_path, n_train_per_class=30, n_test_per_class=6)
+
+    def batches(on_device: bool, part: str = "train") -> list[dict]:
+        dm = AnomalyDataModule(partial(load_mnist, str(tmp_path), download=False), OneClass(normal=[0, 1]),
+                               batch_size=16, seed=5)
+        if on_device:
+            monkeypatch.setattr(dm, "batch_device", lambda: torch.device("cpu"))
+        loader = getattr(dm, f"{part}_dataloader")()
+        _set_sampler_epoch(loader, 1)
+        out = list(loader)
+        if on_device:
+            assert isinstance(next(iter(loader.batch_sampler)), torch.Tensor)  # the order is a tensor there
+            assert dm._on_device is not None  # and the images were copied once
+        return out
+
+    for part in ("train", "test"):
+        host, device = batches(False, part), batches(True, part)
+        assert len(host) == len(device) > 1
+        for a, b in zip(host, device):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -19,8 +19,8 @@ from tests.conftest import TINY, compose_config
 from tests.test_cli import error_line, run
 
 # the default run (ae on digits), 4 epochs of about 4 batches; noise so that the resumed run must
-# also draw the uninterrupted run's random numbers
-RUN = ["trainer.max_epochs=4", "method.noise_std=0.2", "logger=none"]
+# also draw the uninterrupted run's random numbers; a checkpoint at every epoch's end
+RUN = ["trainer.max_epochs=4", "method.noise_std=0.2", "logger=none", "callbacks.model_checkpoint.every_seconds=0"]
 
 
 def kill_at(signum: int, epoch: int = 2) -> list[str]:

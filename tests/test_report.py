@@ -445,3 +445,15 @@ def test_a_target_moved_to_another_module_is_the_same_setting(tmp_path):
     cfg["protocol"]["_target_"] = "anomaly.data.protocols.Gone"
     write(tmp_path / "gone", 0.5, fold=2, cfg=cfg)
     assert len(report([tmp_path], plots=False, echo=False)["tables"]["auroc"].rows) == 2
+
+
+def test_another_world_size_is_another_row(tmp_path):
+    # a file from before topologies were recorded is one process: it joins the 1-process row
+    write(tmp_path / "old", 0.80)
+    write(tmp_path / "one", 0.82, fold=1, cfg={**config(fold=1), "topology": {"world_size": 1}})
+    write(tmp_path / "ddp", 0.90, cfg={**config(), "topology": {"world_size": 4, "strategy": "ddp",
+                                                                  "sync_batchnorm": True}})
+    by_label = rows(report([tmp_path], plots=False, echo=False))
+    assert sorted(by_label) == ["gpnd · mnist · gpnd_folds · topology.world_size=1",
+                                "gpnd · mnist · gpnd_folds · topology.world_size=4"]
+    assert by_label["gpnd · mnist · gpnd_folds · topology.world_size=1"]["runs"] == "2"

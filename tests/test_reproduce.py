@@ -108,10 +108,11 @@ def ae_table(test_keys: list[str], grid: dict) -> Table:
 
 
 def run_cells(tmp_path: Path, table: Table, cells: list[Cell], data_root: Path, budget: str = "smoke",
-              kept: Path | None = None) -> list[dict]:
-    """The cells, group by group as anomaly.reproduce runs them (results kept in `kept`)."""
+              kept: Path | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
+    """The cells, group by group as anomaly.reproduce runs them (results kept in `kept`; `extra`:
+    more overrides)."""
     user = [*QUIET, f"paths.data_dir={data_root}", "dataset.loader.download=false", "data.batch_size=32",
-            "dataset.image_size=16"]
+            "dataset.image_size=16", *extra]
     GlobalHydra.instance().clear()
     out = []
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
@@ -243,10 +244,12 @@ def test_a_table_stopped_in_its_second_training_resumes_without_training_twice(t
 
     monkeypatch.setattr(pipeline, "build_trainer", build_trainer)
     kept = tmp_path / "stopped" / "kept"
+    every_epoch = ("callbacks.model_checkpoint.every_seconds=0",)  # epoch 0's checkpoint is there to resume
     with pytest.raises(RunInterrupted):
-        run_cells(tmp_path / "stopped", table, table.cells(), data_root, budget="smoke", kept=kept)
+        run_cells(tmp_path / "stopped", table, table.cells(), data_root, budget="smoke", kept=kept, extra=every_epoch)
     monkeypatch.setattr(pipeline, "build_trainer", original)
-    again = run_cells(tmp_path / "stopped", table, table.cells(), data_root, budget="smoke", kept=kept)
+    again = run_cells(tmp_path / "stopped", table, table.cells(), data_root, budget="smoke", kept=kept,
+                      extra=every_epoch)
     assert again[0].get("skipped") and not again[1].get("skipped")  # the first training is not redone
     assert again[1]["resumed_from"].endswith("last.ckpt")
     assert [r["metrics"] for r in again] == [r["metrics"] for r in whole]

@@ -33,6 +33,7 @@ def offline_runs(run_dir: Path) -> list[Path]:
 @pytest.mark.slow
 def test_offline_run_holds_metrics_config_and_images(tmp_path, wandb_offline):
     overrides = [*TINY, "logger=wandb", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+                 "callbacks.validation_cadence.every_n_batches=1",
                  "protocol.normal=[3]", "seed=1"]
     results = train(compose_config(tmp_path / "a", overrides))
     # a second run in the same process (as the jobs of a sweep) gets a run of its own

@@ -3,6 +3,11 @@
 Images stay one uint8 tensor in memory (decoded and resized once); a batch is a slice of it.
 Conversion to float in the method's value range happens on the device, in the base module, so
 loaders move 4× fewer bytes and no per-item PIL work runs in the training loop.
+
+On a GPU (`images_on_device`, the default) that tensor is copied to the run's device once and
+batches are sliced there: no host-to-device copy per batch (from pageable memory, each such copy
+waits for the device). The batch order is still drawn on the host, once per epoch (the same
+order as on a CPU, so CPU and GPU runs see the same batches), and copied with the epoch.
 """
 
 from __future__ import annotations
@@ -31,17 +36,21 @@ class IndexedImages(Dataset):
                  anomalous: np.ndarray) -> None:
         self.images = images
         self.labels = labels
-        self.indices = torch.as_tensor(indices, dtype=torch.long)
-        self.anomalous = torch.as_tensor(anomalous, dtype=torch.bool)
+        # where the images are (a GPU's memory, see the module docstring)
+        self.indices = torch.as_tensor(indices, dtype=torch.long).to(images.device)
+        self.anomalous = torch.as_tensor(anomalous, dtype=torch.bool).to(images.device)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitems__(self, positions: list[int] | np.ndarray) -> dict[str, torch.Tensor]:
-        if isinstance(positions, np.ndarray):  # from ArrayBatches: no per-int conversion
+        if isinstance(positions, torch.Tensor):  # from ArrayBatches on a device: already there
+            pos = positions
+        elif isinstance(positions, np.ndarray):  # from ArrayBatches: no per-int conversion
             pos = torch.from_numpy(positions).long()
         else:
             pos = torch.as_tensor(positions, dtype=torch.long)
+        pos = pos.to(self.indices.device)  # DDP's sampler gives host lists
         # index_select: ~20× cheaper per batch than advanced indexing (measured, benchmarks #5)
         idx = self.indices.index_select(0, pos)
         return {"image": self.images.index_select(0, idx), "anomalous": self.anomalous.index_select(0, pos),
@@ -82,7 +91,12 @@ class ArrayBatches(BatchSampler):
     Building a 128-int list per batch and converting it back to a tensor cost about as much as
     fetching the batch itself (benchmarks #5). Other samplers (Lightning's DistributedSampler
     under DDP, which re-creates this class around it) fall back to BatchSampler's lists.
+    `device`: the epoch's order is copied there once and batches are slices of that tensor.
     """
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool, device: torch.device | None = None) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.device = device
 
     def __iter__(self):
         if isinstance(self.sampler, EpochShuffle):
@@ -93,6 +107,8 @@ class ArrayBatches(BatchSampler):
             yield from super().__iter__()
             return
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        if self.device is not None:
+            order = torch.from_numpy(order).to(self.device)
         for start in range(0, stop, self.batch_size):
             yield order[start:start + self.batch_size]
 
@@ -119,7 +135,8 @@ class AnomalyDataModule(L.LightningDataModule):
     def __init__(self, dataset: Callable[[], ImageSet], protocol: Protocol,
                  image_size: int | None = None, resize_mode: str = "bilinear",
                  batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
-                 drop_last: bool = False, seed: int = 0, split_path: str | Path | None = None) -> None:
+                 drop_last: bool = False, seed: int = 0, split_path: str | Path | None = None,
+                 images_on_device: bool = True) -> None:
         super().__init__()
         self.load_dataset = dataset
         self.protocol = protocol
@@ -131,6 +148,8 @@ class AnomalyDataModule(L.LightningDataModule):
         self.drop_last = drop_last
         self.seed = seed
         self.split_path = split_path
+        self.images_on_device = bool(images_on_device)
+        self._on_device: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
         self.data: ImageSet | None = None
         self.split: Split | None = None
 
@@ -159,18 +178,32 @@ class AnomalyDataModule(L.LightningDataModule):
         self.setup()
         return self.data.image_shape
 
-    def subset(self, part: str) -> IndexedImages:
+    def batch_device(self) -> torch.device | None:
+        """Where batches are sliced: the run's accelerator when it is not the CPU and
+        `images_on_device` (one process per device, workers off), else None (host memory)."""
+        trainer = getattr(self, "trainer", None)
+        if not self.images_on_device or trainer is None or self.num_workers > 0:
+            return None
+        device = trainer.strategy.root_device
+        return device if device.type != "cpu" else None
+
+    def subset(self, part: str, device: torch.device | None = None) -> IndexedImages:
         self.setup()
-        return IndexedImages(self.data.images, self.data.labels, getattr(self.split, part),
-                             getattr(self.split, f"{part}_anomalous"))
+        images, labels = self.data.images, self.data.labels
+        if device is not None:  # copied once per run and device, kept for every loader
+            if self._on_device is None or self._on_device[0] != device:
+                self._on_device = (device, images.to(device), labels.to(device))
+            _, images, labels = self._on_device
+        return IndexedImages(images, labels, getattr(self.split, part), getattr(self.split, f"{part}_anomalous"))
 
     def _loader(self, part: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
-        subset = self.subset(part)
+        device = self.batch_device()
+        subset = self.subset(part, device)
         # Each loader iterator draws a base seed (for workers); from its own generator rather than
         # torch's global one, so that the training noise does not depend on when Lightning creates
         # iterators (it does so differently in a run resumed from a checkpoint).
         sampler = EpochShuffle(subset, self.seed) if shuffle else SequentialSampler(subset)
-        return BatchLoader(subset, batch_sampler=ArrayBatches(sampler, batch_size, drop_last),
+        return BatchLoader(subset, batch_sampler=ArrayBatches(sampler, batch_size, drop_last, device),
                           generator=torch.Generator().manual_seed(self.seed),
                           num_workers=self.num_workers, collate_fn=keep_batch,
                           persistent_workers=self.num_workers > 0)

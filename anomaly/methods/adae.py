@@ -151,7 +151,7 @@ class ADAE(AnomalyModule):
         loss_generator = self.update_generator(x, opt_generator, fake)
         self.log_dict({"train/discriminator": loss_discriminator, "train/generator": loss_generator},
                       on_step=True, on_epoch=True, batch_size=len(x))
-        self.log("train/loss", loss_generator, prog_bar=True, batch_size=len(x))
+        self.log("train/loss", loss_generator, batch_size=len(x))
 
     # ---- scoring -------------------------------------------------------------------------------------
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ class Autoencoder(AnomalyModule):
         x = batch["image"]
         noisy = x if self.noise_std <= 0 else self.clamp_to_range(x + self.noise_std * torch.randn_like(x))
         loss = F.mse_loss(self(noisy), x)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -143,9 +143,15 @@ class AnoGAN(AnomalyModule):
         self.fit_validation = bool(fit_validation)
         self._search_rng: torch.Generator | None = None
 
-    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws from U(−1, 1)^latent_dim (on the CPU: the same numbers on every device)."""
-        return torch.rand(n, self.latent_dim, generator=generator) * 2.0 - 1.0
+    def sample_prior(self, n: int, generator: torch.Generator | None = None,
+                     like: torch.Tensor | None = None) -> torch.Tensor:
+        """n draws from U(−1, 1)^latent_dim: on the device of `like` (and in its dtype) from torch's
+        global generator (training: no host-to-device copy per step), or on the generator's own
+        device (the search's seeded CPU generator: the same starting points on every device)."""
+        if generator is not None or like is None:
+            return torch.rand(n, self.latent_dim, generator=generator) * 2.0 - 1.0
+        # drawn in float32 and cast, as the CPU draw always was: the same numbers as before on a CPU
+        return (torch.rand(n, self.latent_dim, device=like.device) * 2.0 - 1.0).to(like.dtype)
 
     # ---- training: one D update, then `generator_steps` G updates ----------------------------------
     def configure_optimizers(self):
@@ -154,7 +160,7 @@ class AnoGAN(AnomalyModule):
 
     def update_discriminator(self, x: torch.Tensor, optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """D: real x vs G(z), z ~ U(−1, 1). Returns the loss and z (for the G updates)."""
-        z = self.sample_prior(len(x)).to(x)
+        z = self.sample_prior(len(x), like=x)
         with torch.no_grad():  # G gets no gradient from D's update
             fake = self.generator(z)
         loss = real_fake_bce(self.discriminator(x), True) + real_fake_bce(self.discriminator(fake), False)
@@ -176,7 +182,7 @@ class AnoGAN(AnomalyModule):
             loss_generator = self.update_generator(z, opt_generator)
         self.log_dict({"train/discriminator": loss_discriminator, "train/generator": loss_generator},
                       on_step=True, on_epoch=True, batch_size=len(x))
-        self.log("train/loss", loss_generator, prog_bar=True, batch_size=len(x))
+        self.log("train/loss", loss_generator, batch_size=len(x))
 
     # ---- validation while fitting: skipped unless asked for (see the module docstring) ---------------
     def _skip_validation(self) -> bool:

@@ -329,7 +329,7 @@ class ARAE(AnomalyModule):
         loss = reconstruction + weight * latent
         self.log_dict({"train/reconstruction": reconstruction, "train/latent": latent},
                       on_step=True, on_epoch=True, batch_size=len(x))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 
     def configure_optimizers(self):

@@ -12,6 +12,7 @@ After the threshold is fitted (or restored from a checkpoint: it is the `thresho
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Sequence
 
@@ -55,7 +56,7 @@ class AnomalyModule(L.LightningModule):
     threshold (an `anomaly.evaluation.thresholds.Threshold`, built from the `threshold` config
     group; None: F1 with anomalies positive), fitted at the end of every validation epoch into
     the `threshold` buffer (float64). A rule that pools the training scores
-    (contamination_quantile) gets them in the stand-alone validation after fit (per-epoch
+    (contamination_quantile) gets them in the stand-alone validation after fit (the
     validation inside fit uses validation alone). `threshold_fit` records what the last fit did.
     """
 
@@ -87,6 +88,16 @@ class AnomalyModule(L.LightningModule):
         self.test_metrics: dict[str, float] = {}
         self.test_problem: str | None = None
         self.predictions: Predicted | None = None  # of the last Trainer.predict
+        # this training batch's values logged under train/ (cleared by StopOnNonFiniteLoss)
+        self.logged_train_values: dict[str, torch.Tensor] = {}
+        self._rng_fork = ExitStack()  # the forked generators of a validation inside fit
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """LightningModule.log, keeping the tensors logged under `train/` for the non-finite check
+        (`anomaly.callbacks.StopOnNonFiniteLoss`), which reads them on the device."""
+        if name.startswith("train/") and isinstance(value, torch.Tensor):
+            self.logged_train_values[name] = value
+        super().log(name, value, *args, **kwargs)
 
     # ---- what a method provides -------------------------------------------------------------
     def score(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,8 +190,14 @@ class AnomalyModule(L.LightningModule):
         return {**{k: v[first].cpu() for k, v in local.items() if k != "index"}, "index": index.cpu()}
 
     def on_validation_start(self) -> None:
+        # Validation inside fit draws from a fork of torch's generators (scores that sample, the
+        # VAE's): how often it runs (callbacks.validation_cadence) never changes the training.
+        self._rng_fork.close()
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            self._rng_fork.enter_context(torch.random.fork_rng(devices=devices))
         # Only the stand-alone validation after fit (and evaluate's refit) fits score statistics:
-        # per-epoch validation inside fit scores with whatever the method has.
+        # validation inside fit (callbacks.validation_cadence) scores with whatever the method has.
         self._train_scores = None
         if self.trainer.state.fn == TrainerFn.VALIDATING and self.trainer.datamodule is not None:
             self.prepare_scoring(self.device_batches(self.trainer.datamodule.train_eval_dataloader()))
@@ -194,6 +211,9 @@ class AnomalyModule(L.LightningModule):
         for batch in loader:
             batch = self.transfer_batch_to_device(batch, self.device, 0)
             yield self.on_after_batch_transfer(batch, 0)
+
+    def on_validation_end(self) -> None:
+        self._rng_fork.close()  # back to the training's own stream
 
     def on_validation_epoch_start(self) -> None:
         self._store = []

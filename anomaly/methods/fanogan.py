@@ -227,12 +227,12 @@ class FAnoGAN(AnomalyModule):
         if self.stage == "encoder":
             loss = self.update_encoder(x, opt_encoder)
             self.log("train/encoder", loss, on_step=True, on_epoch=True, batch_size=len(x))
-            self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
+            self.log("train/loss", loss, batch_size=len(x))
             return
         distance, penalty = self.update_critic(x, opt_critic)
         self.log_dict({"train/wasserstein": distance, "train/gradient_penalty": penalty},
                       on_step=True, on_epoch=True, batch_size=len(x))
-        self.log("train/loss", -distance, prog_bar=True, batch_size=len(x))
+        self.log("train/loss", -distance, batch_size=len(x))
         # batches over the whole run, so short epochs still reach the generator step
         if (self.trainer.fit_loop.total_batch_idx + 1) % self.critic_steps == 0:
             loss_generator = self.update_generator(len(x), x, opt_generator)

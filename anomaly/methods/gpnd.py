@@ -279,7 +279,7 @@ class GPND(AnomalyModule):
                        "train/latent_discriminator": loss_latent_d, "train/autoencoder": loss_autoencoder,
                        "train/reconstruction": reconstruction}, on_step=True, on_epoch=True,
                       batch_size=len(x))
-        self.log("train/loss", loss_autoencoder, prog_bar=True, batch_size=len(x))
+        self.log("train/loss", loss_autoencoder, batch_size=len(x))
 
     def on_train_start(self) -> None:
         self.density_fitted.fill_(False)  # weights change: fitted densities no longer hold

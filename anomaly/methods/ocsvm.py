@@ -134,7 +134,8 @@ class OneClassSVM(AnomalyModule):
         self._train_images = []
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._train_images.append(batch["image"].detach().flatten(1).cpu())
+        # kept where they are until the epoch ends: one copy to the host then, not one per batch
+        self._train_images.append(batch["image"].detach().flatten(1))
 
     def on_validation_start(self) -> None:
         if self._train_images:  # the epoch's batches are done and validation needs the SVM
@@ -151,7 +152,7 @@ class OneClassSVM(AnomalyModule):
 
     def _fit_collected(self) -> None:
         """Fit on the collected training images (γ chosen on validation) and store the SVM."""
-        train = torch.cat(self._train_images).double().numpy()
+        train = torch.cat(self._train_images).cpu().double().numpy()
         self._train_images = []
         if self.max_train is not None and len(train) > self.max_train:
             rng = np.random.default_rng(0)

@@ -143,7 +143,7 @@ class VAE(AnomalyModule):
             loss = loss + self.l2 * self.l2_penalty()
         self.log_dict({"train/reconstruction": reconstruction, "train/kl": kl},
                       on_step=True, on_epoch=True, batch_size=len(x))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(x))
         return loss
 
     def configure_optimizers(self):

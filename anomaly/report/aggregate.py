@@ -263,6 +263,8 @@ def run_from_results(path: Path, data: dict) -> Run:
     settings = {k: canonical_target(v) if k.rsplit(".", 1)[-1] == "_target_" and isinstance(v, str) else v
                 for k, v in settings.items() if k not in SWEPT_KEYS | CLASS_KEYS and not is_ignored(k)}
     settings["budget"] = data.get("budget") or "none"
+    # one process where a file predates the record (a DDP run gets a row of its own)
+    settings.setdefault("topology.world_size", 1)
     repetition = {k: protocol.get(k) for k in ("draw", "fold", "seed") if k in protocol}
     repetition["seed"] = data.get("seed", (config or {}).get("seed", protocol.get("seed")))
     run_kind = data.get("run_kind") or ("rescore" if "threshold_refit" in data else "train")
