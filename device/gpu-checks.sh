@@ -6,6 +6,7 @@
 #   bash device/gpu-checks.sh                 # both, at the benchmarks' full size
 #   SIZE=quick bash device/gpu-checks.sh      # a minute: does it run at all
 #   ONLY=lane bash device/gpu-checks.sh       # the lane alone (ONLY=bench: the rows alone)
+#   DEVICE=cpu SIZE=quick bash device/gpu-checks.sh   # the plumbing, on a machine without a GPU
 #
 # The machine has python3 with torch, lightning, torchmetrics and pytest; hydra-core, omegaconf
 # and antlr4 travel as wheels in .whl (device/fetch-wheels.sh; carry .whl).
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-checks-out}
 SIZE=${SIZE:-full}
 ONLY=${ONLY:-all}
+DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # deterministic cuBLAS for the exact-resume check
@@ -32,7 +34,7 @@ fi
 if [ "$ONLY" != lane ]; then
   # 3: framework step vs a plain loop (ae, GPND, ARAE); 1: GPND scoring vs the published loop;
   # 7: k trainings sharing the GPU vs one
-  "$PYTHON" -m benchmarks --device cuda --size "$SIZE" --only 3,1,7 --out "$OUT/bench-gpu.md" \
+  "$PYTHON" -m benchmarks --device "$DEVICE" --size "$SIZE" --only 3,1,7 --out "$OUT/bench-gpu.md" \
     > "$OUT/bench-gpu.log" 2>&1 || status=1
   tail -30 "$OUT/bench-gpu.md" 2>/dev/null
 fi

@@ -457,3 +457,27 @@ def test_another_world_size_is_another_row(tmp_path):
     assert sorted(by_label) == ["gpnd · mnist · gpnd_folds · topology.world_size=1",
                                 "gpnd · mnist · gpnd_folds · topology.world_size=4"]
     assert by_label["gpnd · mnist · gpnd_folds · topology.world_size=1"]["runs"] == "2"
+
+
+def test_other_published_numbers_of_a_table_are_shown_not_compared(tmp_path):
+    # gpnd_mnist's config holds a second reference at 50 % (the authors' rewritten code); adae_mnist none
+    runs = tmp_path / "reproduced"
+    reproduced(runs / "adae", 0.9, 1, 0, paper=0.821)
+    reproduced(runs / "gpnd", 0.9, 1, 0, paper=0.821, table="gpnd_mnist")
+    path = tmp_path / "README.md"
+    path.write_text(README)
+    readme([runs], path, echo=False)
+    adae, gpnd = path.read_text().split("#### gpnd_mnist")
+    assert "Also published" not in adae
+    assert ("Also published, not compared with: F1 (inliers positive) 0.939 at protocol.outlier_ratio=0.5 "
+            "(podgorskiy/GPND pull request 10, the code rewritten after the paper).") in gpnd
+
+
+def test_a_reference_without_its_source_is_refused():
+    from anomaly import AnomalyError
+    from anomaly.reproduce.tables import Table
+
+    node = {"name": "t", "grid": {}, "budgets": {"paper": {}, "reduced": {}, "smoke": {}},
+            "references": [{"where": {}, "auroc": 0.9}]}
+    with pytest.raises(AnomalyError, match="each reference needs a source and a number"):
+        Table.from_config(node)

@@ -663,9 +663,31 @@ class PaperTable:
         return list(dict.fromkeys(str(r.reproduce.get("paper_source")) for r in self.runs
                                   if r.reproduce and r.reproduce.get("paper_source")))
 
+    def references(self) -> list[dict]:
+        """Other published numbers for this table (`references` in conf/table/<table>.yaml, read
+        at report time, so results written before an entry was added show it too)."""
+        return table_references(self.table)
+
     def trained_in(self) -> list[str]:
         return list(dict.fromkeys(str(r.reproduce.get("trained_in")) for r in self.runs
                                   if r.reproduce and r.reproduce.get("trained_in")))
+
+
+@functools.lru_cache(maxsize=None)
+def _table_references(table: str) -> tuple:
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parents[2] / "conf" / "table" / f"{table}.yaml"
+    try:
+        node = OmegaConf.to_container(OmegaConf.load(path)).get("table") or {}
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return tuple(json.dumps(r, sort_keys=True) for r in node.get("references") or [] if isinstance(r, dict))
+
+
+def table_references(table: str) -> list[dict]:
+    """The `references` of conf/table/<table>.yaml ([] for a table that is not there)."""
+    return [json.loads(r) for r in _table_references(str(table))]
 
 
 def _cell_of(run: Run) -> tuple:

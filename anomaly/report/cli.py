@@ -101,7 +101,9 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
             rendered = render.paper_table(t, paper_metrics(t))
             for metric in paper_metrics(t):
                 versus.setdefault(metric, []).append(rendered)
-            parts += [markdown(rendered), render.paper_caption(t) + ". " + render.rerun_line(t), ""]
+            references = render.references_line(t)
+            parts += [markdown(rendered), render.paper_caption(t) + ". " + (f"{references} " if references else "")
+                      + render.rerun_line(t), ""]
             if echo:
                 print_table(rendered)
         files.append(render.write_paper_csv(shown, paper_metrics, out_dir / "paper.csv"))

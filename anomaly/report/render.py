@@ -162,6 +162,17 @@ def paper_caption(table: PaperTable) -> str:
     return " · ".join(parts)
 
 
+def references_line(table: PaperTable) -> str | None:
+    """Other published numbers for the table, each with its source and the cells it is for."""
+    parts = []
+    for ref in table.references():
+        where = ", ".join(f"{k}={v}" for k, v in (ref.get("where") or {}).items())
+        numbers = ", ".join(f"{metric_title(k)} {v:.3f}" for k, v in ref.items()
+                            if k not in ("source", "where") and isinstance(v, (int, float)))
+        parts.append(f"{numbers}{f' at {where}' if where else ''} ({ref['source']})")
+    return ("Also published, not compared with: " + "; ".join(parts) + ".") if parts else None
+
+
 def rerun_line(table: PaperTable) -> str:
     commands = table.commands()
     if not commands:
@@ -253,7 +264,8 @@ def readme_section(tables: Sequence[PaperTable], command: str, left_out: LeftOut
         rendered = paper_table(table, table.metrics(), compact=True)
         parts += [f"#### {table.title}", "", paper_caption(table), ""]
         parts += markdown(rendered).split("\n", 2)[2].rstrip("\n").split("\n")
-        parts += ["", rerun_line(table), ""]
+        references = references_line(table)
+        parts += ["", *([references, ""] if references else []), rerun_line(table), ""]
     return "\n".join(parts).rstrip("\n")
 
 

@@ -58,6 +58,9 @@ class Table:
     paper_mean: dict[str, float] = field(default_factory=dict)
     minutes: dict[str, dict[str, float]] = field(default_factory=dict)
     experiment: str | None = None
+    # other published numbers beside the paper's (a later version of the authors' code…): each
+    # {source, where, metric: value}; shown with the table, never what `below` is judged against
+    references: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, node: DictConfig | dict, experiment: str | None = None) -> "Table":
@@ -68,7 +71,8 @@ class Table:
                     budgets={k: dict(v or {}) for k, v in (data.get("budgets") or {}).items()},
                     variants={k: list(v) for k, v in (data.get("variants") or {}).items()},
                     paper_mean=dict(data.get("paper_mean") or {}),
-                    minutes=dict(data.get("minutes") or {}), experiment=experiment)
+                    minutes=dict(data.get("minutes") or {}), experiment=experiment,
+                    references=[dict(r) for r in data.get("references") or []])
         table.check()
         return table
 
@@ -83,6 +87,10 @@ class Table:
             unknown = [v for v in self.grid["variant"] if v not in self.variants]
             if unknown:
                 raise AnomalyError(f"table {self.name}: grid variants {unknown} are not in its variants")
+
+        for ref in self.references:
+            if not ref.get("source") or not any(k not in ("source", "where") for k in ref):
+                raise AnomalyError(f"table {self.name}: each reference needs a source and a number, got {ref}")
 
     def budget_overrides(self, budget: str) -> dict[str, Any]:
         if budget not in self.budgets:
