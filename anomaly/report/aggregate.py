@@ -144,8 +144,9 @@ class Run:
         return None if value is None or not math.isfinite(value) else float(value)
 
     def paper_value(self, metric: str) -> float | None:
-        """The paper's number for this run's cell (None: the paper has none)."""
-        paper = (self.reproduce or {}).get("paper") or {}
+        """The paper's number for this run's cell (None: the paper has none): the table config's
+        as it is now (`published_now`), else the one recorded with the run."""
+        paper = published_now(self.reproduce) or (self.reproduce or {}).get("paper") or {}
         return _paper_number(paper, metric, self.metric_key(metric))
 
     def paper_mean(self, metric: str) -> float | None:
@@ -674,20 +675,37 @@ class PaperTable:
 
 
 @functools.lru_cache(maxsize=None)
-def _table_references(table: str) -> tuple:
+def table_config(table: str):
+    """The `anomaly.reproduce.tables.Table` of conf/table/<table>.yaml as it is now (None: no such
+    table). The report takes the published numbers from it, so that a corrected or more detailed
+    number (per class instead of a mean) applies to results written before the correction."""
     from omegaconf import OmegaConf
+
+    from anomaly.reproduce.tables import Table
 
     path = Path(__file__).resolve().parents[2] / "conf" / "table" / f"{table}.yaml"
     try:
-        node = OmegaConf.to_container(OmegaConf.load(path)).get("table") or {}
-    except (OSError, ValueError, AttributeError):
-        return ()
-    return tuple(json.dumps(r, sort_keys=True) for r in node.get("references") or [] if isinstance(r, dict))
+        return Table.from_config(OmegaConf.load(path).table)
+    except Exception:  # noqa: BLE001 - a table this checkout does not have: the results' own numbers
+        return None
 
 
 def table_references(table: str) -> list[dict]:
     """The `references` of conf/table/<table>.yaml ([] for a table that is not there)."""
-    return [json.loads(r) for r in _table_references(str(table))]
+    config = table_config(str(table))
+    return [dict(r) for r in config.references] if config is not None else []
+
+
+def published_now(reproduce: dict | None) -> dict:
+    """The table config's published numbers for a reproduced run's cell ({}: none, or no config)."""
+    if not reproduce or not isinstance(reproduce.get("cell"), dict):
+        return {}
+    config = table_config(str(reproduce.get("table")))
+    if config is None:
+        return {}
+    from anomaly.reproduce.tables import Cell, _freeze
+
+    return config.published(Cell(tuple((k, _freeze(v)) for k, v in reproduce["cell"].items())))
 
 
 def _cell_of(run: Run) -> tuple:
