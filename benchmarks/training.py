@@ -7,8 +7,10 @@ the same order (the plain loop slices a preloaded float tensor with the indices 
 datamodule's loader yields), so after the epoch their weights must agree. The framework epoch
 is timed by a callback from the epoch's start to its end (every batch fetched, moved, scaled,
 trained on and logged; the Trainer's one-off set-up is not an epoch cost); the plain loop from
-its first batch to its last. The framework runs with its default logger (CSV), without
-progress bar, checkpointing or validation (none of which belong to a training epoch).
+its first batch to its last. The framework runs with its default logger (CSV, every 50 steps) and
+the callbacks that act on every step (the non-finite check, the RNG states), without progress
+bar, checkpointing or validation (which follow their own cadence, see benchmark 8). Target: 1.10×
+on a GPU (issue 24), 1.15× on a CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from anomaly.callbacks import ResumableRNG, StopOnNonFiniteLoss
 from anomaly.methods.ae import Autoencoder
 from anomaly.methods.arae import ARAE, pgd_linf_latent
 from anomaly.methods.base import real_fake_bce
@@ -85,8 +88,11 @@ def framework_epoch(build: Callable[[], L.LightningModule], dm, device, batches:
         trainer = L.Trainer(
             max_epochs=1, limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0,
             accelerator="gpu" if cuda else "cpu", devices=1, logger=L.pytorch.loggers.CSVLogger(log_dir, name="csv", version=""),
-            callbacks=[timer, SeedAtFirstBatch()], enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, log_every_n_steps=10, inference_mode=False,
+            # the per-step callbacks of a run (the non-finite check, the RNG states), the logger at
+            # the run's cadence
+            callbacks=[timer, SeedAtFirstBatch(), StopOnNonFiniteLoss(), ResumableRNG()],
+            enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, log_every_n_steps=50, inference_mode=False,
             default_root_dir=log_dir)
         trainer.fit(model, datamodule=dm)
     return Timed(parameters(model), timer.seconds)
@@ -225,6 +231,7 @@ def _untimed(run: Callable[[], Timed], device) -> Callable[[], dict] | None:
 
 
 def cases(size, device, workdir) -> list[Case]:
+    cuda_device = torch.device(device).type == "cuda"
     batch_sizes = {"ae": size.ae_batch, "gpnd": size.gpnd_train_batch, "arae": size.arae_batch}
     batches = {"ae": size.ae_batches, "gpnd": size.gpnd_train_batches, "arae": size.arae_batches}
     most = max(batch_sizes[k] * batches[k] for k in batch_sizes)
@@ -263,7 +270,8 @@ def cases(size, device, workdir) -> list[Case]:
             warmup_ours=lambda b=build, d=dm: framework_epoch(b, d, device, 1),
             check_baseline=_untimed(lambda b=build, s=make_step, x=x_all, o=order: plain_epoch(b, s, x, o, device), device),
             check_ours=_untimed(lambda b=build, d=dm, n=len(order): framework_epoch(b, d, device, n), device),
-            compare=compare_states(1e-4), goal=Goal("overhead", 1.15), items=n_images))
+            compare=compare_states(1e-4), goal=Goal("overhead", 1.10 if cuda_device else 1.15),
+            items=n_images))
         if key == "gpnd":
             gpnd_setup = (x_all, order, n_images)
     x_all, order, n_images = gpnd_setup

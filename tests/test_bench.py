@@ -25,7 +25,7 @@ def outputs(case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bench", ["1", "2", "3", "4", "5"])
+@pytest.mark.parametrize("bench", ["1", "2", "3", "4", "5", "8"])
 def test_baseline_and_ours_agree(bench, tmp_path):
     cases = bench_main.cases_for(bench, QUICK, CPU, tmp_path)
     assert cases
