@@ -14,7 +14,8 @@
 # Each table runs as `python -m anomaly.reproduce table=… budget=$BUDGET trainer=$DEVICE …`, its
 # trainings fanned out over the GPU (jobs_per_gpu), kept cells skipped, interrupted trainings
 # resumed. What comes back, per table: results-TABLE.tgz (reproduced/TABLE/BUDGET: unpack it in the
-# repository root and commit) and cells-TABLE.json (every cell, smoke runs included). Each
+# repository root and commit) and cells-TABLE.json (every cell, smoke runs included); a table named
+# again (another variant) gets TABLE-2, TABLE-3 … Each
 # results.json records the machine (GPU, CUDA) and the versions it ran with.
 #
 # The machine lacks hydra-core, omegaconf and antlr4: they travel as wheels in .whl (made here
@@ -43,22 +44,27 @@ mkdir -p "$OUT"
 [ "$DEVICE" = gpu ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 end=$((SECONDS + LIMIT))
 status=0
+declare -A seen=()
 for spec in "$@"; do
   table=${spec%%:*}
   grid=""
   [ "$spec" != "$table" ] && grid=${spec#*:}
+  # a table named twice (two variants, say) gets files of its own: TABLE, TABLE-2, …
+  seen[$table]=$(( ${seen[$table]:-0} + 1 ))
+  tag=$table
+  [ "${seen[$table]}" -gt 1 ] && tag="$table-${seen[$table]}"
   left=$((end - SECONDS))
-  if [ "$left" -lt 30 ]; then echo "skipped $table: the time limit is spent" >&2; status=1; continue; fi
-  log="$OUT/log-$table.txt"
+  if [ "$left" -lt 30 ]; then echo "skipped $tag: the time limit is spent" >&2; status=1; continue; fi
+  log="$OUT/log-$tag.txt"
   # shellcheck disable=SC2086  # grid and ARGS are lists of overrides
   timeout "$left" "$PYTHON" -m anomaly.reproduce "table=$table" "budget=$BUDGET" "trainer=$DEVICE" \
     "jobs=$JOBS" "jobs_per_gpu=$JOBS_PER_GPU" "paths.data_dir=$DATA_DIR" "paths.log_dir=$RUNS" \
     trainer.enable_progress_bar=false $grid $ARGS 2>&1 | tee "$log" | grep -E "done ·|cells ok|error|Error"
   rc=${PIPESTATUS[0]}
-  [ "$rc" -eq 0 ] || { echo "$table: exit $rc (log $log)" >&2; status=1; }
+  [ "$rc" -eq 0 ] || { echo "$tag: exit $rc (log $log)" >&2; status=1; }
   newest=$(ls -td "$RUNS"/reproduce/"$table"/"$BUDGET"/*/ 2>/dev/null | head -1)
-  [ -n "$newest" ] && [ -f "$newest/cells.json" ] && cp "$newest/cells.json" "$OUT/cells-$table.json"
-  [ -d "reproduced/$table/$BUDGET" ] && [ "$BUDGET" != smoke ] && tar czf "$OUT/results-$table.tgz" "reproduced/$table/$BUDGET"
+  [ -n "$newest" ] && [ -f "$newest/cells.json" ] && cp "$newest/cells.json" "$OUT/cells-$tag.json"
+  [ -d "reproduced/$table/$BUDGET" ] && [ "$BUDGET" != smoke ] && tar czf "$OUT/results-$tag.tgz" "reproduced/$table/$BUDGET"
 done
 echo "campaign: $SECONDS s; results in $OUT"
 exit $status
