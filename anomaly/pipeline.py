@@ -241,6 +241,8 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
     summary = run_summary(cfg, dm, model, train_seconds=round(train_seconds, 3),
                           validate_seconds=round(validate_seconds, 3),
                           score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch,
+                          # where it trained (not part of what the run is: see provenance.topology)
+                          accelerator=trainer.strategy.root_device.type, world_size=trainer.world_size,
                           run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume,
                           **provenance.record(cfg), **extra)
     results = write_results(output_dir, summary, model.test_scores, float(model.threshold))

@@ -38,8 +38,9 @@ def test_checkpoints_at_epoch_ends_on_their_cadence(tmp_path, every_seconds, hel
     cfg = compose_config(tmp_path, [*TINY, "trainer.max_epochs=3", "logger=none",
                                     f"callbacks.model_checkpoint.every_seconds={every_seconds}",
                                     "+callbacks.probe._target_=tests.test_bookkeeping.CheckpointProbe"])
-    train(cfg)
+    results = train(cfg)
     assert CheckpointProbe.seen == held
+    assert results["accelerator"] == "cpu" and results["world_size"] == 1  # where it trained
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["epoch"] == 3  # the run's final one, after fit
 
 

@@ -288,3 +288,19 @@ def test_a_table_fans_its_trainings_out_over_parallel_jobs(tmp_path, data_root):
     assert len(lines) == 2 and lines[-1].startswith("[2/2 done · 0 running · 0 left]")
     (cells,) = list(tmp_path.rglob("reproduce/arae_mnist_p2/smoke/*/cells.json"))
     assert sorted(c["reproduce"]["cell"]["variant"] for c in json.loads(cells.read_text())) == ["arae_linf", "dae"]
+
+
+def test_measured_minutes_tell_gpu_runs_by_their_recorded_accelerator(tmp_path):
+    from anomaly.reproduce.cli import measured_minutes
+
+    def kept(name: str, seconds: float, **fields) -> None:
+        path = tmp_path / "t" / "paper" / name
+        path.mkdir(parents=True)
+        (path / "results.json").write_text(json.dumps({"status": "ok", "train_seconds": seconds, **fields}))
+
+    gpu_machine = {"gpus": ["NVIDIA H200"]}
+    kept("a", 60, accelerator="cuda", machine=gpu_machine, command="python -m anomaly.reproduce table=t")
+    kept("b", 180, accelerator="cpu", machine=gpu_machine, command="python -m anomaly.reproduce table=t")
+    kept("c", 120, machine=gpu_machine, command="python -m anomaly.reproduce table=t trainer=gpu")  # older file
+    kept("d", 600, machine={}, command="python -m anomaly.reproduce table=t")
+    assert measured_minutes("t", "paper", tmp_path) == {"gpu": (1.5, 2), "cpu": (6.5, 2)}

@@ -157,7 +157,10 @@ def measured_minutes(table: str, budget: str, results_dir: Path) -> dict[str, tu
 
 
 def _ran_on_gpu(data: dict) -> bool:
-    """Whether a kept run trained on a GPU (its command chose a GPU trainer)."""
+    """Whether a kept run trained on a GPU: its recorded accelerator, or for a file from before
+    that was recorded, its command's choice of a GPU trainer."""
+    if data.get("accelerator"):
+        return data["accelerator"] == "cuda"
     command = str(data.get("command") or "")
     return "trainer=gpu" in command or "trainer=ddp" in command
 
