@@ -32,7 +32,8 @@ def command(method: str, data: Path, out: Path, epochs: int, device) -> list[str
 
 def trainings(method: str, k: int, data: Path, workdir: Path, epochs: int, device) -> Timed:
     """k trainings started together; the seconds per training (wall ÷ k)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the repository first, then what the environment had (the device machine's wheels dir)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     stamp = time.perf_counter_ns()
     start = time.perf_counter()
     procs = [subprocess.Popen(command(method, data, workdir / f"{method}-{k}-{stamp}-{i}", epochs, device),

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the repository first, then what the environment had (the device machine's wheels dir)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", module, *overrides, "print_config=false",
                            "trainer.enable_progress_bar=false"] if module == "anomaly.train" else
                           [sys.executable, "-m", module, *overrides],
