@@ -379,3 +379,10 @@ class ProgressBar(TQDMProgressBar):
             bar.refresh()
         if self._leave and bar is not None:
             bar.close()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:  # the bar left on screen shows the last numbers
+            self._refresh_numbers(trainer, pl_module, force=True)
+            bar.refresh()
+        super().on_train_end(trainer, pl_module)
