@@ -18,6 +18,7 @@
 No callback reads a device value on the host in a training step: on a GPU such a read waits for
 every queued kernel (tests/helpers/syncs.py counts them).
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,7 +64,7 @@ class StopOnNonFiniteLoss(L.Callback):
         self._batches: list[tuple[int, int, int, list[tuple[str, torch.Tensor]]]] = []
 
     def _ring_size(self, trainer: L.Trainer) -> int:
-        return self.check_every_n_steps or max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
+        return self.check_every_n_steps or max(1, int(trainer.log_every_n_steps))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -85,7 +86,7 @@ class StopOnNonFiniteLoss(L.Callback):
         slot = self._flags[len(self._batches)]
         # all on the device: no value is read on the host here
         if values:
-            slot[0].copy_(torch.cat([v.detach().reshape(-1).float().to(device) for _, v in values]).isfinite().all())
+            slot[0].copy_(torch.cat([v.detach().reshape(-1).float() for _, v in values]).isfinite().all())
         if params:
             slot[1].copy_(_weights_finite(params))
         self._batches.append((trainer.current_epoch, batch_idx, trainer.global_step,

@@ -1,5 +1,5 @@
-"""Pure helpers on composed configs: building objects from them (`instantiate`) and the hash of
-what determines a run's result (`config_hash`).
+"""Pure helpers on composed configs: composing one outside a Hydra app (`compose`), building
+objects from them (`instantiate`) and the hash of what determines a run's result (`config_hash`).
 
 No training, no files, no console: the pipeline, the loggers and `anomaly.reproduce` import
 these without importing each other. (The validation of a config's settings is
@@ -9,11 +9,12 @@ these without importing each other. (The validation of a config's settings is
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anomaly import AnomalyError, provenance
 
@@ -41,6 +42,25 @@ def config_hash(cfg: DictConfig) -> str:
         identity.pop("topology", None)
     text = OmegaConf.to_yaml(OmegaConf.create(identity))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def compose(output_dir: str | Path, overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The real config, composed as `python -m anomaly.<config_name> overrides…` composes it, for
+    code that runs outside a Hydra app (tests, benchmarks, the published-code harnesses), writing
+    to output_dir (`paths.output_dir` and `paths.log_dir`). Hydra's runtime config is set for what
+    reads it (a run's command and choices) and left out of the returned config."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(provenance.CONF_DIR)):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.paths.log_dir = str(output_dir)
+        del cfg["hydra"]
+    return cfg
 
 
 def method_name(cfg: DictConfig) -> str:

@@ -43,24 +43,8 @@ def write_coil_like(root: Path, objects=(1, 3, 77, 5, 12, 30, 41, 58, 64, 90), v
     return root
 
 
-def compose(output_dir: Path, overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
-        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.paths.log_dir = str(output_dir)
-        del cfg["hydra"]
-    return cfg
-
-
 def train_card(root: Path, epochs: int, steps: int, extra: list[str]) -> Timed:
+    from anomaly.config import compose
     from anomaly.pipeline import train
 
     with tempfile.TemporaryDirectory(prefix="card-") as out, contextlib.redirect_stdout(io.StringIO()):

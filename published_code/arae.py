@@ -92,18 +92,11 @@ def write_data(args, digit: int, seed: int, folder: Path) -> None:
 
 
 def _write_data(args, digit: int, seed: int, folder: Path) -> None:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
+    from anomaly.config import compose
     from anomaly.pipeline import build_datamodule
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose(config_name="train", overrides=["experiment=arae_mnist_p2_linf", f"protocol.normal=[{digit}]",
-                                                      f"seed={seed}", f"paths.data_dir={args.data_dir}"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.paths.log_dir = "."
+    cfg = compose(".", ["experiment=arae_mnist_p2_linf", f"protocol.normal=[{digit}]", f"seed={seed}",
+                        f"paths.data_dir={args.data_dir}"])
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup()

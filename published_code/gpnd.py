@@ -115,19 +115,10 @@ def published_source(work: Path, src: Path | None) -> Path:
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    """Our run config for these overrides (files written under the working directory)."""
+    from anomaly.config import compose as compose_run
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.paths.log_dir = "."
-        del cfg["hydra"]
-    return cfg
+    return compose_run(".", overrides)
 
 
 def cell_overrides(args, digit: int, seed: int, ratio: float) -> list[str]:

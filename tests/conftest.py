@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from anomaly.config import compose
 
 from tests.helpers.formats import (write_brain_mri, write_coil100, write_emnist_letters, write_head_ct,
                                    write_mnist_like)
@@ -22,15 +21,7 @@ TINY = ["print_config=false", "trainer.enable_progress_bar=false", "data.batch_s
 def compose_config(output_dir: Path, overrides: list[str] = (), config_name: str = "train") -> DictConfig:
     """The real config, composed as `python -m anomaly.<config_name> overrides…` would, writing to
     output_dir."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir)
-        del cfg["hydra"]
-    return cfg
+    return compose(output_dir, overrides, config_name)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -82,7 +82,9 @@ def test_each_rank_draws_its_own_noise_reproducibly(world_size):
         return torch.rand(4)
 
     if world_size == 1:  # one process keeps its one stream
-        assert torch.equal(draws(0), torch.manual_seed(123) and torch.rand(4))
+        ours = draws(0)
+        torch.manual_seed(123)
+        assert torch.equal(ours, torch.rand(4))
         return
     assert not torch.equal(draws(0), draws(1))  # GAN latents, PGD starts, VAE noise apart per rank
     assert torch.equal(draws(1), draws(1))  # a function of (seed, epoch, rank): resumes exactly

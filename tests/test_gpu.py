@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import signal
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ import torch
 import anomaly.pipeline as pipeline
 from tests.conftest import compose_config
 from tests.helpers.runs import AUROC_FLOOR
+from tests.helpers.syncs import around_each_step
 from tests.test_cli import run
 from tests.test_method_contract import run_config
 
@@ -29,23 +32,14 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow,
 GPU_METHODS = ["ae", "arae", "gpnd"]
 
 
-def sync_checked(trainer) -> list[int]:
-    """Every training step of `trainer` runs with CUDA's sync debug mode at "error": a step that
-    makes the host wait raises. Returns the list of steps run (filled during fit)."""
-    steps: list[int] = []
-    loop = trainer.fit_loop.epoch_loop
-    advance = loop.advance
-
-    def checked(*args, **kwargs):
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            return advance(*args, **kwargs)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-            steps.append(len(steps))
-
-    loop.advance = checked
-    return steps
+@contextmanager
+def sync_errors() -> Iterator[None]:
+    """CUDA's sync debug mode at "error" inside: an op that makes the host wait raises."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.parametrize("method", GPU_METHODS)
@@ -54,7 +48,7 @@ def test_method_on_cuda_separates_rescores_and_never_syncs_a_step(monkeypatch, t
 
     def build_trainer(*args, **kwargs):
         trainer = build(*args, **kwargs)
-        trainers.append((trainer, sync_checked(trainer)))
+        trainers.append((trainer, around_each_step(trainer, sync_errors)))
         return trainer
 
     monkeypatch.setattr(pipeline, "build_trainer", build_trainer)

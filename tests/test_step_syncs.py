@@ -28,6 +28,8 @@ def test_the_counter_counts_what_would_sync_on_a_gpu():
 
 
 def counted_training(monkeypatch, tmp_path, mnist_root, method: str, *overrides: str) -> list[dict]:
+    """The method's tiny contract run (CSV logger and progress bar on, 4 batches an epoch), its
+    syncs counted per training batch."""
     def build_trainer(*args, **kwargs):
         trainer = build(*args, **kwargs)
         counted.append(count_step_syncs(trainer))

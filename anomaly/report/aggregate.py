@@ -703,9 +703,9 @@ def published_now(reproduce: dict | None) -> dict:
     config = table_config(str(reproduce.get("table")))
     if config is None:
         return {}
-    from anomaly.reproduce.tables import Cell, _freeze
+    from anomaly.reproduce.tables import Cell
 
-    return config.published(Cell(tuple((k, _freeze(v)) for k, v in reproduce["cell"].items())))
+    return config.published(Cell.of(reproduce["cell"]))
 
 
 def _cell_of(run: Run) -> tuple:

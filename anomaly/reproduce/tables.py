@@ -28,6 +28,11 @@ class Cell:
 
     values: tuple[tuple[str, Any], ...]
 
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> "Cell":
+        """The cell with these {grid key: value} (as `as_dict` gives them, and results record them)."""
+        return cls(tuple((k, _freeze(v)) for k, v in values.items()))
+
     def get(self, key: str, default: Any = None) -> Any:
         return dict(self.values).get(key, default)
 

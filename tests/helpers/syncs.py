@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -80,20 +80,32 @@ def host_reads_counted(counter: SyncCounter) -> Iterator[None]:
             setattr(torch.Tensor, name, original)
 
 
-def count_step_syncs(trainer) -> list[dict[str, int]]:
-    """Make `trainer` count the syncs of each training batch: from fetching it to the end of its
-    hooks and logging (one `advance` of Lightning's epoch loop). Returns the list it fills, one
-    {op: count} per batch, once `trainer.fit` has run."""
-    per_step: list[dict[str, int]] = []
+def around_each_step(trainer, step_context: Callable[[], Any]) -> list:
+    """Run every training batch of `trainer` (from fetching it to the end of its hooks and
+    logging: one `advance` of Lightning's epoch loop) inside `step_context()`; returns the list it
+    fills, once `trainer.fit` has run, with what each context yielded (one entry per batch)."""
+    per_step: list = []
     loop = trainer.fit_loop.epoch_loop
     advance = loop.advance
 
-    def counted_advance(*args, **kwargs):
-        counter = SyncCounter()
-        with counter, host_reads_counted(counter):
+    def wrapped(*args, **kwargs):
+        with step_context() as value:
             out = advance(*args, **kwargs)
-        per_step.append(counter.counts)
+        per_step.append(value)
         return out
 
-    loop.advance = counted_advance
+    loop.advance = wrapped
     return per_step
+
+
+@contextmanager
+def counted_syncs() -> Iterator[dict[str, int]]:
+    """Yields the {op: count} dict of the syncs run inside (filled when the block ends)."""
+    counter = SyncCounter()
+    with counter, host_reads_counted(counter):
+        yield counter.counts
+
+
+def count_step_syncs(trainer) -> list[dict[str, int]]:
+    """Make `trainer` count the syncs of each training batch; one {op: count} per batch."""
+    return around_each_step(trainer, counted_syncs)
