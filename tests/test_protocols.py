@@ -233,3 +233,24 @@ def test_one_class_n_train_is_a_seeded_subset_of_the_training_images():
     assert np.array_equal(one_class_split(labels, official_test, [1], seed=3, n_train=20).train, part.train)
     with pytest.raises(AnomalyError, match=r"protocol.n_train=500 but the normal classes have only"):
         one_class_split(labels, official_test, [1], n_train=500)
+
+
+def test_one_class_n_test_keeps_the_test_class_mix_and_leaves_train_and_validation_alone():
+    from anomaly.data.protocols.one_class import OneClass, one_class_split
+
+    labels = np.concatenate([np.repeat(np.arange(3), 100), np.full(60, 3)])  # class 3 is rarer
+    official_test = np.zeros(len(labels), dtype=bool)
+    official_test[::4] = True  # test: 25 of each of classes 0–2, 15 of class 3
+    full = one_class_split(labels, official_test, [1], seed=3)
+    part = one_class_split(labels, official_test, [1], seed=3, n_test=18)
+    assert len(part.test) == 18 and set(part.test) <= set(full.test)
+    # 18 × (25, 25, 25, 15) / 90 = (5, 5, 5, 3)
+    assert np.bincount(labels[part.test], minlength=4).tolist() == [5, 5, 5, 3]
+    assert part.test_anomalous.tolist() == (labels[part.test] != 1).tolist()
+    assert np.array_equal(part.train, full.train) and np.array_equal(part.val, full.val)
+    assert np.array_equal(one_class_split(labels, official_test, [1], seed=3, n_test=18).test, part.test)
+    assert not np.array_equal(one_class_split(labels, official_test, [1], seed=4, n_test=18).test, part.test)
+    with pytest.raises(AnomalyError, match=r"protocol.n_test=91 but there are only 90 images"):
+        one_class_split(labels, official_test, [1], n_test=91)
+    with pytest.raises(AnomalyError, match=r"protocol.n_test=0 must be a positive integer"):
+        OneClass(n_test=0)

@@ -19,7 +19,7 @@ from anomaly.console import user_errors
 from anomaly.provenance import CONF_DIR
 from anomaly.reproduce.fanout import job_slots, progress_line, run_parallel
 from anomaly.reproduce.runner import print_comparison, run_group
-from anomaly.reproduce.tables import BUDGETS, Table, _key, _text
+from anomaly.reproduce.tables import Table, _key, _text
 from anomaly.results import json_safe, write_json
 from anomaly.sweep import configure_job
 
@@ -77,9 +77,10 @@ def run(cfg: DictConfig) -> None:
         configure_job(cfg)
         hc = HydraConfig.get()
         table = Table.from_config(cfg.table, experiment=hc.runtime.choices.get("experiment"))
-        if cfg.budget not in BUDGETS:
-            raise AnomalyError(f"budget={cfg.budget}: choose one of {list(BUDGETS)}")
+        if cfg.budget not in table.budgets:
+            raise AnomalyError(f"budget={cfg.budget}: table {table.name} has budgets {list(table.budgets)}")
         restrict, passed = split_overrides(table, cfg, list(hc.overrides.task))
+        restrict = {**table.budget_restrictions(cfg.budget), **restrict}
         cells = table.cells(restrict)
         groups = table.groups(cells)
         run_root = Path(cfg.paths.output_dir)
@@ -182,7 +183,8 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
     view.add_column("grid h CPU · GPU", overflow="fold", max_width=10)
     for table in load_tables():
         cells, groups = table.cells(), table.groups(table.cells())
-        for i, budget in enumerate(BUDGETS):
+        budgets = list(table.budgets)
+        for i, budget in enumerate(budgets):
             measured = measured_minutes(table.name, budget, results_dir)
             per, hours = [], []
             for device in ("cpu", "gpu"):
@@ -196,7 +198,7 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
             settings = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
             view.add_row(table.name if i == 0 else "", f"{len(cells)}/{len(groups)}" if i == 0 else "",
                          f"{budget} ({settings or 'published'})", " · ".join(per), " · ".join(hours),
-                         end_section=i == len(BUDGETS) - 1)
+                         end_section=i == len(budgets) - 1)
     Console().print(view)
 
 

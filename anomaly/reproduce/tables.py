@@ -3,8 +3,12 @@
 A table config (`conf/table/<name>.yaml`) names the experiment it runs, its grid (config key →
 values; the cells are their product), the keys that change only the validation and test sets
 (`test_keys`: one training serves all their values), the published numbers, the budgets
-(config overrides per budget) and what a training costs. Everything here is plain data and pure
-functions; `anomaly.reproduce.runner` runs the cells.
+(config overrides per budget, and per variant where variants need different ones) and what a
+training costs. Everything here is plain data and pure functions; `anomaly.reproduce.runner`
+runs the cells.
+
+A benchmark table (`variants_from: method`) has a variant per config in conf/method/, found
+when the table is read: a new method joins every benchmark with no edit of the table.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError
 
+# every table has these; a table may add its own (a benchmark's equal_steps)
 BUDGETS = ("paper", "reduced", "smoke")
 
 
@@ -66,6 +71,13 @@ class Table:
     # other published numbers beside the paper's (a later version of the authors' code…): each
     # {source, where, metric: value}; shown with the table, never what `below` is judged against
     references: list[dict] = field(default_factory=list)
+    # per budget, per variant: overrides beyond the budget's own (a method's schedule at that budget)
+    variant_budgets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # "method": one variant per conf/method/<name>.yaml (a benchmark); None: the listed variants
+    variants_from: str | None = None
+    # the field's published means on the table's protocol (methods run here or not), each
+    # {method, source, metric: value, variant: the one run here (optional)}: shown beside ours
+    field_means: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, node: DictConfig | dict, experiment: str | None = None) -> "Table":
@@ -77,9 +89,35 @@ class Table:
                     variants={k: list(v) for k, v in (data.get("variants") or {}).items()},
                     paper_mean=dict(data.get("paper_mean") or {}),
                     minutes=dict(data.get("minutes") or {}), experiment=experiment,
-                    references=[dict(r) for r in data.get("references") or []])
+                    references=[dict(r) for r in data.get("references") or []],
+                    variant_budgets={b: {v: dict(o or {}) for v, o in (per or {}).items()}
+                                     for b, per in (data.get("variant_budgets") or {}).items()},
+                    variants_from=data.get("variants_from"),
+                    field_means=[dict(r) for r in data.get("field") or []])
+        if table.variants_from is not None:
+            table.discover_variants(data.get("variant_settings") or {})
         table.check()
         return table
+
+    def discover_variants(self, settings: dict[str, Any]) -> None:
+        """One variant per method config (conf/method/<name>.yaml): `method=<name>`, then the
+        table's `variant_overrides`, then what `variant_settings[<name>]` adds for that method
+        (a schedule where conf/paper has none for the table's dataset); the grid's `variant` is
+        every one of them unless the table lists its own."""
+        if self.variants_from != "method":
+            raise AnomalyError(f"table {self.name}: variants_from={self.variants_from!r}; only 'method' is known")
+        from anomaly.provenance import CONF_DIR
+
+        names = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+        unknown = sorted(set(settings) - set(names) - {"variant_overrides"})
+        if unknown:
+            raise AnomalyError(f"table {self.name}: variant_settings for {unknown}, which are not in conf/method/")
+        common = list(settings.get("variant_overrides") or [])
+        for name in names:
+            own = [f"{k}={_text(v)}" for k, v in (settings.get(name) or {}).items()]
+            self.variants[name] = [f"method={name}", *common, *own]
+        self.grid.setdefault("variant", names)
+        self.grid = {"variant": self.grid.pop("variant"), **self.grid}  # methods first: rows of the table
 
     def check(self) -> None:
         missing = [b for b in BUDGETS if b not in self.budgets]
@@ -92,15 +130,35 @@ class Table:
             unknown = [v for v in self.grid["variant"] if v not in self.variants]
             if unknown:
                 raise AnomalyError(f"table {self.name}: grid variants {unknown} are not in its variants")
+        for budget, per in self.variant_budgets.items():
+            if budget not in self.budgets:
+                raise AnomalyError(f"table {self.name}: variant_budgets for budget {budget}, which it does not define")
+            unknown = sorted(set(per) - set(self.variants))
+            if unknown:
+                raise AnomalyError(f"table {self.name}: variant_budgets.{budget} names {unknown}, not among its "
+                                   f"variants {sorted(self.variants)}")
 
+        for entry in self.field_means:
+            if not entry.get("method") or not entry.get("source") or self.metric not in entry:
+                raise AnomalyError(f"table {self.name}: each `field` entry needs a method, a source and its "
+                                   f"{self.metric}, got {entry}")
         for ref in self.references:
             if not ref.get("source") or not any(k not in ("source", "where") for k in ref):
                 raise AnomalyError(f"table {self.name}: each reference needs a source and a number, got {ref}")
 
-    def budget_overrides(self, budget: str) -> dict[str, Any]:
+    def budget_overrides(self, budget: str, variant: str | None = None) -> dict[str, Any]:
+        """The budget's overrides, then the variant's own at that budget (a grid key among them
+        restricts the grid instead: `budget_restrictions`)."""
         if budget not in self.budgets:
             raise AnomalyError(f"budget={budget}: table {self.name} has budgets {sorted(self.budgets)}")
-        return dict(self.budgets[budget])
+        merged = {**self.budgets[budget], **self.variant_budgets.get(budget, {}).get(variant, {})}
+        return {k: v for k, v in merged.items() if k not in self.grid}
+
+    def budget_restrictions(self, budget: str) -> dict[str, Any]:
+        """The grid keys a budget fixes (`reduced: {seed: 0}`: the reduced budget runs one seed of
+        the grid's three); the command line's own value for such a key wins."""
+        self.budget_overrides(budget)
+        return {k: v for k, v in self.budgets[budget].items() if k in self.grid}
 
     def cells(self, restrict: dict[str, Any] | None = None) -> list[Cell]:
         """Every cell of the grid, or those with the restricted keys at the given values (a key
@@ -139,7 +197,7 @@ class Table:
         variant = cell.get("variant")
         base = list(self.variants[variant]) if variant else [f"experiment={self.experiment}"]
         user_keys = {_key(o) for o in user}
-        budget_values = {k: v for k, v in self.budget_overrides(budget).items() if k not in user_keys}
+        budget_values = {k: v for k, v in self.budget_overrides(budget, variant).items() if k not in user_keys}
         cell_values = {k: _thaw(v) for k, v in cell.values if k != "variant" and k not in user_keys}
         # ++: a budget may set a trainer key the trainer config leaves to Lightning's default
         return (base + [f"++{k}={_text(v)}" for k, v in budget_values.items()]
