@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from anomaly.report import render
+from anomaly.report import leaderboard, render
 from anomaly.report.aggregate import (
     LeftOut,
     ReportError,
@@ -21,6 +21,7 @@ from anomaly.report.aggregate import (
     paper_tables,
     select_runs,
 )
+from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, plot_cd
 from anomaly.report.render import MARKS, markdown, metric_title, print_table
 
 DEFAULT_METRICS = ("auroc", "f1_paper")
@@ -95,6 +96,11 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
                 for t in compared[metric]:
                     print_table(t)
     shown = [t for t in reproduced if paper_metrics(t)]
+    boards = leaderboards(runs)
+    for board in boards:
+        parts += [markdown(as_table(board), level="##"), ""]
+        if echo:
+            print_table(as_table(board, bold=("[bold]", "[/]")))
     if shown:
         parts += ["## Ours vs the paper", "", MARKS, ""]
         for t in shown:
@@ -120,6 +126,7 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         plot_dir = out_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
         pngs = plot_groups(runs, plot_dir) + plot_paper(shown, paper_metrics, plot_dir)
+        pngs += [p for p in (plot_cd(b, plot_dir) for b in boards) if p is not None]
         parts += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in pngs] + [""]
         files += pngs
     md_path = out_dir / "report.md"
@@ -137,7 +144,9 @@ def readme(dirs: Sequence[str | Path], path: str | Path, include_debug: bool = F
            include_rescores: bool = False, command: str | None = None, echo: bool = True) -> dict[str, Any]:
     """Rewrite the part of `path` between `<!-- reproduction:start -->` and
     `<!-- reproduction:end -->` from the runs below `dirs` that carry `reproduce`: one table per
-    reproduced table and budget. Nothing else is written."""
+    reproduced table and budget; and, where the README has `<!-- leaderboard:start -->` and
+    `<!-- leaderboard:end -->`, the benchmark tables' leaderboards there (their diagrams in
+    docs/leaderboard/ beside it). Nothing else is written."""
     path = Path(path)
     if not path.is_file():
         raise ReportError(f"--readme {path}: no such file")
@@ -145,13 +154,21 @@ def readme(dirs: Sequence[str | Path], path: str | Path, include_debug: bool = F
     if not render.has_markers(text):
         render.raise_missing_markers(str(path))
     runs, left_out = _gather(dirs, (), include_debug, include_rescores, reproduced_only=True)
-    tables = paper_tables(runs)  # tables without published numbers too: ours alone, the paper "—"
-    if not tables:
+    # tables without published numbers too: ours alone, the paper "—"; benchmarks as leaderboards
+    tables = [t for t in paper_tables(runs) if not is_benchmark(t.table)]
+    boards = leaderboards(runs)
+    if not tables and not boards:
         raise ReportError(f"no results.json below {', '.join(map(str, dirs))} carries a `reproduce` entry "
                           "with paper numbers (runs of python -m anomaly.reproduce)"
                           + (f". {left_out.line()}" if left_out else ""))
     command = command or shlex.join(["python", "-m", "anomaly.report", *map(str, dirs), "--readme", str(path)])
     new = render.replace_section(text, render.readme_section(tables, command, left_out), str(path))
+    if boards:
+        markers = (leaderboard.START, leaderboard.END)
+        if not render.has_markers(new, markers):
+            render.raise_missing_markers(str(path), markers)
+        section = leaderboard.readme_section(boards, command, path.parent / leaderboard.FIGURES, path.parent)
+        new = render.replace_section(new, section, str(path), markers)
     if new != text:
         path.write_text(new)
     if echo:

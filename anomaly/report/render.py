@@ -269,21 +269,23 @@ def readme_section(tables: Sequence[PaperTable], command: str, left_out: LeftOut
     return "\n".join(parts).rstrip("\n")
 
 
-def replace_section(text: str, section: str, name: str = "README") -> str:
-    """`text` with everything between the reproduction markers replaced by `section`."""
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < 0 or end < start or text.count(README_START) > 1 or text.count(README_END) > 1:
-        raise_missing_markers(name)
-    return text[:start + len(README_START)] + "\n" + section + "\n" + text[end:]
+def replace_section(text: str, section: str, name: str = "README",
+                    markers: tuple[str, str] = (README_START, README_END)) -> str:
+    """`text` with everything between the markers (the reproduction section's) replaced by `section`."""
+    if not has_markers(text, markers):
+        raise_missing_markers(name, markers)
+    start, end = text.find(markers[0]), text.find(markers[1])
+    return text[:start + len(markers[0])] + "\n" + section + "\n" + text[end:]
 
 
-def raise_missing_markers(name: str) -> None:
+def raise_missing_markers(name: str, markers: tuple[str, str] = (README_START, README_END)) -> None:
     from anomaly.report.aggregate import ReportError
 
-    raise ReportError(f"{name} has no reproduction section: put the lines {README_START} and {README_END} "
+    what = markers[0].removeprefix("<!-- ").split(":")[0]
+    raise ReportError(f"{name} has no {what} section: put the lines {markers[0]} and {markers[1]} "
                       "(once each, in that order) where the tables go")
 
 
-def has_markers(text: str) -> bool:
-    start, end = text.find(README_START), text.find(README_END)
-    return 0 <= start < end and text.count(README_START) == 1 and text.count(README_END) == 1
+def has_markers(text: str, markers: tuple[str, str] = (README_START, README_END)) -> bool:
+    start, end = text.find(markers[0]), text.find(markers[1])
+    return 0 <= start < end and text.count(markers[0]) == 1 and text.count(markers[1]) == 1

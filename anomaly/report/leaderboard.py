@@ -1,0 +1,250 @@
+"""The leaderboard of a benchmark table (`variants_from: method`, conf/table/benchmark_*.yaml):
+every method's metric per class (mean ± std over seeds), its mean, its average rank over the
+classes, a Friedman test over the ranks with the Nemenyi post-hoc test and its critical-difference
+diagram (autorank: Demšar 2006's procedure), and the field's published means beside ours.
+
+Ranks and the test use the classes every method has a number for (a complete block design); a
+class some method lacks is shown but left out of them, and said so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from anomaly.report.aggregate import Cell, PaperTable, Run, natural, paper_tables, table_config
+
+ALPHA = 0.05
+START = "<!-- leaderboard:start -->"
+END = "<!-- leaderboard:end -->"
+# the critical-difference diagrams of the README's section, beside the README
+FIGURES = Path("docs") / "leaderboard"
+
+
+@dataclass
+class RankTest:
+    """Friedman over the methods' per-class ranks, then Nemenyi: two methods differ significantly
+    when their average ranks differ by more than `cd`."""
+    statistic: float
+    pvalue: float
+    cd: float
+    n_classes: int
+    result: object = field(repr=False, default=None)  # autorank's RankResult (for the diagram)
+
+    @property
+    def significant(self) -> bool:
+        return self.pvalue < ALPHA
+
+
+@dataclass
+class Leaderboard:
+    table: str
+    budget: str | None
+    metric: str
+    methods: list[str]            # best average rank first
+    classes: list[str]
+    cells: dict[str, dict[str, Cell]]  # method → class → the seeds' values
+    ranks: dict[str, float]       # average rank over the complete classes (1 = best)
+    complete: list[str]           # the classes every method has a number for
+    test: RankTest | None
+    why_no_test: str | None
+    field_means: list[dict]
+    flags: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return " · ".join([self.table, f"budget {self.budget}" if self.budget else "no budget", *self.flags])
+
+    def mean(self, method: str) -> float | None:
+        """The mean over the complete classes of the method's class means."""
+        values = [self.cells[method][c].mean for c in self.complete]
+        return float(np.mean(values)) if values and None not in values else None
+
+    def seeds(self) -> int:
+        return max((c.n for per in self.cells.values() for c in per.values()), default=0)
+
+    def significantly_better(self, a: str, b: str) -> bool | None:
+        """Whether a's average rank beats b's by more than the critical difference (None: no test)."""
+        if self.test is None:
+            return None
+        return self.test.significant and self.ranks[b] - self.ranks[a] > self.test.cd
+
+
+def _variant(row_label: str) -> str:
+    return row_label.split("variant=", 1)[1].split(" ", 1)[0] if "variant=" in row_label else row_label
+
+
+def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
+    """The leaderboard of one benchmark table × budget (rows: its variants, columns: classes)."""
+    cells: dict[str, dict[str, Cell]] = {}
+    for row in paper.rows:
+        per_class = cells.setdefault(_variant(row.label), {})
+        for column, runs in row.cells.items():
+            cell = per_class.setdefault(column, Cell([]))
+            for run in runs:
+                cell.add(run, metric)
+    classes = sorted({c for per in cells.values() for c in per}, key=natural)
+    methods = sorted(cells)
+    complete = [c for c in classes if all(c in cells[m] and cells[m][c].mean is not None for m in methods)]
+    ranks, test, why = {}, None, None
+    if complete and methods:
+        matrix = np.array([[cells[m][c].mean for m in methods] for c in complete])
+        # rank 1 = the highest metric in a class; ties share their average rank
+        per_class = np.vstack([rankdata(-row) for row in matrix])
+        ranks = dict(zip(methods, per_class.mean(0).tolist()))
+        test, why = rank_test(matrix, methods)
+    else:
+        why = "no class has a number for every method"
+    methods.sort(key=lambda m: (ranks.get(m, math.inf), m))
+    config = table_config(paper.table)
+    field_means = [dict(e) for e in config.field_means] if config is not None else []
+    return Leaderboard(paper.table, paper.budget, metric, methods, classes, cells, ranks, complete, test, why,
+                       field_means, paper.flags)
+
+
+def rank_test(matrix: np.ndarray, methods: Sequence[str]) -> tuple[RankTest | None, str | None]:
+    """Friedman + Nemenyi over a classes × methods matrix (higher = better), by autorank."""
+    n_classes, n_methods = matrix.shape
+    if n_methods < 3 or n_classes < 2:
+        return None, (f"the Friedman test needs at least 3 methods and 2 classes with a number for every "
+                      f"method (here {n_methods} and {n_classes})")
+    import pandas as pd
+    from autorank import autorank
+
+    frame = pd.DataFrame(matrix, columns=list(methods))
+    with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its choice of test
+        result = autorank(frame, alpha=ALPHA, verbose=False, order="descending", force_mode="nonparametric")
+    # autorank's Friedman statistic is not in its result: scipy's, the same test
+    from scipy.stats import friedmanchisquare
+
+    statistic = float(friedmanchisquare(*matrix.T).statistic)
+    return RankTest(statistic, float(result.pvalue), float(result.cd), n_classes, result), None
+
+
+def leaderboards(runs: Sequence[Run], metric: str | None = None) -> list[Leaderboard]:
+    """One leaderboard per benchmark table × budget among the runs (in the table's own metric)."""
+    boards = []
+    for paper in paper_tables(runs):
+        config = table_config(paper.table)
+        if config is None or config.variants_from is None:
+            continue
+        boards.append(leaderboard(paper, metric or config.metric))
+    return boards
+
+
+def is_benchmark(table: str) -> bool:
+    config = table_config(table)
+    return config is not None and config.variants_from is not None
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
+    """The leaderboard as a report table (`anomaly.report.render.Table`): a row per method (best
+    rank first), a column per class with the best of each class in `bold`, its mean and average
+    rank; its notes say what the cells are, the test's result and the field's means."""
+    from anomaly.report.render import Table, metric_title
+
+    best = {c: max((board.cells[m][c].mean for m in board.methods
+                    if c in board.cells[m] and board.cells[m][c].mean is not None), default=None)
+            for c in board.classes}
+    rows, numbers = [], []
+    for method in board.methods:
+        row, values = [method], []
+        for c in board.classes:
+            cell = board.cells[method].get(c)
+            values.append(None if cell is None else cell.mean)
+            if cell is None or cell.mean is None:
+                row.append("failed" if cell is not None and cell.failed else "—")
+                continue
+            text = f"{cell.mean:.3f}" + (f" ± {cell.std:.3f}" if cell.std is not None else "")
+            row.append(f"{bold[0]}{text}{bold[1]}" if cell.mean == best[c] else text)
+        mean = board.mean(method)
+        row += ["—" if mean is None else f"{mean:.3f}",
+                f"{board.ranks[method]:.2f}" if method in board.ranks else "—"]
+        rows.append(row)
+        numbers.append(values + [mean, board.ranks.get(method)])
+    seeds = board.seeds()
+    over = (f"the {len(board.complete)} classes every method has" if len(board.complete) < len(board.classes)
+            else "the classes")
+    notes = [f"{metric_title(board.metric)} per class: mean" + (f" ± std over {seeds} seeds" if seeds > 1
+                                                                 else " (one seed)")
+             + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.",
+             "", significance_line(board)]
+    if board.field_means:
+        notes += ["", field_line(board)]
+    return Table(f"Leaderboard: {board.title}", ["method", *board.classes, "mean", "avg rank"], rows, numbers,
+                 notes)
+
+
+def significance_line(board: Leaderboard) -> str:
+    if board.test is None:
+        return f"No rank test: {board.why_no_test}."
+    t = board.test
+    verdict = ("the methods' ranks differ significantly" if t.significant
+               else "no significant difference among the ranks")
+    line = (f"Friedman test over {t.n_classes} classes × {len(board.methods)} methods: χ² = {t.statistic:.1f}, "
+            f"p = {t.pvalue:.2g} ({verdict} at α = {ALPHA}); Nemenyi critical difference {t.cd:.2f} ranks.")
+    if t.significant and len(board.methods) > 1:
+        top = board.methods[0]
+        beaten = [m for m in board.methods[1:] if board.significantly_better(top, m)]
+        tied = [m for m in board.methods[1:] if m not in beaten]
+        line += (f" {top} ranks significantly above {', '.join(beaten) if beaten else 'none'}"
+                 + (f"; not distinguishable from {', '.join(tied)}." if tied else "."))
+    return line
+
+
+def field_line(board: Leaderboard) -> str:
+    parts = []
+    for entry in board.field_means:
+        ours = board.mean(entry["variant"]) if entry.get("variant") in board.cells else None
+        text = f"{entry['method']} {float(entry[board.metric]):.3f} ({entry['source']}"
+        parts.append(text + (f"; ours here: {ours:.3f})" if ours is not None else ")"))
+    return "Published means on this protocol (full budgets, not run here unless `ours` says so): " + "; ".join(parts) + "."
+
+
+def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
+    """The critical-difference diagram (autorank's), or None without a test."""
+    if board.test is None or board.test.result is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from autorank import plot_stats
+
+    from anomaly.report.plots import slug
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        axis = plot_stats(board.test.result, allow_insignificant=True)
+    axis.set_title(f"{board.title}: average rank, Nemenyi CD = {board.test.cd:.2f}", fontsize=9)
+    path = out_dir / f"{slug(board.title)}_cd.png"
+    axis.figure.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(axis.figure)
+    return path
+
+
+def readme_section(boards: Sequence[Leaderboard], command: str, figure_dir: Path, readme_dir: Path) -> str:
+    """The Markdown between the README's leaderboard markers: per benchmark table and budget the
+    leaderboard, its notes, its critical-difference diagram (written to figure_dir) and the
+    command that runs it again."""
+    from anomaly.report.render import markdown as table_markdown
+
+    parts = [f"<!-- written by `{command}` from the results files: edit those, not this section -->", ""]
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    for board in boards:
+        table = as_table(board)
+        parts += [f"#### {board.title}", ""]
+        parts += table_markdown(table).split("\n", 2)[2].rstrip("\n").split("\n")
+        figure = plot_cd(board, figure_dir)
+        if figure is not None:
+            parts += ["", f"![critical-difference diagram of {board.title}]({figure.relative_to(readme_dir)})"]
+        rerun = f"python -m anomaly.reproduce table={board.table} budget={board.budget}"
+        parts += ["", f"Re-run: `{rerun}` (one method: `variant=<name>`; kept cells are skipped).", ""]
+    return "\n".join(parts).rstrip("\n")

@@ -1,0 +1,184 @@
+"""The benchmark tables (conf/table/benchmark_*.yaml: a variant per method config, per-variant
+budgets) and their leaderboard in the report: ranks per class, the Friedman / Nemenyi test, the
+critical-difference diagram, the field's published means and the README's leaderboard section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anomaly import AnomalyError, provenance
+from anomaly.report import main, readme, report
+from anomaly.report.leaderboard import END, START, leaderboards, significance_line
+from anomaly.reproduce.tables import Cell, Table
+from tests.test_report import config, write
+
+METHODS = sorted(p.stem for p in (provenance.CONF_DIR / "method").glob("*.yaml"))
+BUDGETS = {"paper": {}, "reduced": {"seed": 0}, "smoke": {}}
+
+
+def benchmark(**extra) -> Table:
+    return Table.from_config({"name": "bench", "metric": "auroc", "variants_from": "method",
+                              "variant_settings": {"variant_overrides": ["dataset=mnist"],
+                                                   "ae": {"trainer.max_epochs": 100}},
+                              "grid": {"protocol.normal": [[0], [1]], "seed": [0, 1, 2]},
+                              "budgets": BUDGETS, **extra})
+
+
+# ---- the tables ----------------------------------------------------------------------------------
+def test_every_method_config_is_a_variant_and_a_new_one_joins_without_an_edit(tmp_path, monkeypatch):
+    table = benchmark()
+    assert sorted(table.variants) == METHODS and table.grid["variant"] == METHODS
+    assert list(table.grid) == ["variant", "protocol.normal", "seed"]  # methods are the rows
+    assert table.variants["ae"] == ["method=ae", "dataset=mnist", "trainer.max_epochs=100"]
+    assert table.variants["gpnd"] == ["method=gpnd", "dataset=mnist"]
+    # a method config dropped into conf/method/ is in the next table read
+    conf = tmp_path / "conf"
+    (conf / "method").mkdir(parents=True)
+    for name in ("ae", "gpnd", "my_method"):
+        (conf / "method" / f"{name}.yaml").write_text("_target_: x\n")
+    monkeypatch.setattr(provenance, "CONF_DIR", conf)
+    assert benchmark().grid["variant"] == ["ae", "gpnd", "my_method"]
+
+
+def test_the_real_benchmark_tables_run_every_method_on_one_protocol():
+    from anomaly.report.aggregate import table_config
+
+    for name, dataset in (("benchmark_mnist", "mnist"), ("benchmark_fashion_mnist", "fashion_mnist")):
+        table = table_config(name)
+        assert table.grid["variant"] == METHODS and len(table.grid["protocol.normal"]) == 10
+        assert table.grid["seed"] == [0, 1, 2] and table.budget_restrictions("reduced") == {"seed": 0}
+        cell = Cell.of({"variant": "gpnd", "protocol.normal": [3], "seed": 1})
+        overrides = table.overrides(cell, "reduced", [])
+        assert overrides[:3] == ["method=gpnd", f"dataset={dataset}", "protocol=one_class"]
+        assert "++protocol.n_test=1000" in overrides and "++trainer.max_epochs=2" in overrides
+        assert "protocol.normal=[3]" in overrides and "seed=1" in overrides and "++seed=0" not in overrides
+        assert {"method", "source", "auroc"} <= set(table.field_means[0])
+
+
+def test_a_variant_budget_applies_to_its_variant_only_and_the_command_line_wins():
+    table = benchmark(variant_budgets={"reduced": {"gpnd": {"trainer.max_epochs": 2}}})
+    gpnd = Cell.of({"variant": "gpnd", "protocol.normal": [0], "seed": 0})
+    ae = Cell.of({"variant": "ae", "protocol.normal": [0], "seed": 0})
+    assert "++trainer.max_epochs=2" in table.overrides(gpnd, "reduced", [])
+    assert not any("max_epochs=2" in o for o in table.overrides(ae, "reduced", []))
+    assert "++trainer.max_epochs=2" not in table.overrides(gpnd, "reduced", ["trainer.max_epochs=5"])
+    # a budget's grid key restricts the grid; the cell's own value is what the run gets
+    assert table.budget_restrictions("reduced") == {"seed": 0} and table.budget_restrictions("paper") == {}
+    assert len(table.cells(table.budget_restrictions("reduced"))) == len(METHODS) * 2
+    assert not any(o.startswith("++seed") for o in table.overrides(gpnd, "reduced", []))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"variant_budgets": {"reduced": {"no_such": {}}}}, r"variant_budgets.reduced names \['no_such'\], not among"),
+    ({"variant_budgets": {"equal_steps": {"ae": {}}}}, "variant_budgets for budget equal_steps, which it does not"),
+    ({"variant_settings": {"no_such": {}}}, r"variant_settings for \['no_such'\], which are not in conf/method/"),
+    ({"variants_from": "dataset"}, "variants_from='dataset'; only 'method' is known"),
+    ({"field": [{"method": "X", "auroc": 0.9}]}, "each `field` entry needs a method, a source and its auroc"),
+])
+def test_a_malformed_benchmark_table_is_refused_in_one_line(extra, message):
+    with pytest.raises(AnomalyError, match=message):
+        benchmark(**extra)
+
+
+# ---- the leaderboard -----------------------------------------------------------------------------
+# per class: arae first, ae second, gpnd third, vae last (vae misses class 5); two seeds each
+STRENGTH = {"arae": 0.95, "ae": 0.90, "gpnd": 0.80, "vae": 0.70}
+
+
+def bench_run(root: Path, method: str, normal: int, seed: int, auroc: float, budget: str = "reduced") -> Path:
+    info = {"table": "benchmark_mnist", "cell": {"variant": method, "protocol.normal": [normal], "seed": seed},
+            "paper": {}, "paper_mean": {}, "metric": "auroc", "paper_source": "benchmark",
+            "trained_in": f"{method}-{normal}-{seed}"}
+    cfg = config(normal, seed)
+    cfg["method"] = {"_target_": f"anomaly.methods.{method}.X"}
+    return write(root / f"{method}-{normal}-{seed}", auroc, normal, seed, method=method, cfg=cfg, budget=budget,
+                 reproduce=info, command=f"python -m anomaly.reproduce table=benchmark_mnist budget={budget}")
+
+
+@pytest.fixture
+def bench_runs(tmp_path) -> Path:
+    root = tmp_path / "reproduced"
+    for method, base in STRENGTH.items():
+        for normal in range(6):
+            if method == "vae" and normal == 5:
+                continue
+            for seed in (0, 1):
+                bench_run(root, method, normal, seed, base + 0.01 * normal + 0.004 * seed)
+    return root
+
+
+def test_ranks_the_friedman_test_and_the_critical_difference(bench_runs):
+    out = report([bench_runs], echo=False, plots=False)
+    (board,) = leaderboards(out["runs"])
+    assert board.methods == ["arae", "ae", "gpnd", "vae"]
+    assert board.classes == ["0", "1", "2", "3", "4", "5"] and board.complete == ["0", "1", "2", "3", "4"]
+    assert board.ranks == {"arae": 1.0, "ae": 2.0, "gpnd": 3.0, "vae": 4.0}
+    # Friedman: 12 / (n k (k + 1)) Σ R² − 3 n (k + 1) with n = 5 classes, k = 4: 0.12 · 750 − 75 = 15
+    assert board.test.statistic == pytest.approx(15.0) and board.test.pvalue < 0.01
+    # Nemenyi: q(0.05, 4) = 2.569 × √(k (k + 1) / 6n) = 2.569 × √(2/3)
+    assert board.test.cd == pytest.approx(2.569 * (2 / 3) ** 0.5, abs=2e-3)
+    # ranks 1 and 4 differ by more than the CD (2.10); 1 and 3 do not
+    assert board.significantly_better("arae", "vae") and not board.significantly_better("arae", "gpnd")
+    assert not board.significantly_better("vae", "arae")
+    assert board.mean("arae") == pytest.approx(0.95 + 0.02 + 0.002)
+    line = significance_line(board)
+    assert "χ² = 15.0" in line and "arae ranks significantly above vae; not distinguishable from ae, gpnd" in line
+    text = (bench_runs / "report" / "report.md").read_text()
+    assert "## Leaderboard: benchmark_mnist · budget reduced" in text
+    assert "| arae | **0.952 ± 0.002** |" in text
+    assert "the 5 classes every method has" in text and "| vae |" in text and "| — | 0.722 | 4.00 |" in text
+    assert "Deep SVDD 0.948 (Ruff et al., ICML 2018)" in text  # the field's published means
+
+
+def test_no_test_without_three_methods(tmp_path):
+    root = tmp_path / "runs"
+    for method in ("arae", "ae"):
+        for normal in range(3):
+            bench_run(root, method, normal, 0, STRENGTH[method])
+    (board,) = leaderboards(report([root], echo=False, plots=False)["runs"])
+    assert board.test is None and board.ranks == {"arae": 1.0, "ae": 2.0}
+    assert significance_line(board) == ("No rank test: the Friedman test needs at least 3 methods and 2 classes with a "
+                                "number for every method (here 2 and 3).")
+
+
+README = f"""# project
+
+## Reproduction
+
+<!-- reproduction:start -->
+<!-- reproduction:end -->
+
+## Leaderboard
+
+{START}
+stale
+{END}
+
+After.
+"""
+
+
+@pytest.mark.slow
+def test_readme_leaderboard_section_with_its_diagram(bench_runs, tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text(README)
+    main([str(bench_runs), "--readme", str(path)])
+    text = path.read_text()
+    section = text.split(START)[1].split(END)[0]
+    assert "stale" not in section and text.endswith("After.\n")
+    assert "#### benchmark_mnist · budget reduced" in section and "| arae | **0.952 ± 0.002** |" in section
+    assert "![critical-difference diagram of benchmark_mnist · budget reduced]" \
+           "(docs/leaderboard/benchmark_mnist_budget_reduced_cd.png)" in section
+    assert (tmp_path / "docs" / "leaderboard" / "benchmark_mnist_budget_reduced_cd.png").stat().st_size > 5000
+    assert "Re-run: `python -m anomaly.reproduce table=benchmark_mnist budget=reduced`" in section
+    # the benchmark is not also in the reproduction section
+    assert "benchmark_mnist" not in text.split("<!-- reproduction:start -->")[1].split("<!-- reproduction:end -->")[0]
+    # without the markers: refused in one line, nothing written
+    path.write_text(README.replace(START, "").replace(END, ""))
+    with pytest.raises(SystemExit):
+        readme([bench_runs], path, echo=False)
+    assert START not in path.read_text()
+    assert json.loads((bench_runs / "arae-0-0" / "results.json").read_text())["status"] == "ok"
