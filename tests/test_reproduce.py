@@ -27,6 +27,8 @@ EXTRA = {
     "vae_fashion_mnist": ["protocol.n_train=null", "protocol.n_val=null", "protocol.n_test=null",
                           "protocol.contamination=0.3"],
     "dae_fashion_mnist_size": ["protocol.n_train=5"],
+    "benchmark_mnist": ["protocol.n_test=40"],
+    "benchmark_fashion_mnist": ["protocol.n_test=40"],
 }
 
 
