@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from anomaly import AnomalyError
 from anomaly.data.io import RESIZE_MODES
@@ -403,6 +403,40 @@ def max_epochs_was_set(cfg: DictConfig, epochs: int) -> bool:
     except Exception:  # noqa: BLE001 - when in doubt, the value counts as the user's
         return True
     return default is None or epochs != default
+
+
+def check_stage_epochs(cfg: DictConfig, method: str, first: str, second: str, first_min: int = 1) -> None:
+    """trainer.max_epochs must be method.<first> + method.<second>, for a method that trains two
+    stages in one run (f-AnoGAN, Deep SVDD; called from its `check_config`). Left at the trainer's
+    default it becomes their sum (the run's config records the schedule it ran); set to anything
+    else (the command line, or any config but the trainer group's own default) it is refused in one
+    line that names the two keys and a split of it. `first_min`: the fewest epochs of the first stage."""
+    a, b = setting(cfg, f"method.{first}"), setting(cfg, f"method.{second}")
+    epochs = setting(cfg, "trainer.max_epochs")
+    if not (is_int(a) and is_int(b) and is_int(epochs)) or epochs == a + b:
+        return
+    if not max_epochs_was_set(cfg, epochs):
+        with read_write(cfg.trainer):
+            cfg.trainer.max_epochs = a + b
+        return
+    if epochs >= first_min + 1:
+        if a < epochs:  # keep a stage that fits, give the other the rest
+            share = a
+        elif first_min <= epochs - b and b < epochs:
+            share = epochs - b
+        else:
+            share = min(max(round(epochs * a / (a + b)), first_min), epochs - 1)
+        example = (f"e.g. method.{first}={share} method.{second}={epochs - share} for {epochs} "
+                   f"epoch{'s' if epochs != 1 else ''}")
+    elif first_min:
+        example = (f"at least {first_min} and 1: method.{first}={first_min} method.{second}=1 "
+                   f"trainer.max_epochs={first_min + 1}").replace("at least 1 and 1", "at least 1 each")
+    else:
+        example = f"at least 1: method.{first}=0 method.{second}=1 trainer.max_epochs=1"
+    raise ConfigError(f"trainer.max_epochs={epochs} contradicts method={method}'s two stages, "
+                      f"method.{first} + method.{second} = {a} + {b} = {a + b} epochs: set method.{first} and "
+                      f"method.{second} instead ({example}); trainer.max_epochs follows their sum when you "
+                      "leave it out")
 
 
 def _trainer_default(option: str | None, key: str, depth: int = 0) -> Any:

@@ -11,6 +11,7 @@ After the threshold is fitted (or restored from a checkpoint: it is the `thresho
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from anomaly import AnomalyError
 from anomaly.evaluation.metrics import compute_metrics, score_problem
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
+
+log = logging.getLogger(__name__)
 
 VALUE_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
@@ -108,6 +111,18 @@ class AnomalyModule(L.LightningModule):
     def prepare_scoring(self, train_loader) -> None:
         """Fit score statistics on the training images after training (GPND's densities…).
         Called once before the final validation; the default needs none."""
+
+    def follow_stage_epochs(self, **stages: int) -> None:
+        """For a method that trains its stages in one run (f-AnoGAN, Deep SVDD): the trainer runs
+        their sum of epochs, whatever a Trainer of the caller's own was given (the configs are
+        checked before: `anomaly.config_schema.check_stage_epochs`)."""
+        total = sum(stages.values())
+        loop = self.trainer.fit_loop
+        if loop.max_epochs != total:
+            log.warning(
+                "%s trains %s = %d epochs; trainer.max_epochs=%s is replaced by %d", self.name,
+                " + ".join(f"method.{k} ({v})" for k, v in stages.items()), total, loop.max_epochs, total)
+            loop.max_epochs = total
 
     def manual_step(self, optimizer, loss: torch.Tensor) -> None:
         """One update of one optimiser, for methods with manual optimisation (GANs alternating

@@ -52,11 +52,10 @@ import logging
 from typing import ClassVar, Sequence
 
 import torch
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig
 
 from anomaly import AnomalyError
-from anomaly.config_schema import (ConfigError, Int, Rule, is_int, max_epochs_was_set, non_negative,
-                                   positive, setting)
+from anomaly.config_schema import Int, Rule, check_stage_epochs, non_negative, positive
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets import (DCGANDiscriminator, DCGANEncoder, DCGANGenerator, dcgan_init, frozen,
                           frozen_inference)
@@ -102,27 +101,7 @@ class FAnoGAN(AnomalyModule):
         that was set (on the command line, or by any config but the trainer group's own default)
         and says otherwise is refused; one left at the trainer's default becomes their sum, so the
         run's config records the schedule it ran."""
-        gan, encoder = setting(cfg, "method.gan_epochs"), setting(cfg, "method.encoder_epochs")
-        epochs = setting(cfg, "trainer.max_epochs")
-        if not (is_int(gan) and is_int(encoder) and is_int(epochs)):
-            return
-        total = gan + encoder
-        if epochs == total:
-            return
-        if not max_epochs_was_set(cfg, epochs):
-            with read_write(cfg.trainer):
-                cfg.trainer.max_epochs = total
-            return
-        if epochs >= 2:
-            share = min(max(round(epochs * gan / total), 1), epochs - 1)
-            example = (f"e.g. method.gan_epochs={share} method.encoder_epochs={epochs - share} "
-                       f"for {epochs} epochs")
-        else:
-            example = "at least 1 each: method.gan_epochs=1 method.encoder_epochs=1 trainer.max_epochs=2"
-        raise ConfigError(f"trainer.max_epochs={epochs} contradicts method=fanogan's two stages, "
-                          f"method.gan_epochs + method.encoder_epochs = {gan} + {encoder} = {total} epochs: "
-                          f"set method.gan_epochs and method.encoder_epochs instead ({example}); "
-                          "trainer.max_epochs follows their sum when you leave it out")
+        check_stage_epochs(cfg, "fanogan", "gan_epochs", "encoder_epochs", first_min=1)
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 128, prior: str = "normal",
                  generator_widths: Sequence[int] | None = None,
@@ -176,13 +155,7 @@ class FAnoGAN(AnomalyModule):
         return "gan" if self.current_epoch < self.gan_epochs else "encoder"
 
     def on_fit_start(self) -> None:
-        total = self.gan_epochs + self.encoder_epochs
-        loop = self.trainer.fit_loop
-        if loop.max_epochs != total:
-            log.warning("f-AnoGAN trains method.gan_epochs (%d) + method.encoder_epochs (%d) = %d epochs; "
-                        "trainer.max_epochs=%s is replaced by %d", self.gan_epochs, self.encoder_epochs,
-                        total, loop.max_epochs, total)
-            loop.max_epochs = total
+        self.follow_stage_epochs(gan_epochs=self.gan_epochs, encoder_epochs=self.encoder_epochs)
 
     # ---- training ----------------------------------------------------------------------------------
     def configure_optimizers(self):
