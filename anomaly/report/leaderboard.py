@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from anomaly.report.aggregate import Cell, PaperTable, Run, natural, paper_tables, table_config
+from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, natural, paper_tables,
+                                      setting_text, table_config)
 
 ALPHA = 0.05
 START = "<!-- leaderboard:start -->"
@@ -77,19 +78,23 @@ class Leaderboard:
         return self.test.significant and self.ranks[b] - self.ranks[a] > self.test.cd
 
 
-def _variant(row_label: str) -> str:
-    return row_label.split("variant=", 1)[1].split(" ", 1)[0] if "variant=" in row_label else row_label
+def block_of(run: Run) -> str:
+    """The class column a run's number ranks in: its class (`run.column`), with any cell key
+    beside the method, the class and the repetitions (COIL-100's object count is already in its
+    column, `4 drawn`; its draws are averaged like seeds)."""
+    cell = (run.reproduce or {}).get("cell") or {}
+    others = [setting_text(k, v) for k, v in sorted(cell.items())
+              if k not in CELL_SWEPT | CELL_CLASS | {"variant", "protocol.n_normal"}]
+    return " · ".join([run.column, *others])
 
 
 def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
-    """The leaderboard of one benchmark table × budget (rows: its variants, columns: classes)."""
+    """The leaderboard of one benchmark table × budget: a row per variant (method), a column per
+    class (`block_of`), each cell the mean over its seeds (and draws)."""
     cells: dict[str, dict[str, Cell]] = {}
-    for row in paper.rows:
-        per_class = cells.setdefault(_variant(row.label), {})
-        for column, runs in row.cells.items():
-            cell = per_class.setdefault(column, Cell([]))
-            for run in runs:
-                cell.add(run, metric)
+    for run in paper.runs:
+        method = str(((run.reproduce or {}).get("cell") or {}).get("variant", run.method))
+        cells.setdefault(method, {}).setdefault(block_of(run), Cell([])).add(run, metric)
     classes = sorted({c for per in cells.values() for c in per}, key=natural)
     methods = sorted(cells)
     complete = [c for c in classes if all(c in cells[m] and cells[m][c].mean is not None for m in methods)]

@@ -186,6 +186,7 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
         budgets = list(table.budgets)
         for i, budget in enumerate(budgets):
             measured = measured_minutes(table.name, budget, results_dir)
+            trainings = len(table.groups(table.cells(table.budget_restrictions(budget))))  # reduced: one seed
             per, hours = [], []
             for device in ("cpu", "gpu"):
                 if device in measured:
@@ -194,7 +195,7 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
                 else:
                     minutes = (table.minutes.get(budget) or {}).get(device)
                     per.append("?" if minutes is None else f"~{minutes:g}")
-                hours.append("?" if minutes is None else f"{len(groups) * minutes / 60:.1f}")
+                hours.append("?" if minutes is None else f"{trainings * minutes / 60:.1f}")
             settings = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
             view.add_row(table.name if i == 0 else "", f"{len(cells)}/{len(groups)}" if i == 0 else "",
                          f"{budget} ({settings or 'published'})", " · ".join(per), " · ".join(hours),

@@ -215,7 +215,7 @@ class Table:
         minutes = (self.minutes.get(budget) or {}).get(device)
         if minutes is None:
             return None
-        return len(self.groups(self.cells())) * float(minutes) / 60.0
+        return len(self.groups(self.cells(self.budget_restrictions(budget)))) * float(minutes) / 60.0
 
 
 # keys a cell may lack but a `where` may name, with the value they take when absent
