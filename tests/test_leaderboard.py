@@ -182,3 +182,25 @@ def test_readme_leaderboard_section_with_its_diagram(bench_runs, tmp_path):
         readme([bench_runs], path, echo=False)
     assert START not in path.read_text()
     assert json.loads((bench_runs / "arae-0-0" / "results.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["benchmark_mnist", "benchmark_fashion_mnist", "benchmark_coil100"])
+def test_every_method_of_a_benchmark_is_accepted_at_every_budget(tmp_path, name):
+    """Each cell's run config passes the checks that refuse bad settings before any data loads
+    (a two-stage method's epochs at equal_steps, …) and keeps the budget's equal batch size."""
+    from anomaly.config import compose
+    from anomaly.config_schema import check_train
+    from anomaly.report.aggregate import table_config
+
+    table = table_config(name)
+    first = {k: v[0] for k, v in table.grid.items() if k != "variant"}
+    for budget in table.budgets:
+        for variant in table.variants:
+            cell = Cell.of({"variant": variant, **first})
+            cfg = compose(tmp_path, table.overrides(cell, budget, []))
+            check_train(cfg)
+            assert cfg.method._target_.split(".")[2] == variant  # anomaly.methods.<variant>.<Class>
+            if budget == "equal_steps":
+                assert cfg.data.batch_size == table.budgets[budget]["data.batch_size"]
+                assert cfg.trainer.max_epochs == table.budgets[budget]["trainer.max_epochs"], variant
