@@ -133,15 +133,16 @@ def test_ranks_the_friedman_test_and_the_critical_difference(bench_runs):
     assert "Deep SVDD 0.948 (Ruff et al., ICML 2018)" in text  # the field's published means
 
 
-def test_no_test_without_three_methods(tmp_path):
+@pytest.mark.parametrize("methods, classes", [(("arae", "ae"), 6), (("arae", "ae", "gpnd"), 4)])
+def test_no_test_without_three_methods_and_five_classes(tmp_path, methods, classes):
     root = tmp_path / "runs"
-    for method in ("arae", "ae"):
-        for normal in range(3):
+    for method in methods:
+        for normal in range(classes):
             bench_run(root, method, normal, 0, STRENGTH[method])
     (board,) = leaderboards(report([root], echo=False, plots=False)["runs"])
-    assert board.test is None and board.ranks == {"arae": 1.0, "ae": 2.0}
-    assert significance_line(board) == ("No rank test: the Friedman test needs at least 3 methods and 2 classes with a "
-                                "number for every method (here 2 and 3).")
+    assert board.test is None and board.ranks == {m: float(i) for i, m in enumerate(methods, 1)}
+    assert significance_line(board) == ("No rank test: the Friedman test here needs at least 3 methods and 5 classes "
+                                        f"with a number for every method (here {len(methods)} and {classes}).")
 
 
 README = f"""# project

@@ -21,7 +21,7 @@ from anomaly.report.aggregate import (
     paper_tables,
     select_runs,
 )
-from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, plot_cd
+from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, plot_cd, print_leaderboard
 from anomaly.report.render import MARKS, markdown, metric_title, print_table
 
 DEFAULT_METRICS = ("auroc", "f1_paper")
@@ -100,7 +100,7 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
     for board in boards:
         parts += [markdown(as_table(board), level="##"), ""]
         if echo:
-            print_table(as_table(board, bold=("[bold]", "[/]")))
+            print_leaderboard(board)
     if shown:
         parts += ["## Ours vs the paper", "", MARKS, ""]
         for t in shown:

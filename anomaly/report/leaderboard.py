@@ -117,8 +117,8 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
 def rank_test(matrix: np.ndarray, methods: Sequence[str]) -> tuple[RankTest | None, str | None]:
     """Friedman + Nemenyi over a classes × methods matrix (higher = better), by autorank."""
     n_classes, n_methods = matrix.shape
-    if n_methods < 3 or n_classes < 2:
-        return None, (f"the Friedman test needs at least 3 methods and 2 classes with a number for every "
+    if n_methods < 3 or n_classes < 5:  # autorank's own minimum of 5 (its rows)
+        return None, (f"the Friedman test here needs at least 3 methods and 5 classes with a number for every "
                       f"method (here {n_methods} and {n_classes})")
     import pandas as pd
     from autorank import autorank
@@ -186,6 +186,33 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
         notes += ["", field_line(board)]
     return Table(f"Leaderboard: {board.title}", ["method", *board.classes, "mean", "avg rank"], rows, numbers,
                  notes)
+
+
+def print_leaderboard(board: Leaderboard) -> None:
+    """The leaderboard on the terminal, narrow enough for 80 columns with ten classes: class
+    means only (`.995`: the spread is in the report), the best of each class in bold."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    view = RichTable(title=f"Leaderboard: {board.title}", title_justify="left", box=box.SIMPLE_HEAD,
+                     padding=(0, 0, 0, 1), pad_edge=False, collapse_padding=True)
+    view.add_column("method", no_wrap=True)
+    for name in [*board.classes, "mean", "rank"]:
+        view.add_column(name, justify="right", no_wrap=True)
+    table = as_table(board)
+    for method, numbers in zip(board.methods, table.numbers):
+        *per_class, mean, rank = numbers
+        best = [v is not None and v == max((n[i] for n in table.numbers if n[i] is not None), default=None)
+                for i, v in enumerate(per_class)]
+        cells = [("—" if v is None else f"{v:.3f}".removeprefix("0")) for v in per_class]
+        cells = [f"[bold]{c}[/]" if b else c for c, b in zip(cells, best)]
+        view.add_row(method, *cells, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
+                     "—" if rank is None else f"{rank:.1f}")
+    console = Console()
+    console.print(view)
+    for note in table.notes:
+        console.print(note)
 
 
 def significance_line(board: Leaderboard) -> str:
