@@ -191,15 +191,14 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
 def print_leaderboard(board: Leaderboard) -> None:
     """The leaderboard on the terminal, narrow enough for 80 columns with ten classes: class
     means only (`.995`: the spread is in the report), the best of each class in bold."""
-    from rich import box
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    view = RichTable(title=f"Leaderboard: {board.title}", title_justify="left", box=box.SIMPLE_HEAD,
-                     padding=(0, 0, 0, 1), pad_edge=False, collapse_padding=True)
+    view = RichTable(title=f"Leaderboard: {board.title}", title_justify="left", box=None,
+                     padding=(0, 0, 0, 2), pad_edge=False, header_style="bold underline")
     view.add_column("method", no_wrap=True)
     for name in [*board.classes, "mean", "rank"]:
-        view.add_column(name, justify="right", no_wrap=True)
+        view.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     table = as_table(board)
     for method, numbers in zip(board.methods, table.numbers):
         *per_class, mean, rank = numbers
