@@ -115,13 +115,27 @@ def run(cfg: DictConfig) -> None:
         if skipped:
             print(f"{skipped} of {len(results)} cells skipped: ok results of the same run config are kept in "
                   f"{results_dir / table.name / cfg.budget} (rerun=true runs them again)")
-        print_comparison(table, cfg.budget, results)
+        if table.variants_from is not None and results_dir is not None:
+            print_benchmark(results_dir / table.name / cfg.budget)
+        else:
+            print_comparison(table, cfg.budget, results)
         failed = sum(r.get("status") != "ok" for r in results)
         where = f"; kept in {results_dir / table.name / cfg.budget}" if results_dir else ""
         print(f"{len(results) - failed} of {len(results)} cells ok; runs in {run_root}{where}")
         print(f"report: python -m anomaly.report {results_dir / table.name if results_dir else run_root}")
         if failed and hc.mode != RunMode.MULTIRUN:
             sys.exit(1)
+
+
+def print_benchmark(kept: Path) -> None:
+    """A benchmark table's leaderboard from every cell kept so far (this run's and earlier ones)."""
+    from anomaly.report.aggregate import assign_rows, load_runs, select_runs
+    from anomaly.report.leaderboard import leaderboards, print_leaderboard
+
+    runs, _ = select_runs(load_runs([kept])) if kept.is_dir() else ([], None)
+    assign_rows(runs)
+    for board in leaderboards(runs):
+        print_leaderboard(board)
 
 
 def load_tables() -> list[Table]:
