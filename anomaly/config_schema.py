@@ -35,6 +35,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from anomaly import AnomalyError
 from anomaly.data.io import RESIZE_MODES
+from anomaly.evaluation import METRIC_KEYS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -229,6 +230,7 @@ RUN: dict[str, Rule] = {
     "seed": Int(low=0, high=2**32 - 1),
     "threads": Int(low=1, null="torch's default"),
     "print_config": Bool(),
+    "optimized_metric": Choice(options=tuple(k for k in METRIC_KEYS if k != "threshold")),
     "data.batch_size": Int(low=1),
     "data.eval_batch_size": Int(low=1, null="data.batch_size"),
     "data.num_workers": Int(low=0),

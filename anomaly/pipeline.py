@@ -151,6 +151,8 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "status": status,
         "problem": model.test_problem,
         "metrics": model.test_metrics,
+        # the validation split's, at the same threshold: what model selection and sweepers may use
+        "val_metrics": model.val_metrics,
         # the rule that fitted the threshold (a fallback's, where the configured one could not)
         "threshold_strategy": model.threshold_fit["used"] or model.threshold_fit["configured"],
         "threshold_fit": dict(model.threshold_fit),

@@ -77,3 +77,38 @@ def test_score_problems_are_named():
     assert score_problem(torch.tensor([1.0, 2.0])) is None
     assert "not finite" in score_problem(torch.tensor([1.0, float("nan")]))
     assert "all 3 scores are equal" in score_problem(torch.ones(3))
+
+
+def test_nonsense_warnings_name_an_inverted_ranking_and_unusable_scores():
+    from anomaly.evaluation.metrics import nonsense_warnings
+
+    normal, anomalous = torch.tensor([3.0, 4.0, 5.0]), torch.tensor([0.0, 1.0, 2.0])
+    scores = torch.cat([normal, anomalous])
+    labels = torch.tensor([False] * 3 + [True] * 3)
+    inverted = compute_metrics(scores, labels, 2.5)
+    (line,) = nonsense_warnings(inverted, score_problem(scores))
+    assert "validation AUROC 0.000 is below chance" in line and "ranks anomalies below normals" in line
+    assert nonsense_warnings(compute_metrics(-scores, labels, -2.5), None) == []
+    constant = torch.ones(6)
+    (line,) = nonsense_warnings({}, score_problem(constant), split="test")
+    assert line.startswith("test scores: all 6 scores are equal")
+
+
+def test_a_method_warns_when_its_validation_ranks_anomalies_below_normals(caplog):
+    from anomaly.methods.ae import Autoencoder
+    from anomaly.methods.base import ScoredSplit
+
+    model = Autoencoder(image_shape=(1, 16, 16))
+    labels = torch.tensor([False] * 3 + [True] * 3)
+    inverted = ScoredSplit(score=torch.tensor([3.0, 4.0, 5.0, 0.0, 1.0, 2.0]), anomalous=labels,
+                           label=labels.long(), index=torch.arange(6))
+    with caplog.at_level("WARNING", logger="anomaly"):
+        model.apply_validation(inverted)
+        model.warn_if_nonsense()
+    assert model.val_metrics["auroc"] == 0.0
+    assert "method=ae: validation AUROC 0.000 is below chance" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anomaly"):
+        model.apply_validation(ScoredSplit(-inverted.score, labels, labels.long(), torch.arange(6)))
+        model.warn_if_nonsense()
+    assert model.val_metrics["auroc"] == 1.0 and caplog.text == ""

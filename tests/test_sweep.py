@@ -119,3 +119,33 @@ def test_jobs_share_the_machine():
         threads_per_job(0, n_jobs=1)
     assert gpu_for_job(5, n_gpus=4, n_jobs=4) == [1]
     assert gpu_for_job(5, n_gpus=1, n_jobs=4) is None and gpu_for_job(5, n_gpus=4, n_jobs=1) is None
+
+
+@pytest.mark.slow
+def test_optuna_sweeper_sees_validation_numbers_only(tmp_path):
+    # the real hparams_search config: each trial's returned value is its validation AUROC, so
+    # Optuna's best value is the best validation AUROC, not any trial's test AUROC
+    proc = run("anomaly.train", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+               "hydra.sweeper.sampler.n_startup_trials=2", "trainer.max_epochs=1", "logger=none",
+               "print_config=false", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (sweep_dir,) = (tmp_path / "multirun" / "ae" / "digits").iterdir()
+    results = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/results.json"))]
+    assert len(results) == 2
+    best = float((sweep_dir / "optimization_results.yaml").read_text().split("best_value:")[1])
+    val = [r["val_metrics"]["auroc"] for r in results]
+    test = [r["metrics"]["auroc"] for r in results]
+    assert math.isclose(best, max(val), rel_tol=1e-9)
+    assert not any(math.isclose(best, t, rel_tol=1e-9) for t in test)
+
+
+def test_the_value_returned_to_sweepers_is_a_validation_metric():
+    from anomaly.train import returned_value
+
+    results = {"metrics": {"auroc": 0.9, "fpr95": 0.2}, "val_metrics": {"auroc": 0.7, "fpr95": 0.4}}
+    assert returned_value(results, "auroc") == 0.7
+    assert returned_value(results, "fpr95") == 0.4
+    # a failed job (no metrics) or a validation split without both classes: NaN, which Optuna
+    # records as a failed trial instead of ending the study
+    assert math.isnan(returned_value({"status": "failed"}, "auroc"))
+    assert math.isnan(returned_value({"metrics": {"auroc": 0.9}, "val_metrics": {"auroc": None}}, "auroc"))

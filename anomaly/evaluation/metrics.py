@@ -21,8 +21,9 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
-METRIC_KEYS = ("auroc", "aupr_in", "aupr_out", "f1", "f1_inlier", "fpr95", "detection_error", "precision",
-               "recall", "precision_inlier", "recall_inlier", "threshold")
+from anomaly.evaluation import METRIC_KEYS
+
+__all__ = ["METRIC_KEYS", "compute_metrics", "detection_error", "nonsense_warnings", "ranks", "score_problem"]
 
 
 def ranks(scores: torch.Tensor) -> torch.Tensor:
@@ -94,3 +95,15 @@ def score_problem(scores: torch.Tensor) -> str | None:
     if torch.all(scores == scores[0]):
         return f"all {len(scores)} scores are equal ({float(scores[0]):g}): a collapsed model"
     return None
+
+
+def nonsense_warnings(metrics: dict[str, float], problem: str | None, split: str = "validation") -> list[str]:
+    """Lines that say a split's numbers mean nothing: unusable scores, or an AUROC below chance
+    (the score ranks anomalies below normals: an inverted score, or a training that failed)."""
+    if problem is not None:
+        return [f"{split} scores: {problem}"]
+    auroc = metrics.get("auroc", math.nan)
+    if math.isfinite(auroc) and auroc < 0.5:
+        return [f"{split} AUROC {auroc:.3f} is below chance (0.5): the score ranks anomalies below "
+                "normals, so its F1 and threshold mean little"]
+    return []

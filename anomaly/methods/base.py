@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
-from anomaly.evaluation.metrics import compute_metrics, score_problem
+from anomaly.evaluation.metrics import compute_metrics, nonsense_warnings, score_problem
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,9 @@ class AnomalyModule(L.LightningModule):
         self._store: list[dict[str, torch.Tensor]] = []
         self.val_scores: ScoredSplit | None = None
         self.test_scores: ScoredSplit | None = None
+        # what a sweeper may optimise (anomaly.train returns one of these, never a test number)
+        self.val_metrics: dict[str, float] = {}
+        self.val_problem: str | None = None
         self.test_metrics: dict[str, float] = {}
         self.test_problem: str | None = None
         self.predictions: Predicted | None = None  # of the last Trainer.predict
@@ -245,9 +248,10 @@ class AnomalyModule(L.LightningModule):
         normal = out.score[~out.anomalous]
         if len(normal):
             self.log("val/score_normal", normal.mean().item())
-        if 0 < int(out.anomalous.sum()) < len(out.anomalous) and score_problem(out.score) is None:
-            self.log("val/auroc", compute_metrics(out.score, out.anomalous, math.nan)["auroc"],
-                     prog_bar=True)
+        if math.isfinite(self.val_metrics.get("auroc", math.nan)):
+            self.log("val/auroc", self.val_metrics["auroc"], prog_bar=True)
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # the validation the threshold comes from
+            self.warn_if_nonsense()
 
     def on_test_epoch_start(self) -> None:
         self._store = []
@@ -317,6 +321,14 @@ class AnomalyModule(L.LightningModule):
         self.val_scores = out
         self.threshold.fill_(self.threshold_rule.fit(out.score, out.anomalous, unlabeled=train_scores))
         self.threshold_fit = self.threshold_rule.record()
+        self.val_problem = score_problem(out.score)
+        self.val_metrics = ({} if self.val_problem is not None
+                            else compute_metrics(out.score, out.anomalous, float(self.threshold)))
+
+    def warn_if_nonsense(self) -> None:
+        """Warn where the validation numbers mean nothing (see nonsense_warnings)."""
+        for line in nonsense_warnings(self.val_metrics, self.val_problem):
+            log.warning(f"method={self.name}: {line}")
 
     def apply_test(self, out: ScoredSplit) -> None:
         """The test metrics of a scored test split at the fitted threshold."""

@@ -115,6 +115,7 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
     start = time.perf_counter()
     train_scores = cache.split(dm, "train").score if rule.uses_unlabeled else None
     model.apply_validation(cache.split(dm, "val"), train_scores)
+    model.warn_if_nonsense()
     validate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     model.apply_test(cache.split(dm, "test"))
