@@ -35,7 +35,7 @@ from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_con
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
 from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
 from anomaly import provenance
-from anomaly.results import example_indices, plot_examples, write_results
+from anomaly.results import example_indices, plot_examples, run_title, write_results
 
 log = logging.getLogger("anomaly")
 
@@ -250,24 +250,26 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
     results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
     if resume is not None:
         mark_resumed(Path(resume).parent.parent, output_dir)
-    write_examples(output_dir, model, dm)
+    write_examples(output_dir, model, dm, run_title(results))
     log_artifacts(trainer.loggers, results, output_dir, step=trainer.global_step)
     print_results(results)
     return results
 
 
-def write_examples(output_dir: Path, model: AnomalyModule, dm: AnomalyDataModule) -> None:
-    """examples.png: test images the method found most / least anomalous, with reconstructions."""
-    if model.test_scores is None or model.test_problem:
+def write_examples(output_dir: Path, model: AnomalyModule, dm: AnomalyDataModule, title: str) -> None:
+    """examples.png: the test images the method found most / least anomalous, each with its class
+    and score, over their reconstructions where the method has them."""
+    scored = model.test_scores
+    if scored is None or model.test_problem:
         return
     groups = {}
-    for name, index in example_indices(model.test_scores).items():
-        pair = model.examples(dm.data.images[index])
-        if pair is None:
-            return
-        groups[name] = pair
+    for name, pos in example_indices(scored).items():
+        inputs, recon = model.examples(dm.data.images[scored.index[pos]])
+        captions = [f"{dm.data.class_names[int(label)]}\n{float(score):.3g}"
+                    for label, score in zip(scored.label[pos], scored.score[pos])]
+        groups[name] = (inputs, recon, captions)
     if groups:
-        plot_examples(groups, output_dir / "examples.png", f"{model.name} · {dm.data.name}")
+        plot_examples(groups, output_dir / "examples.png", f"{title}\n(class, score above each image)")
 
 
 def evaluate(cfg: DictConfig) -> dict:

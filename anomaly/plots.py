@@ -141,11 +141,17 @@ def format_roc_axes(ax, xlabel: bool = True, ylabel: bool = True, short: bool = 
 
 
 def plot_roc(scores: Any, anomalous: Any, auroc: float | None, path: str | Path, title: str = "",
-             label: str = "ROC") -> Path:
-    """One run's ROC curve; the legend names the run's classes and its AUROC."""
+             label: str = "ROC", threshold: float | None = None) -> Path:
+    """One run's ROC curve; the legend names the run's classes and its AUROC, and the point the
+    validation threshold gives on the test split is marked (anomalous: score > threshold)."""
     fig, (ax,) = figure(size=(4.2, 4.4))
     fpr, tpr = roc_curve(scores, anomalous)
     ax.plot(fpr, tpr, lw=2, label=auroc_label(label, auroc))
+    if threshold is not None and math.isfinite(threshold):
+        s, a = np.asarray(scores, dtype=np.float64), np.asarray(anomalous).astype(bool)
+        at_fpr, at_tpr = float((s[~a] > threshold).mean()), float((s[a] > threshold).mean())
+        ax.plot([at_fpr], [at_tpr], "o", ms=7, mfc="none", mec="k", mew=1.5,
+                label=f"validation threshold (FPR {at_fpr:.2f}, TPR {at_tpr:.2f})")
     format_roc_axes(ax)
     ax.set_title(title)
     ax.legend(loc="lower right")
@@ -196,7 +202,7 @@ def draw_hist(ax, scores: Any, anomalous: Any, threshold: float | None = None, b
     ax.hist(s[a & finite], bins=edges, alpha=0.6, density=True, color=ANOMALY_COLOUR,
             label=f"anomalous (n={int(a.sum())})")
     if threshold is not None and math.isfinite(threshold):
-        ax.axvline(threshold, c="k", ls="--", lw=1, label="threshold (validation)")
+        ax.axvline(threshold, c="k", ls="--", lw=1, label=f"threshold {threshold:.3g} (validation)")
 
 
 def plot_score_hist(scores: Any, anomalous: Any, threshold: float | None, path: str | Path,
@@ -235,16 +241,23 @@ def plot_hist_grid(panels: Sequence[tuple[str, tuple[np.ndarray, np.ndarray] | N
 
 
 # ---- examples ------------------------------------------------------------------------------------
-def plot_examples(groups: dict[str, tuple[Any, Any]], path: str | Path, title: str = "") -> Path:
-    """Rows of inputs (tensors N×C×H×W in [0, 1]) over their reconstructions, a pair of rows per group."""
+def plot_examples(groups: dict[str, tuple[Any, Any, Sequence[str]]], path: str | Path, title: str = "") -> Path:
+    """Rows of test images (tensors N×C×H×W in [0, 1]), each with its caption above it (its class
+    and score), over their reconstructions where the method has them (None: inputs only); a
+    group per {name: (inputs, reconstructions or None, captions)}."""
     import torch
     from torchvision.utils import make_grid
 
-    fig, axes = figure(len(groups), 1, size=(8, 2.1 * len(groups)))
-    for ax, (name, (inputs, recon)) in zip(axes, groups.items()):
-        image = make_grid(torch.cat([inputs, recon]), nrow=len(inputs), padding=1, pad_value=0.5)
+    heights = [1.5 if recon is None else 2.4 for _, recon, _ in groups.values()]
+    fig, axes = figure(len(groups), 1, size=(8, sum(heights)))
+    for ax, (name, (inputs, recon, captions)) in zip(axes, groups.items()):
+        rows = inputs if recon is None else torch.cat([inputs, recon])
+        image = make_grid(rows, nrow=len(inputs), padding=1, pad_value=0.5)
         ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(f"{name}: inputs (top) and reconstructions")
+        step = inputs.shape[-1] + 1  # make_grid's cell: the image and one pixel of padding
+        for i, caption in enumerate(captions):
+            ax.text(1 + i * step + step / 2, -1, caption, ha="center", va="bottom", fontsize=6.5)
+        ax.set_title(f"{name}" + ("" if recon is None else ": inputs over reconstructions"), pad=18)
         ax.axis("off")
     if title:
         fig.suptitle(title)
@@ -256,14 +269,17 @@ def plot_class_bars(columns: Sequence[str], series: dict[str, tuple[Sequence[flo
                     path: str | Path, title: str = "", ylabel: str = "", xlabel: str = "class",
                     bounded: bool = True, colours: dict[str, Any] | None = None) -> Path:
     """Grouped bars: one group per column (class), one bar per series (method) with its std as
-    the error bar. `series`: label → (means, stds), NaN where a class has no value."""
+    the error bar. `series`: label → (means, stds), NaN where a class has no value (mean) or no
+    spread (std: no error bar)."""
     labels = list(series)
-    fig, (ax,) = figure(size=(max(4.5, 0.45 * len(columns) * max(1, len(labels)) + 1.6), 3.4))
+    # at most a page's width (9 in): more bars get thinner, the text keeps its size
+    fig, (ax,) = figure(size=(min(9.0, max(4.5, 0.16 * len(columns) * max(1, len(labels)) + 2.0)), 3.4))
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(columns))
     for i, label in enumerate(labels):
         means, stds = (np.asarray(v, dtype=float) for v in series[label])
-        ax.bar(x + (i - (len(labels) - 1) / 2) * width, means, width, yerr=np.nan_to_num(stds),
+        # NaN std: no error bar (a cell of one run has no spread to show)
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, means, width, yerr=stds if np.isfinite(stds).any() else None,
                capsize=2, label=label, color=(colours or {}).get(label), error_kw={"lw": 0.8})
     ax.set_xticks(x, [str(c) for c in columns], rotation=45 if len(columns) > 10 else 0,
                   ha="right" if len(columns) > 10 else "center")
@@ -272,8 +288,8 @@ def plot_class_bars(columns: Sequence[str], series: dict[str, tuple[Sequence[flo
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(axis="x", visible=False)
-    if labels:
-        ax.legend(loc="lower right")
+    if labels:  # under the axes: over the bars it would hide some
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(labels), 6))
     return save(fig, path)
 
 
@@ -325,4 +341,35 @@ def plot_vs_paper(columns: Sequence[str], series: Sequence[dict], path: str | Pa
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(axis="x", visible=False)
     ax.legend(loc="best", fontsize=6.5)
+    return save(fig, path)
+
+
+def plot_vs_setting(x: Sequence[float], ours: Sequence[float | None], spread: Sequence[float | None],
+                    paper: Sequence[float | None], path: str | Path, title: str = "", ylabel: str = "",
+                    xlabel: str = "", bounded: bool = True, percent: bool = False) -> Path:
+    """Ours against the paper over the setting a table's rows vary (the outlier share, the objects
+    drawn, the training size), as the papers draw it: our mean over the classes as a line with a
+    band of ± the spread over folds / seeds / draws, the paper's numbers as a dashed black line.
+    `percent`: x is a share, shown in %."""
+    def arr(values: Iterable[float | None]) -> np.ndarray:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+    xs = arr(x) * (100 if percent else 1)
+    ours_, spread_, paper_ = arr(ours), arr(spread), arr(paper)
+    fig, (ax,) = figure(size=(4.6, 3.4))
+    ax.plot(xs, ours_, "o-", color="C0", lw=1.5, ms=4,
+            label="ours (mean)" if np.isfinite(spread_).any() else "ours (mean; one run per cell: no spread)")
+    if np.isfinite(spread_).any():
+        band = np.nan_to_num(spread_)
+        ax.fill_between(xs, ours_ - band, ours_ + band, color="C0", alpha=0.2, lw=0,
+                        label="± std over folds / seeds / draws")
+    if np.isfinite(paper_).any():
+        ax.plot(xs, paper_, "s--", color=PAPER_COLOUR, lw=1.2, ms=3.5, label="paper")
+    ax.set_xticks(xs, [f"{v:g}" for v in xs])
+    if bounded:
+        finite = np.concatenate([ours_ - np.nan_to_num(spread_), paper_])
+        finite = finite[np.isfinite(finite)]
+        ax.set_ylim(max(0.0, math.floor(min(finite, default=0.0) * 20) / 20 - 0.05), 1.01)
+    ax.set(xlabel=xlabel + (" (%)" if percent else ""), ylabel=ylabel, title=title)
+    ax.legend(loc="best", fontsize=7)
     return save(fig, path)

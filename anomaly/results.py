@@ -22,7 +22,7 @@ import torch
 from anomaly.methods.base import ScoredSplit
 from anomaly.plots import classes_text, plot_examples, plot_roc, plot_score_hist
 
-__all__ = ["write_results", "write_json", "example_indices", "plot_examples", "versions", "machine"]
+__all__ = ["write_results", "write_json", "example_indices", "plot_examples", "run_title", "versions", "machine"]
 
 
 def json_safe(value: Any) -> Any:
@@ -104,18 +104,33 @@ def write_results(output_dir: str | Path, summary: dict[str, Any], scores: Score
                             threshold=np.float64(threshold))
         if plots and summary.get("status") == "ok":
             classes = classes_text(summary.get("protocol") or {})  # "normal 1,3,77"
-            title = f"{summary.get('method')} · {summary.get('dataset')} · {classes}"
+            title = run_title(summary)
             score = scores.score.double().numpy()
             anomalous = scores.anomalous.numpy().astype(bool)
             plot_roc(score, anomalous, payload["metrics"].get("auroc"), output_dir / "roc.png", title,
-                     label=classes)
+                     label=classes, threshold=threshold)
             plot_score_hist(score, anomalous, threshold, output_dir / "score_hist.png", title)
     return payload
 
 
+# protocol settings a run's figure titles name (with the classes and the seed)
+TITLE_KEYS = ("outlier_ratio", "anomaly_ratio", "contamination", "fold", "draw", "n_train")
+
+
+def run_title(summary: dict[str, Any]) -> str:
+    """A run's figure title: `gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.5 · fold 0 ·
+    seed 0` (the method, data, protocol, classes, the protocol's ratio / fold / draw, the seed)."""
+    protocol = summary.get("protocol") or {}
+    parts = [str(summary.get("method")), str(summary.get("dataset")), str(protocol.get("name", "?")),
+             classes_text(protocol)]
+    parts += [f"{k} {protocol[k]}" for k in TITLE_KEYS if protocol.get(k) is not None]
+    parts.append(f"seed {summary.get('seed')}")
+    return " · ".join(parts)
+
+
 def example_indices(scores: ScoredSplit, per_group: int = 8) -> dict[str, torch.Tensor]:
-    """Dataset indices of the lowest-scored normals and the highest-scored anomalies, and the
-    other way round (the mistakes a person wants to see)."""
+    """Positions in the scored split of the lowest-scored normals and the highest-scored
+    anomalies, and the other way round (the mistakes a person wants to see)."""
     out = {}
     for name, mask, descending in (("normal, lowest scores", ~scores.anomalous, False),
                                    ("normal, highest scores", ~scores.anomalous, True),
@@ -124,5 +139,5 @@ def example_indices(scores: ScoredSplit, per_group: int = 8) -> dict[str, torch.
         pos = torch.nonzero(mask).flatten()
         if len(pos):
             order = torch.argsort(scores.score[pos], descending=descending)[:per_group]
-            out[name] = scores.index[pos[order]]
+            out[name] = pos[order]
     return out

@@ -59,7 +59,7 @@ def test_submitit_sweep_with_a_failing_job(tmp_path):
     logs = sorted((sweep / ".submitit").glob("*/*_0_log.err"))
     assert len(logs) == 2
     assert sum("error: protocol.normal: unknown class 99" in p.read_text() for p in logs) == 1
-    (row,) = report([sweep], plots=False, echo=False)["tables"]["auroc"].rows
+    (row,) = report([sweep], plots=False, echo=False)["tables"]["auroc"][0].rows
     assert row[1] == f"{ok['metrics']['auroc']:.3f}" and row[2] == "failed"
 
 

@@ -163,10 +163,10 @@ def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
     assert "AnomalyError: method=ae: non-finite training loss at epoch 0" in failed["problem"]
     assert failed["protocol"]["normal"] == ["0"]  # resolved, as an ok run's: the report's class column
     out = report([sweep], plots=False, echo=False)
-    table = out["tables"]["auroc"]
+    table = out["tables"]["auroc"][0]
     assert table.header[1] == "0" and len(table.header) == 5  # one class column
-    assert [row[0] for row in table.rows] == ["ae · digits · one_class · lr=0.001",
-                                              "ae · digits · one_class · lr=1e+30"]
+    assert [row[0] for row in table.rows] == ["ae · lr=0.001",
+                                              "ae · lr=1e+30"]
     assert table.rows[1][1] == "failed" and table.rows[1][-2:] == ["0", "1"]
     assert "non-finite training loss" in (sweep / "report" / "report.md").read_text()
 
@@ -186,7 +186,7 @@ def test_collapsed_scores_are_reported_not_measured(tmp_path, constant, problem)
         assert re.search(problem, r["problem"]), r["problem"]
     assert not (tmp_path / "run" / "roc.png").exists()  # no curve of meaningless scores
     out = report([tmp_path], plots=False, echo=False, include_debug=True)
-    assert out["tables"]["auroc"].rows[0][1:] == ["failed", "—", "0", "1"]  # never averaged in
+    assert out["tables"]["auroc"][0].rows[0][1:] == ["failed", "—", "0", "1"]  # never averaged in
 
 
 # ---- checkpoints that do not belong ------------------------------------------------------------

@@ -60,8 +60,8 @@ def write(path: Path, auroc: float | None, normal=0, seed=0, fold=0, status="ok"
 
 
 def rows(out, metric="auroc"):
-    table = out["tables"][metric]
-    return {row[0]: dict(zip(table.header, row)) for row in table.rows}
+    """Row label → {column: text} over the metric's tables (one per dataset × protocol)."""
+    return {row[0]: dict(zip(table.header, row)) for table in out["tables"][metric] for row in table.rows}
 
 
 # ---- what may be averaged ------------------------------------------------------------------------
@@ -75,11 +75,11 @@ def test_mixed_epochs_split_the_row_and_name_the_key(tmp_path):
             write(tmp_path / f"e{epochs}_f{fold}", base + 0.02 * fold, fold=fold, cfg=cfg)
     out = report([tmp_path], plots=False, echo=False)
     by_label = rows(out)
-    assert sorted(by_label) == ["gpnd · mnist · gpnd_folds · trainer.max_epochs=10",
-                                "gpnd · mnist · gpnd_folds · trainer.max_epochs=20"]
+    assert sorted(by_label) == ["gpnd · trainer.max_epochs=10",
+                                "gpnd · trainer.max_epochs=20"]
     # each row is the mean of its own two folds, not of all four runs
-    assert by_label["gpnd · mnist · gpnd_folds · trainer.max_epochs=10"]["0"] == "0.810"
-    assert by_label["gpnd · mnist · gpnd_folds · trainer.max_epochs=20"]["0"] == "0.910"
+    assert by_label["gpnd · trainer.max_epochs=10"]["0"] == "0.810"
+    assert by_label["gpnd · trainer.max_epochs=20"]["0"] == "0.910"
     assert [r["runs"] for r in by_label.values()] == ["2", "2"]
 
 
@@ -87,8 +87,8 @@ def test_any_other_setting_splits_and_several_keys_are_named(tmp_path):
     write(tmp_path / "a", 0.8, cfg=config(batch_size=32, lr=0.001))
     write(tmp_path / "b", 0.9, cfg=config(batch_size=64, lr=0.01))
     labels = sorted(rows(report([tmp_path], plots=False, echo=False)))
-    assert labels == ["gpnd · mnist · gpnd_folds · data.batch_size=32 · lr=0.001",
-                      "gpnd · mnist · gpnd_folds · data.batch_size=64 · lr=0.01"]
+    assert labels == ["gpnd · data.batch_size=32 · lr=0.001",
+                      "gpnd · data.batch_size=64 · lr=0.01"]
 
 
 def test_seeds_folds_and_classes_are_averaged_or_columns(tmp_path):
@@ -99,8 +99,8 @@ def test_seeds_folds_and_classes_are_averaged_or_columns(tmp_path):
                 values[normal, seed, fold] = 0.7 + 0.1 * normal + 0.01 * seed + 0.001 * fold
                 write(tmp_path / f"{normal}_{seed}_{fold}", values[normal, seed, fold], normal, seed, fold)
     out = report([tmp_path], plots=False, echo=False)
-    (row,) = out["tables"]["auroc"].rows
-    assert row[0] == "gpnd · mnist · gpnd_folds"
+    (row,) = out["tables"]["auroc"][0].rows
+    assert row[0] == "gpnd"
     assert row[1] == f"{np.mean([v for k, v in values.items() if k[0] == 0]):.3f}"
     assert row[2] == f"{np.mean([v for k, v in values.items() if k[0] == 1]):.3f}"
     assert row[-2:] == ["8", "0"]
@@ -114,7 +114,7 @@ def test_a_run_and_its_kept_copy_count_once(tmp_path):
     write(tmp_path / "kept" / "s0", 0.8, seed=0, **same)  # the kept copy
     write(tmp_path / "runs" / "s1", 0.9, seed=1, created="2026-12-04T11:00:00+00:00", config_hash="abc")
     out = report([tmp_path / "runs", tmp_path / "kept"], plots=False, echo=False)
-    (row,) = out["tables"]["auroc"].rows
+    (row,) = out["tables"]["auroc"][0].rows
     assert row[-2:] == ["2", "0"]  # two runs, not three
     assert row[1] == "0.850"
 
@@ -127,10 +127,10 @@ def test_a_failed_run_without_config_joins_the_row_it_matches(tmp_path):
     write(tmp_path / "failed", None, normal=1, status="failed", drop=("config",), method_settings={"lr": 0.01},
           problem="ValueError: boom")
     by_label = rows(report([tmp_path], plots=False, echo=False))
-    assert sorted(by_label) == ["gpnd · mnist · gpnd_folds · lr=0.001 · trainer.max_epochs=10",
-                                "gpnd · mnist · gpnd_folds · lr=0.01 · trainer.max_epochs=20"]
-    assert by_label["gpnd · mnist · gpnd_folds · lr=0.01 · trainer.max_epochs=20"]["1"] == "failed"
-    assert by_label["gpnd · mnist · gpnd_folds · lr=0.001 · trainer.max_epochs=10"]["1"] == "—"
+    assert sorted(by_label) == ["gpnd · lr=0.001 · trainer.max_epochs=10",
+                                "gpnd · lr=0.01 · trainer.max_epochs=20"]
+    assert by_label["gpnd · lr=0.01 · trainer.max_epochs=20"]["1"] == "failed"
+    assert by_label["gpnd · lr=0.001 · trainer.max_epochs=10"]["1"] == "—"
 
 
 def test_budgets_are_never_averaged(tmp_path):
@@ -140,9 +140,9 @@ def test_budgets_are_never_averaged(tmp_path):
     write(tmp_path / "plain", 0.8)
     by_label = rows(report([tmp_path], plots=False, echo=False))
     assert {label: r["0"] for label, r in by_label.items()} == {
-        "gpnd · mnist · gpnd_folds · budget=none": "0.800",
-        "gpnd · mnist · gpnd_folds · budget=paper": "0.900",
-        "gpnd · mnist · gpnd_folds · budget=reduced": "0.700"}
+        "gpnd · budget=none": "0.800",
+        "gpnd · budget=paper": "0.900",
+        "gpnd · budget=reduced": "0.700"}
 
 
 # ---- left out unless asked for -------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_debug_and_rescore_runs_are_left_out_unless_asked_for(tmp_path, capsys):
 
     out = report([tmp_path], plots=False, echo=True)
     assert [r.path.name for r in out["runs"]] == ["real"]
-    assert list(rows(out)) == ["gpnd · mnist · gpnd_folds"] and rows(out)["gpnd · mnist · gpnd_folds"]["0"] == "0.900"
+    assert list(rows(out)) == ["gpnd"] and rows(out)["gpnd"]["0"] == "0.900"
     line = ("Left out: 2 smoke/debug runs (debug=fast, trainer.limit_train_batches=3; --include-debug); "
             "2 re-scores (python -m anomaly.evaluate of a trained run; --include-rescores).")
     assert line in capsys.readouterr().out
@@ -166,12 +166,12 @@ def test_debug_and_rescore_runs_are_left_out_unless_asked_for(tmp_path, capsys):
     out = report([tmp_path], plots=False, echo=False, include_debug=True)
     assert sorted(r.path.name for r in out["runs"]) == ["old_smoke", "real", "smoke"]
     labels = rows(out)
-    assert labels["gpnd · mnist · gpnd_folds"]["0"] == "0.900"  # never averaged with the smoke runs
-    assert labels["gpnd · mnist · gpnd_folds · debug · trainer.limit_train_batches=3"]["0"] == "0.400"
-    assert labels["gpnd · mnist · gpnd_folds · debug · trainer.limit_train_batches=None"]["0"] == "0.500"
+    assert labels["gpnd"]["0"] == "0.900"  # never averaged with the smoke runs
+    assert labels["gpnd · debug · trainer.limit_train_batches=3"]["0"] == "0.400"
+    assert labels["gpnd · debug · trainer.limit_train_batches=none"]["0"] == "0.500"
 
     out = report([tmp_path], plots=False, echo=False, include_rescores=True)
-    assert rows(out)["gpnd · mnist · gpnd_folds · rescore"]["0"] == f"{(0.6 + 0.61) / 2:.3f}"
+    assert rows(out)["gpnd · rescore"]["0"] == f"{(0.6 + 0.61) / 2:.3f}"
     assert "re-score" not in (tmp_path / "report" / "report.md").read_text()
 
 
@@ -421,7 +421,7 @@ def test_paper_f1_follows_the_configured_rule_not_its_fallback(tmp_path):
     write(tmp_path / "run", 0.9, threshold_strategy="quantile",
           threshold_fit={"configured": "f1_inlier", "used": "quantile", "reason": "validation has no anomalies"})
     out = report([tmp_path], plots=False, echo=False)
-    assert out["tables"]["f1_paper"].rows[0][1] == "0.800"  # f1_inlier (auroc − 0.1), not f1 (0.5)
+    assert out["tables"]["f1_paper"][0].rows[0][1] == "0.800"  # f1_inlier (auroc − 0.1), not f1 (0.5)
 
 
 def test_coil_object_counts_are_rows_never_averaged_together(tmp_path):
@@ -452,12 +452,14 @@ def test_a_target_moved_to_another_module_is_the_same_setting(tmp_path):
         cfg = config(fold=fold)
         cfg["protocol"]["_target_"] = target
         write(tmp_path / f"f{fold}", 0.8 + 0.1 * fold, fold=fold, cfg=cfg)
-    (row,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"].rows
+    (row,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"][0].rows
     assert row[1] == "0.850" and row[-2:] == ["2", "0"]
     cfg = config(fold=2)
     cfg["protocol"]["_target_"] = "anomaly.data.protocols.Gone"
     write(tmp_path / "gone", 0.5, fold=2, cfg=cfg)
-    assert len(report([tmp_path], plots=False, echo=False)["tables"]["auroc"].rows) == 2
+    # the protocol class is a protocol setting: a table of its own
+    tables = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
+    assert sum(len(t.rows) for t in tables) == 2 and len(tables) == 2
 
 
 def test_another_world_size_is_another_row(tmp_path):
@@ -467,9 +469,9 @@ def test_another_world_size_is_another_row(tmp_path):
     write(tmp_path / "ddp", 0.90, cfg={**config(), "topology": {"world_size": 4, "strategy": "ddp",
                                                                   "sync_batchnorm": True}})
     by_label = rows(report([tmp_path], plots=False, echo=False))
-    assert sorted(by_label) == ["gpnd · mnist · gpnd_folds · topology.world_size=1",
-                                "gpnd · mnist · gpnd_folds · topology.world_size=4"]
-    assert by_label["gpnd · mnist · gpnd_folds · topology.world_size=1"]["runs"] == "2"
+    assert sorted(by_label) == ["gpnd · topology.world_size=1",
+                                "gpnd · topology.world_size=4"]
+    assert by_label["gpnd · topology.world_size=1"]["runs"] == "2"
 
 
 def test_other_published_numbers_of_a_table_are_shown_not_compared(tmp_path, real_table_configs):
@@ -510,3 +512,105 @@ def test_published_numbers_come_from_the_table_config_as_it_is_now(tmp_path, rea
     write(tmp_path / "other", 0.98, method="arae", cfg=cfg, budget="reduced", reproduce=info)
     runs = report([tmp_path / "other"], plots=False, echo=False)["runs"]
     assert runs[0].paper_value("f1_inlier") == 0.977
+
+
+# ---- what a researcher sees ----------------------------------------------------------------------
+def test_terminal_tables_fit_80_columns_and_keep_rows_apart(capsys):
+    from anomaly.report.render import Table, print_table
+
+    classes = [str(c) for c in range(10)]
+    labels = ["arae · attack=linf · trainer.max_epochs=10", "arae · attack=linf · trainer.max_epochs=20"]
+    rows = [[label] + ["0.912"] * 10 + ["0.912 ± 0.031 *", "30", "0"] for label in labels]
+    print_table(Table("AUROC · mnist · one_class", ["method"] + classes + ["mean ± std", "runs", "failed"],
+                      rows, []), width=80)
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out and "0.912 ± 0.031 *" in out  # no number shortened
+    # labels fold onto a second line instead of being cut: both rows still say which is which
+    assert out.count("trainer.max_epochs=10") == 2 and out.count("trainer.max_epochs=20") == 2
+    assert "(continued, 2/2)" in out  # the columns that did not fit, in a second block
+    assert "failed" not in out  # a column of zeros is left off the terminal
+
+
+def test_each_dataset_and_protocol_is_a_table_of_its_own(tmp_path):
+    write(tmp_path / "mnist", 0.8, normal=3)
+    fashion = write(tmp_path / "fashion", 0.7, normal=0)
+    data = json.loads((fashion / "results.json").read_text())
+    data["dataset"] = "fashion_mnist"
+    data["protocol"]["normal"] = ["T-shirt/top"]
+    (fashion / "results.json").write_text(json.dumps(data))
+    tables = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
+    assert [(t.title, t.header[1:-3]) for t in tables] == [
+        ("AUROC · fashion_mnist · gpnd_folds", ["T-shirt/top"]), ("AUROC · mnist · gpnd_folds", ["3"])]
+    # every row has every class of its own table: no `*`
+    assert not any(row[-3].endswith("*") for t in tables for row in t.rows)
+
+
+def test_figures_without_scores_are_not_written_and_a_line_says_why(tmp_path):
+    for normal in (0, 1):
+        write(tmp_path / str(normal), 0.8, normal)  # results.json only, as in reproduced/
+    out = report([tmp_path], echo=False)
+    names = {p.name for p in out["files"] if p.suffix == ".png"}
+    assert names == {"bars_auroc_mnist_gpnd_folds.png"}
+    md = (out["out_dir"] / "report.md").read_text()
+    assert "no ROC curves or score histograms, since none of its 2 runs kept scores.npz" in md
+
+
+def test_a_table_over_outlier_shares_is_drawn_over_the_share(tmp_path):
+    from anomaly.report import plots as report_plots
+
+    for ratio in (0.1, 0.3):
+        for normal in (0, 1):
+            cfg = config(normal)
+            cfg["protocol"]["outlier_ratio"] = ratio
+            data_protocol = {"outlier_ratio": ratio}
+            path = write(tmp_path / f"{ratio}_{normal}", 0.9 - ratio / 2, normal, cfg=cfg, budget="reduced",
+                         reproduce={"table": "gpnd_mnist", "metric": "f1_paper", "paper_source": "GPND",
+                                    "cell": {"protocol.outlier_ratio": ratio, "protocol.normal": normal},
+                                    "paper": {"f1_paper": 0.95 - ratio / 10}, "paper_mean": {}})
+            data = json.loads((path / "results.json").read_text())
+            data["protocol"].update(data_protocol)
+            (path / "results.json").write_text(json.dumps(data))
+    runs, _ = report_plots_runs(tmp_path)
+    (table,) = aggregate.paper_tables(runs)
+    assert report_plots.row_setting(table) == ("outlier_ratio", [0.1, 0.3])
+    (path,) = report_plots.plot_paper([table], lambda t: ["f1_paper"], tmp_path)
+    assert path.exists() and path.stat().st_size > 10_000
+    assert report_plots.metric_axis("f1_paper", table.runs) == "F1, inliers positive"
+
+
+def report_plots_runs(root):
+    runs, left_out = aggregate.select_runs(aggregate.load_runs([root]))
+    aggregate.assign_rows(runs)
+    return runs, left_out
+
+
+def test_examples_name_each_image_class_and_score(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from anomaly import pipeline
+    from anomaly.methods.base import ScoredSplit
+
+    labels = torch.tensor([0, 0, 7, 3])
+    scored = ScoredSplit(score=torch.tensor([0.1, 0.4, 2.5, 0.2]), anomalous=labels != 0, label=labels,
+                         index=torch.tensor([10, 11, 12, 13]))
+    images = torch.zeros(20, 1, 4, 4, dtype=torch.uint8)
+    seen = {}
+    model = SimpleNamespace(test_scores=scored, test_problem=None,
+                            examples=lambda x: (seen.setdefault("shape", x.shape) and x.float(), None))
+    dm = SimpleNamespace(data=SimpleNamespace(images=images, class_names=[f"c{i}" for i in range(10)]))
+    drawn = {}
+    monkeypatch.setattr(pipeline, "plot_examples", lambda groups, path, title: drawn.update(groups, title=title))
+    pipeline.write_examples(tmp_path, model, dm, "ae · mnist · one_class · normal 0 · seed 0")
+    inputs, recon, captions = drawn["anomalous, highest scores"]
+    assert recon is None and captions == ["c7\n2.5", "c3\n0.2"]  # a method without reconstructions: inputs only
+    assert drawn["normal, lowest scores"][2] == ["c0\n0.1", "c0\n0.4"]
+    assert drawn["title"].startswith("ae · mnist · one_class · normal 0 · seed 0")
+
+
+def test_run_titles_name_protocol_ratio_and_seed():
+    from anomaly.results import run_title
+
+    summary = {"method": "gpnd", "dataset": "mnist", "seed": 2,
+               "protocol": {"name": "gpnd_folds", "normal": ["3"], "outlier_ratio": 0.3, "fold": 1}}
+    assert run_title(summary) == "gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.3 · fold 1 · seed 2"

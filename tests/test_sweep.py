@@ -35,7 +35,7 @@ def test_sweep_with_a_failing_job_then_report(tmp_path):
 
     sweep_dir = paths[0].parent.parent
     out = report([sweep_dir], compare=True, echo=False)
-    auroc = out["tables"]["auroc"]
+    auroc = out["tables"]["auroc"][0]
     assert auroc.header[1:4] == ["0", "1", "12"]
     (row,) = auroc.rows
     by_class = {c: [r["metrics"]["auroc"] for r in ok if normal(r) == [c]] for c in (0, 1)}
@@ -47,7 +47,7 @@ def test_sweep_with_a_failing_job_then_report(tmp_path):
     assert row[4] == f"{mean:.3f} ± {np.std(every):.3f} *" and row[5:] == ["4", "2"]
     assert math.isclose(auroc.numbers[0][-2], mean)
     # the digits protocol's paper F1 is anomaly-positive
-    assert out["tables"]["f1_paper"].rows[0][1] == f"{np.mean([r['metrics']['f1'] for r in ok if normal(r) == [0]]):.3f}"
+    assert out["tables"]["f1_paper"][0].rows[0][1] == f"{np.mean([r['metrics']['f1'] for r in ok if normal(r) == [0]]):.3f}"
     md = (sweep_dir / "report" / "report.md").read_text()
     assert "## Failed runs" in md and "unknown class 12" in md
     with open(sweep_dir / "report" / "runs.csv") as fh:
@@ -81,16 +81,21 @@ def test_report_rows_columns_compare_and_missing(tmp_path):
                     write_result(tmp_path / method / f"r{ratio}" / f"{c}_{fold}", method, c, 0, auroc,
                                  fold=fold, outlier_ratio=ratio)
     out = report([tmp_path], compare=True, plots=False, echo=False)
-    table = out["tables"]["auroc"]
+    # a table per outlier ratio (a protocol setting), the methods its rows, the classes as named
+    tables = out["tables"]["auroc"]
+    assert [t.title for t in tables] == ["AUROC · mnist · gpnd_folds · outlier_ratio=0.1",
+                                         "AUROC · mnist · gpnd_folds · outlier_ratio=0.5"]
+    table = tables[0]
     assert table.header[1:4] == ["0", "1", "2"]
-    labels = [r[0] for r in table.rows]
-    assert labels == ["arae · mnist · gpnd_folds · outlier_ratio=0.1", "arae · mnist · gpnd_folds · outlier_ratio=0.5",
-                      "gpnd · mnist · gpnd_folds · outlier_ratio=0.1", "gpnd · mnist · gpnd_folds · outlier_ratio=0.5"]
-    gpnd = table.rows[2]
+    assert [r[0] for r in table.rows] == ["arae", "gpnd"]
+    arae, gpnd = table.rows
     assert gpnd[1] == f"{np.mean([values[('gpnd', 0.1, 0, f)] for f in range(2)]):.3f}"
     assert gpnd[3] == "—" and gpnd[4].endswith(" *")  # class 2 missing: shown, marked, not averaged
-    # the paper's F1 for gpnd_folds is the inlier one
-    assert out["tables"]["f1_paper"].rows[0][1] == f"{np.mean([values[('arae', 0.1, 0, f)] - 0.1 for f in range(2)]):.3f}"
+    assert not arae[4].endswith("*")  # every class of its table: no mark
+    # the paper's F1 for gpnd_folds is the inlier one, and its title says so
+    f1 = out["tables"]["f1_paper"][0]
+    assert f1.title.startswith("F1 (inliers positive) · ")
+    assert f1.rows[0][1] == f"{np.mean([values[('arae', 0.1, 0, f)] - 0.1 for f in range(2)]):.3f}"
     compare = out["compare"]["auroc"]
     assert [t.title for t in compare] == ["AUROC · mnist · gpnd_folds · outlier_ratio=0.1",
                                           "AUROC · mnist · gpnd_folds · outlier_ratio=0.5"]
@@ -103,7 +108,7 @@ def test_report_marks_invalid_runs_and_refuses_an_empty_dir(tmp_path):
     write_result(tmp_path / "a", "ae", 0, 0, 0.9)
     write_result(tmp_path / "b", "ae", 0, 1, None, status="invalid_scores")
     out = report([tmp_path], plots=False, echo=False)
-    assert out["tables"]["auroc"].rows[0][1] == "0.900 (1 failed)"
+    assert out["tables"]["auroc"][0].rows[0][1] == "0.900 (1 failed)"
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no results.json"):
         report([tmp_path / "empty"], echo=False)

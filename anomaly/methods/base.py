@@ -139,18 +139,17 @@ class AnomalyModule(L.LightningModule):
         return None
 
     @torch.no_grad()
-    def examples(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(inputs, reconstructions) in [0, 1] for uint8 images, or None without reconstructions."""
+    def examples(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(inputs, reconstructions) in [0, 1] for uint8 images (reconstructions None for a method
+        without them)."""
         was_training = self.training
         self.eval()
         x = self.to_value_range(images.to(self.device))
         recon = self.reconstruct(x)
         self.train(was_training)
-        if recon is None:
-            return None
         low, high = VALUE_RANGES[self.value_range]
         to_unit = lambda t: ((t - low) / (high - low)).clamp(0, 1).cpu()  # noqa: E731
-        return to_unit(x), to_unit(recon)
+        return to_unit(x), None if recon is None else to_unit(recon)
 
     # ---- inputs ------------------------------------------------------------------------------
     @property

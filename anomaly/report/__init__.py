@@ -1,9 +1,9 @@
 """`python -m anomaly.report <run or multirun dirs…>`: paper-style tables and plots from results.json.
 
-Every `results.json` below the given dirs is one run. Rows: method × dataset × protocol, split
-further by every setting of the run config that differs among them other than the seeds, fold,
-draw and classes (an outlier ratio, `method.attack`, `trainer.max_epochs`, the budget…: the row
-label names it); columns: the classes (the normal class(es), or `¬k` where the protocol was given
+Every `results.json` below the given dirs is one run. A table per dataset × protocol (× differing
+protocol settings); rows: the methods, split further by every setting of the run config that
+differs among them other than the seeds, fold, draw and classes (`method.attack`,
+`trainer.max_epochs`, the budget…: the row label names it); columns: the classes (the normal class(es), or `¬k` where the protocol was given
 the anomalous class). A cell is the mean over the runs that differ only in seed, fold or draw;
 `mean` is the mean of the class cells and `± std` the standard deviation over all of the row's
 runs. Failed runs are shown as such and never averaged in. Smoke / debug runs and re-scores are
@@ -14,8 +14,8 @@ per cell and per row mean ("below": ours lower than the paper by more than our s
 figure each. `--readme README.md` instead rewrites the README's section between
 `<!-- reproduction:start -->` and `<!-- reproduction:end -->` with those tables.
 
-Writes into `--out` (default `<first dir>/report`): `report.md`, one CSV per metric (`auroc.csv`,
-`f1.csv`), `paper.csv` (ours vs paper, long format), `runs.csv` (one line per run) and `plots/`.
+Writes into `--out` (default `<first dir>/report`): `report.md`, one long-format CSV per metric
+(`auroc.csv`, `f1.csv`), `paper.csv` (ours vs paper, long format), `runs.csv` (one line per run) and `plots/`.
 
 Modules: `aggregate` (runs → rows and cells), `render` (tables as Markdown, CSV, rich, README),
 `plots` (which figures; `anomaly.plots` draws them), `cli` (`report`, `readme`, `main`).

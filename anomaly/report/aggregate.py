@@ -394,6 +394,8 @@ def assign_rows(runs: list[Run]) -> None:
 def setting_text(key: str, value: Any) -> str:
     """`outlier_ratio=0.5`, `lr=0.001` (protocol / method settings), `trainer.max_epochs=10`."""
     name = key.split(".", 1)[1] if key.startswith(("protocol.", "method.")) else key
+    if value is None:  # unset: a count (n_train) then takes all there are
+        value = "all" if name.rsplit(".", 1)[-1].startswith("n_") else "none"
     if isinstance(value, tuple):
         value = "[" + ",".join(map(str, value)) + "]"
     return f"{name}={value}"
@@ -462,9 +464,25 @@ def columns_of(runs: Iterable[Run]) -> list[str]:
 
 
 def protocol_group(run: Run) -> tuple:
-    """Dataset × protocol × its differing protocol settings: one compare table / set of plots."""
+    """Dataset × protocol × its differing protocol settings: one table, compare table and set of plots."""
     method, dataset, protocol, flags, settings = run.row
     return (dataset, protocol, tuple(s for s in settings if s[0].startswith("protocol.")))
+
+
+def protocol_groups(runs: Iterable[Run]) -> list[tuple[tuple, list[Run]]]:
+    """The runs by dataset × protocol (× differing protocol settings), in title order: one table,
+    compare table and set of plots each (classes of one dataset, never mixed with another's)."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[protocol_group(run)].append(run)
+    return sorted(groups.items(), key=lambda kv: natural(group_title(kv[0])))
+
+
+def row_name(run: Run) -> str:
+    """A row of its dataset × protocol table: the method, its flags and the settings that set
+    the row apart (`gpnd · trainer.max_epochs=10`)."""
+    method, dataset, protocol, flags, settings = run.row
+    return " · ".join([method, *flags] + [settings_text([s]) for s in settings if not s[0].startswith("protocol.")])
 
 
 def method_label(run: Run) -> str:

@@ -54,7 +54,7 @@ def _check_out(out_dir: Path) -> None:
 def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: bool = False,
            metrics: Sequence[str] = DEFAULT_METRICS, plots: bool = True, echo: bool = True,
            include_debug: bool = False, include_rescores: bool = False) -> dict[str, Any]:
-    """Build the report; returns {"runs", "tables" (a `Table` per metric), "compare" (per metric,
+    """Build the report; returns {"runs", "tables" (per metric, a `Table` per dataset × protocol), "compare" (per metric,
     a list of tables), "paper" (per metric, the ours-vs-paper tables), "left_out", "files",
     "out_dir"}."""
     metrics = list(metrics)
@@ -77,21 +77,20 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
               "other difference is a row of its own, named in the row label). `mean ± std`: mean of the "
               "class cells ± std over all runs of the row. `*`: some classes missing or failed (not "
               "averaged in). `¬k`: class k was the anomaly.", ""]
-    tables: dict[str, render.Table] = {}
+    tables: dict[str, list[render.Table]] = {}
     compared: dict[str, list[render.Table]] = {}
     versus: dict[str, list[render.Table]] = {}
     files: list[Path] = []
     for metric in metrics:
-        name = metric_title(metric)
-        table = render.class_table(runs, metric, name)
-        tables[metric] = table
-        parts += [markdown(table), ""]
-        files.append(render.write_csv(table, out_dir / f"{'f1' if metric == 'f1_paper' else metric}.csv"))
+        tables[metric] = render.class_tables(runs, metric)
+        parts += [markdown(t) for t in tables[metric]]
+        files.append(render.write_csv(tables[metric], out_dir / f"{'f1' if metric == 'f1_paper' else metric}.csv"))
         if echo:
-            print_table(table)
+            for t in tables[metric]:
+                print_table(t)
         if compare:
-            compared[metric] = render.compare_tables(runs, metric, name)
-            parts += ["## " + name + " side by side", ""] + [markdown(t) + "\n" for t in compared[metric]]
+            compared[metric] = render.compare_tables(runs, metric)
+            parts += ["## " + metric_title(metric) + " side by side", ""] + [markdown(t) + "\n" for t in compared[metric]]
             if echo:
                 for t in compared[metric]:
                     print_table(t)
@@ -125,9 +124,14 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
 
         plot_dir = out_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
-        pngs = plot_groups(runs, plot_dir) + plot_paper(shown, paper_metrics, plot_dir)
+        pngs, not_drawn = plot_groups(runs, plot_dir)
+        pngs += plot_paper(shown, paper_metrics, plot_dir)
         pngs += [p for p in (plot_cd(b, plot_dir) for b in boards) if p is not None]
         parts += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in pngs] + [""]
+        parts += [f"- {line}" for line in not_drawn] + ([""] if not_drawn else [])
+        if echo and not_drawn:
+            print(f"{len(not_drawn)} figure groups not drawn (no scores.npz kept): ROC curves and score "
+                  "histograms need the run dirs' scores; report.md lists them")
         files += pngs
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(parts))

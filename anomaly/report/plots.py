@@ -9,7 +9,6 @@ in the legend), score histograms normal vs anomalous per method. Per reproduced 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -26,7 +25,7 @@ from anomaly.report.aggregate import (
     group_title,
     method_label,
     natural,
-    protocol_group,
+    protocol_groups,
 )
 
 
@@ -57,12 +56,11 @@ def class_axis(columns: Sequence[str]) -> str:
     return "anomalous class" if columns and all(c.startswith("¬") for c in columns) else "normal class(es)"
 
 
-def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> list[Path]:
-    written = []
-    groups: dict[tuple, list[Run]] = defaultdict(list)
-    for run in runs:
-        groups[protocol_group(run)].append(run)
-    for group, members in sorted(groups.items(), key=lambda kv: natural(group_title(kv[0]))):
+def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[list[Path], list[str]]:
+    """The figures of each dataset × protocol group, and a line for each figure not drawn (a
+    figure without data is not written): (paths, lines)."""
+    written, skipped = [], []
+    for group, members in protocol_groups(runs):
         name = slug(group_title(group).replace(" · ", "_"))
         title = group_title(group)
         by_method = cells(members, metric, key=method_label)
@@ -74,13 +72,19 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> list[P
         series = {}
         for m in methods:
             row = by_method[m]
+            # an error bar only where a cell has a spread (two runs or more)
             series[m] = ([row[c].mean if c in row and row[c].mean is not None else np.nan for c in columns],
-                         [row[c].std or 0.0 if c in row else 0.0 for c in columns])
+                         [row[c].std if c in row and row[c].std is not None else np.nan for c in columns])
         written.append(plots.plot_class_bars(
             columns, series, out_dir / f"bars_{metric}_{name}.png", title=f"{metric_name} per class · {title}",
-            ylabel=f"{metric_name} (mean ± std)", xlabel=class_axis(columns), bounded=metric in BOUNDED,
+            ylabel=f"{metric_name} (mean ± std)" if any(np.isfinite(v[1]).any() for v in series.values())
+            else f"{metric_name} (one run per cell)", xlabel=class_axis(columns), bounded=metric in BOUNDED,
             colours=colours))
 
+        if not any(load_scores(r) is not None for r in members):
+            skipped.append(f"{title}: no ROC curves or score histograms, since none of its {len(members)} runs "
+                           "kept scores.npz (reproduced/ keeps results.json only; the run dirs have them)")
+            continue
         aurocs = cells(members, "auroc", key=method_label)
         panels = []
         for c in columns:
@@ -109,18 +113,52 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> list[P
                 panels.append((column_title(c), load_scores(run) if run else None))
             written.append(plots.plot_hist_grid(panels, out_dir / f"hist_{slug(m)}_{name}.png",
                                                 title=f"test scores, first run per class · {m} · {title}"))
-    return written
+    return written, skipped
+
+
+# a row key the papers draw their results over, and its axis label (share: shown in %)
+SETTING_AXES = {"outlier_ratio": ("outlier share", True), "anomaly_ratio": ("anomaly share", True),
+                "contamination": ("contamination", True), "n_normal": ("normal objects drawn", False),
+                "n_train": ("training images", False)}
+
+
+def row_setting(table: PaperTable) -> tuple[str, list[float]] | None:
+    """(key, value per row) where a table's rows are one numeric setting (`outlier_ratio=0.1`, …)
+    in more than one value: its figure is then drawn over that setting."""
+    keys, values = set(), []
+    for row in table.rows:
+        match = re.fullmatch(r"([A-Za-z_.]+)=([0-9.eE+-]+)", row.label)
+        if not match:
+            return None
+        keys.add(match.group(1).rsplit(".", 1)[-1])
+        values.append(float(match.group(2)))
+    return (keys.pop(), values) if len(keys) == 1 and len(values) > 1 else None
 
 
 def plot_paper(tables: Sequence[PaperTable], metrics_of, out_dir: Path) -> list[Path]:
-    """Per reproduced table and metric: ours (mean ± std per class cell, a series per row)
-    against the paper's numbers (per class, or a dashed line for a number the row has as a whole)."""
+    """Per reproduced table and metric: ours against the paper. A table whose rows are one numeric
+    setting (GPND's outlier shares, COIL-100's objects drawn): our row means with a band over
+    folds / seeds / draws and the paper's line, over that setting (the papers' own figure).
+    Otherwise per class: ours (mean ± std per class cell, a series per row) against the paper's
+    numbers (per class, or a dashed line for a number the row has as a whole)."""
     written = []
     for table in tables:
         columns = table.columns
+        setting = row_setting(table)
         for metric in metrics_of(table):
-            published = table.published_mean(metric)
+            name = metric_axis(metric, table.runs)
+            path = out_dir / f"paper_{metric}_{slug(table.title.replace(' · ', '_'))}.png"
             lines = {(row, col): c for row, col, c in table.lines(metric)}
+            if setting is not None:
+                key, xs = setting
+                axis, percent = SETTING_AXES.get(key, (key, False))
+                means = [lines.get((row.label, "mean")) for row in table.rows]
+                written.append(plots.plot_vs_setting(
+                    xs, [m.ours if m else None for m in means], [m.spread if m else None for m in means],
+                    [m.paper if m else None for m in means], path, title=f"{table.title}",
+                    ylabel=name, xlabel=axis, bounded=metric in BOUNDED, percent=percent))
+                continue
+            published = table.published_mean(metric)
             series = []
             for row in table.rows:
                 per_class, row_number = table.row_paper(row, metric)
@@ -135,9 +173,14 @@ def plot_paper(tables: Sequence[PaperTable], metrics_of, out_dir: Path) -> list[
                     "ours_line": lines[(row.label, "mean")].ours if (row.label, "mean") in lines else None,
                     "below": [bool(c and c.mark == "below") for c in comps],
                 })
-            name = SHORT_NAMES.get(metric, metric)
             written.append(plots.plot_vs_paper(
-                columns, series, out_dir / f"paper_{metric}_{slug(table.title.replace(' · ', '_'))}.png",
-                title=f"{name}: ours vs paper · {table.title}", ylabel=name, xlabel=class_axis(columns),
-                bounded=metric in BOUNDED))
+                columns, series, path, title=f"ours vs paper · {table.title}", ylabel=name,
+                xlabel=class_axis(columns), bounded=metric in BOUNDED))
     return written
+
+
+def metric_axis(metric: str, runs: Sequence[Run]) -> str:
+    """An axis label that says which F1 (`F1, inliers positive`)."""
+    resolved = {r.metric_key(metric) for r in runs}
+    key = resolved.pop() if len(resolved) == 1 else metric
+    return {"f1": "F1, anomalies positive", "f1_inlier": "F1, inliers positive"}.get(key, SHORT_NAMES.get(key, key))

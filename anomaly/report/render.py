@@ -21,8 +21,9 @@ from anomaly.report.aggregate import (
     group_title,
     method_label,
     natural,
-    protocol_group,
+    protocol_groups,
     row_label,
+    row_name,
     settings_text,
     summary,
 )
@@ -63,32 +64,43 @@ def _incomplete(row_cells: dict[str, Cell], columns: Sequence[str]) -> bool:
     return any(c not in row_cells or not row_cells[c].values for c in columns)
 
 
-def class_table(runs: list[Run], metric: str, title: str) -> Table:
-    """Rows method × dataset × protocol (× what differs), columns the classes; cells the mean over
-    seeds / folds / draws; `mean ± std`: the mean of the class cells ± the std over the row's runs
-    (`*`: some classes missing or failed, not averaged in)."""
-    by_row = cells(runs, metric)
-    columns = columns_of(runs)
-    rows, numbers = [], []
-    for row in sorted(by_row, key=lambda r: natural(row_label(r))):
-        row_cells = by_row[row]
-        mean, std, n, failed = summary(row_cells)
-        mean_text = number(mean, std) + (" *" if mean is not None and _incomplete(row_cells, columns) else "")
-        rows.append([row_label(row)] + [cell_text(row_cells[c]) if c in row_cells else "—" for c in columns]
-                    + [mean_text, str(n), str(failed)])
-        numbers.append([row_cells[c].mean if c in row_cells else None for c in columns] + [mean, std])
-    return Table(title, ["method · dataset · protocol"] + columns + ["mean ± std", "runs", "failed"],
-                 rows, numbers)
+def class_tables(runs: list[Run], metric: str) -> list[Table]:
+    """One table per dataset × protocol (× its differing protocol settings): rows the methods
+    (with whatever else sets a row apart), columns that dataset's classes as it names them; cells
+    the mean over seeds / folds / draws; `mean ± std`: the mean of the class cells ± the std over
+    the row's runs (`*`: a class of the table that this row lacks or failed, not averaged in)."""
+    tables = []
+    for group, members in protocol_groups(runs):
+        by_row = cells(members, metric, key=row_name)
+        columns = columns_of(members)
+        rows, numbers = [], []
+        for label in sorted(by_row, key=natural):
+            row_cells = by_row[label]
+            mean, std, n, failed = summary(row_cells)
+            mean_text = number(mean, std) + (" *" if mean is not None and _incomplete(row_cells, columns) else "")
+            rows.append([label] + [cell_text(row_cells[c]) if c in row_cells else "—" for c in columns]
+                        + [mean_text, str(n), str(failed)])
+            numbers.append([row_cells[c].mean if c in row_cells else None for c in columns] + [mean, std])
+        tables.append(Table(f"{group_metric_title(metric, members)} · {group_title(group)}",
+                            ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers))
+    return tables
 
 
-def compare_tables(runs: list[Run], metric: str, metric_name: str) -> list[Table]:
+def group_metric_title(metric: str, members: Sequence[Run]) -> str:
+    """The metric's name, saying which F1 the protocol's paper reported where `f1_paper` resolves
+    to one for every run (anomalies or inliers positive)."""
+    if metric == "f1_paper":
+        resolved = {r.metric_key(metric) for r in members}
+        if len(resolved) == 1:
+            return metric_title(resolved.pop())
+    return metric_title(metric)
+
+
+def compare_tables(runs: list[Run], metric: str) -> list[Table]:
     """Per dataset × protocol (× differing protocol settings): rows the classes, one column per
     method (a method with another setting, budget or flag is a column of its own)."""
-    groups: dict[tuple, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(protocol_group(run), []).append(run)
     tables = []
-    for group, members in sorted(groups.items(), key=lambda kv: natural(group_title(kv[0]))):
+    for group, members in protocol_groups(runs):
         by_method = cells(members, metric, key=method_label)
         methods = sorted(by_method, key=natural)
         columns = columns_of(members)
@@ -104,7 +116,8 @@ def compare_tables(runs: list[Run], metric: str, metric_name: str) -> list[Table
                                                          else ""))
         rows.append(mean_row)
         numbers.append([summary(by_method[m])[0] for m in methods])
-        tables.append(Table(f"{metric_name} · {group_title(group)}", ["class"] + methods, rows, numbers))
+        tables.append(Table(f"{group_metric_title(metric, members)} · {group_title(group)}", ["class"] + methods,
+                            rows, numbers))
     return tables
 
 
@@ -196,11 +209,17 @@ def _escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def write_csv(table: Table, path: Path) -> Path:
+def write_csv(tables: Sequence[Table], path: Path) -> Path:
+    """Tables of one metric in long format (one line per row × class, and the row's mean), for
+    pandas: table (its title), row, column, value (the mean), text (as the table shows it)."""
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(table.header)
-        writer.writerows(table.rows)
+        writer.writerow(["table", "row", "column", "value", "text"])
+        for table in tables:
+            for row, values in zip(table.rows, table.numbers):
+                for i, column in enumerate(table.header[1:-2]):
+                    value = values[i] if i < len(values) else None
+                    writer.writerow([table.title, row[0], column, "" if value is None else value, row[i + 1]])
     return path
 
 
@@ -234,17 +253,52 @@ def write_paper_csv(tables: Sequence[PaperTable], metrics_of, path: Path) -> Pat
     return path
 
 
-def print_table(table: Table) -> None:
+LABEL_WIDTH = 30  # a longer row label folds onto more lines (never cut: rows stay apart)
+
+
+def column_blocks(table: Table, width: int) -> list[list[int]]:
+    """The table's value columns (indices ≥ 1) in blocks that fit `width` beside the label column,
+    as a wide data frame is printed: in order, each block as many as fit (at least one)."""
+    def natural_width(i: int) -> int:
+        return max([len(table.header[i])] + [len(row[i]) for row in table.rows])
+
+    label = min(LABEL_WIDTH, natural_width(0))
+    blocks: list[list[int]] = [[]]
+    used = label
+    for i in range(1, len(table.header)):
+        need = natural_width(i) + 2  # two spaces of padding before each column
+        if blocks[-1] and used + need > width:
+            blocks.append([])
+            used = label
+        blocks[-1].append(i)
+        used += need
+    return blocks
+
+
+def print_table(table: Table, width: int | None = None) -> None:
+    """A table on the terminal, borderless: what does not fit the terminal's width (`width`) is
+    printed in further blocks of columns under the first, each with the row labels; labels fold
+    instead of being cut, and numbers are never shortened."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    rich_table = RichTable(title=table.title, title_justify="left")
-    for i, name in enumerate(table.header):
-        rich_table.add_column(name, justify="left" if i == 0 else "right")
-    for row in table.rows:
-        rich_table.add_row(*[f"[red]{c}[/]" if "failed" in c or c.endswith("below") else c for c in row])
-    console = Console()
-    console.print(rich_table)
+    console = Console(width=width) if width else Console()
+    if table.header[-1] == "failed" and all(row[-1] == "0" for row in table.rows):
+        # a column of zeros says nothing on the terminal (the Markdown and CSV keep it)
+        table = Table(table.title, table.header[:-1], [row[:-1] for row in table.rows], table.numbers, table.notes)
+    blocks = column_blocks(table, console.width)
+    for n, block in enumerate(blocks):
+        # the title on a line of its own: as a table title it would wrap to the block's width
+        console.print(table.title if n == 0 else f"{table.title} (continued, {n + 1}/{len(blocks)})",
+                      style="bold", highlight=False)
+        view = RichTable(box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold underline")
+        view.add_column(table.header[0], overflow="fold", max_width=LABEL_WIDTH)
+        for i in block:
+            view.add_column(table.header[i], justify="right", no_wrap=True)
+        for row in table.rows:
+            view.add_row(row[0], *[f"[red]{row[i]}[/]" if "failed" in row[i] or row[i].endswith("below") else row[i]
+                                   for i in block])
+        console.print(view)
     for note in table.notes:
         console.print(note)
 
