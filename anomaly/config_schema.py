@@ -34,7 +34,6 @@ from typing import Any, Iterable, Mapping
 from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from anomaly import AnomalyError
-from anomaly.data.io import RESIZE_MODES
 from anomaly.evaluation import METRIC_KEYS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -219,6 +218,9 @@ class BoolOrInt(Rule):
         return "true, false or an integer ≥ 0 (batches)"
 
 
+# torch.nn.functional.interpolate's modes for images (anomaly.data.io resizes with them)
+RESIZE_MODES = ("bilinear", "area", "bicubic", "nearest", "nearest-exact")
+
 # ---- the tables ---------------------------------------------------------------------------------------
 LR = positive()
 BETAS = Floats(length=2, low=0, high=1, high_open=True)
@@ -375,8 +377,10 @@ def check_train(cfg: DictConfig) -> None:
     """Every plain setting of a train config, then the method class's own `check_config(cfg)`
     where it has one (a rule across keys; it may fill in a setting, as f-AnoGAN's
     trainer.max_epochs). Raises one ConfigError naming every bad value."""
-    found = problems(cfg, {**RUN, **TRAINER, **method_rules(cfg)})
-    _raise(found)
+    # the run's and the trainer's keys first: refused before a method's module (and with it torch
+    # and Lightning) is imported for its own rules
+    _raise(problems(cfg, {**RUN, **TRAINER}))
+    _raise(problems(cfg, method_rules(cfg)))
     check = getattr(method_class(cfg), "check_config", None)
     if check is not None:
         check(cfg)

@@ -80,3 +80,108 @@ def user_errors() -> Iterator[None]:
     except AnomalyError as err:
         runlog.error(str(err))
         sys.exit(2)
+
+
+# Hydra flags after which the command line is Hydra's own business (help, shell completion, …)
+HYDRA_ONLY_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc",
+                    "--experimental-rerun", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p"}  # flags that take the next argument
+
+
+def check_command_line(config_name: str, argv: list[str]) -> None:
+    """Refuse a command line Hydra would refuse (a misspelled key, an unknown option of a config
+    group, an override it cannot parse) with one `error:` line, a "did you mean" where a near
+    name exists, and exit 2, as every refusal of bad input here does (Hydra's own refusal exits
+    1 and suggests `+key=…`, which would add a key nothing reads). A sweep is checked at its first
+    value of each swept key; `hydra.*` settings are left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(a.split("=", 1)[0] in HYDRA_ONLY_FLAGS for a in argv):
+        return
+    args, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = not skip and arg in HYDRA_VALUE_FLAGS
+            continue
+        args.append(arg)
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except HydraException as err:
+        _refuse(f"{_first_line(err)} (the override syntax: https://hydra.cc/docs/advanced/override_grammar/basic)")
+        return
+    first = []
+    for override in overrides:
+        key = override.get_key_element()
+        if key.lstrip("+~").startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            try:
+                value = next(iter(override.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - an interval (an optimising sweeper's): its values come later
+                continue
+            first.append(f"{key}={value}")
+        else:
+            first.append(override.input_line)
+    try:
+        from anomaly.config import compose
+
+        compose("/tmp", first, config_name=config_name)
+    except Exception as err:  # noqa: BLE001 - every composition failure is bad input
+        _refuse(_explain(err, first, config_name))
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _explain(err: BaseException, overrides: list[str], config_name: str) -> str:
+    import difflib
+    import re
+
+    text = str(err)
+    found = re.search(r"Could not override '([^']+)'", text)
+    if found:
+        key = found.group(1)
+        known = [p for p in _setting_paths(overrides, config_name) if p.count(".") == key.count(".")]
+        near = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        return f"{key}: no such setting{hint} (+{key}=… would add a key that nothing reads)"
+    found = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if found:
+        group, option = found.groups()
+        from anomaly.provenance import CONF_DIR
+
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        near = difflib.get_close_matches(option, options, n=2, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        return f"{group}={option}: no such option{hint} (options: {', '.join(options)})"
+    return _first_line(err)
+
+
+def _setting_paths(overrides: list[str], config_name: str) -> list[str]:
+    """Every setting's dotted path in the config the command line's group choices compose."""
+    from anomaly.config import compose
+
+    groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0] and not o.startswith(("+", "~"))]
+    try:
+        cfg = compose("/tmp", groups, config_name=config_name)
+    except Exception:  # noqa: BLE001 - then the defaults' settings
+        cfg = compose("/tmp", [], config_name=config_name)
+    paths: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for key in node:
+            path = f"{prefix}{key}"
+            paths.append(path)
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                walk(child, path + ".")
+
+    walk(cfg, "")
+    return paths
+
+
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)

@@ -47,13 +47,22 @@ def strategy_for(strategy: Any, model: Any | None) -> str | None:
     return None
 
 
+# where launchers put a process's global rank, in the order Lightning reads them
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
 def process_rank() -> int:
     """This process's global rank before any Trainer exists: Lightning's launcher gives the
     processes it starts LOCAL_RANK, torchrun and SLURM set RANK / SLURM_PROCID; Lightning reads
-    them into rank_zero_only.rank on import."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
+    them into rank_zero_only.rank on import (read from there once Lightning is loaded, else from
+    the environment as Lightning would: a refused setting need not load Lightning)."""
+    module = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    if module is not None:
+        return int(getattr(module.rank_zero_only, "rank", 0) or 0)
+    for name in RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
 
 
 def _config_flags(argv: Sequence[str]) -> list[str]:

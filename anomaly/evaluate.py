@@ -5,11 +5,13 @@ split instead (predictions.csv in the run dir: file, score, anomalous = score > 
 Takes the runtime keys of `anomaly.train` too (`threads`, the trainer, paths). With `-m` over
 several checkpoints, a failing one records `status: failed` in its job dir and the others go on."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from anomaly import runlog
-from anomaly.pipeline import evaluate
+from anomaly.console import check_command_line
 from anomaly.sweep import configure_job, job_errors
 
 
@@ -18,9 +20,12 @@ def main(cfg: DictConfig) -> None:
     runlog.setup()  # our warning filters, no Lightning tips; what the terminal shows goes to evaluate.log too
     with job_errors(cfg):  # in a sweep (-m), one failing checkpoint does not stop the others
         configure_job(cfg)
+        from anomaly.pipeline import evaluate  # here: `--help` and `--cfg job` answer without it
+
         evaluate(cfg)
 
 
 if __name__ == "__main__":
     runlog.install_warning_filters()  # before Hydra composes the config (it warns then too)
+    check_command_line("evaluate", sys.argv[1:])  # a bad key or option: one line, exit 2
     main()

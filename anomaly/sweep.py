@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -101,6 +100,8 @@ def configure_job(cfg: DictConfig) -> None:
     """Set this job's torch threads and, under a parallel launcher with several GPUs, its GPU; a
     requeued SLURM job resumes (`ckpt_path=last`: its run dir's last epoch, see
     anomaly.checkpoints.find_last_checkpoint) unless a ckpt_path was given."""
+    import torch  # here, not at the top: `--help` and `--cfg job` answer without it
+
     check_keys(cfg, ["threads"])  # an integer ≥ 1 or null, before it is used
     job = hydra_job()
     threads = threads_per_job(cfg.get("threads"), job["n_jobs"], allotted=job["cpus"])

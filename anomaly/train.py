@@ -12,11 +12,13 @@ selected maximum as a result.
 
 import math
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from anomaly import runlog
-from anomaly.pipeline import train
+from anomaly import config_schema, runlog
+from anomaly.console import check_command_line
 from anomaly.sweep import configure_job, job_errors
 
 
@@ -25,7 +27,11 @@ def main(cfg: DictConfig) -> float:
     runlog.setup()  # our warning filters, no Lightning tips; what the terminal shows goes to train.log too
     results: dict = {}
     with job_errors(cfg):
+        # a refused setting before torch and Lightning load (only a method's own module is imported)
+        config_schema.check_train(cfg)
         configure_job(cfg)
+        from anomaly.pipeline import train  # here: `--help` and `--cfg job` answer without it
+
         results = train(cfg)
     return returned_value(results, cfg.optimized_metric)
 
@@ -38,4 +44,5 @@ def returned_value(results: dict, metric: str) -> float:
 
 if __name__ == "__main__":
     runlog.install_warning_filters()  # before Hydra composes the config (it warns then too)
+    check_command_line("train", sys.argv[1:])  # a bad key or option: one line, exit 2
     main()

@@ -47,11 +47,23 @@ def test_missing_dataset_names_where_files_belong(tmp_path):
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in line and "train-images-idx3-ubyte" in line
 
 
-@pytest.mark.slow
-def test_unknown_method_lists_the_choices(tmp_path):
-    proc = run("anomaly.train", "method=nope", cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "Could not find 'method/nope'" in proc.stderr and "ae" in proc.stderr
+@pytest.mark.parametrize("module, args, line", [
+    ("anomaly.train", ["method=nope"], "error: method=nope: no such option (options: adae, ae, anogan, "),
+    ("anomaly.train", ["method=area"], "error: method=area: no such option; did you mean arae or ae?"),
+    ("anomaly.train", ["trainer.max_epoch=3"], "error: trainer.max_epoch: no such setting; did you mean "
+                                               "trainer.max_epochs or trainer.min_epochs?"),
+    # a sweep: checked at the first value of each swept key
+    ("anomaly.train", ["-m", "seed=0,1", "method=ae,gpnd", "methd.lr=1"],
+     "error: methd.lr: no such setting; did you mean method.lr?"),
+    ("anomaly.train", ["trainer.max_epochs=[1"], "error: no viable alternative at input '[1'"),
+    ("anomaly.reproduce", ["table=gpnd_mnst"], "error: table=gpnd_mnst: no such option; did you mean gpnd_mnist"),
+])
+def test_hydras_refusals_are_one_line_with_a_suggestion_and_exit_2(tmp_path, module, args, line):
+    # quick: refused before torch and Lightning load
+    proc = run(module, *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().startswith(line), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "+trainer" not in proc.stderr.split(";")[0]
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from anomaly import AnomalyError
+from anomaly.config_schema import RESIZE_MODES
 
 log = logging.getLogger("anomaly")
 
@@ -118,7 +119,6 @@ def fetch_archive(url: str, archive: Path, sha256: str | None, name: str) -> Non
 
 # ---- resizing ------------------------------------------------------------------------------------
 # the torch.nn.functional.interpolate modes for images (N×C×H×W): `dataset.resize_mode`
-RESIZE_MODES = ("bilinear", "area", "bicubic", "nearest", "nearest-exact")
 
 
 def resize_images(images: torch.Tensor, size: int | None, mode: str = "bilinear",

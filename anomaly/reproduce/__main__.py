@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from anomaly import runlog
+from anomaly.console import check_command_line
 from anomaly.reproduce.cli import list_tables, run
 
 
@@ -21,4 +22,5 @@ if __name__ == "__main__":
         list_tables()
         sys.exit(0)
     runlog.install_warning_filters()  # before Hydra composes the config (it warns then too)
+    check_command_line("reproduce", sys.argv[1:])  # a bad key or option: one line, exit 2
     main()

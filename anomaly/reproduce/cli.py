@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -18,9 +17,7 @@ from anomaly import AnomalyError
 from anomaly.console import user_errors
 from anomaly.provenance import CONF_DIR
 from anomaly.reproduce.fanout import job_slots, progress_line, run_parallel
-from anomaly.reproduce.runner import print_comparison, run_group
 from anomaly.reproduce.tables import Table, _key, _text
-from anomaly.results import json_safe, write_json
 from anomaly.sweep import configure_job
 
 log = logging.getLogger("anomaly")
@@ -73,6 +70,12 @@ def run_suffix(table: Table, cell, budget: str, passed: list[str]) -> str:
 
 
 def run(cfg: DictConfig) -> None:
+    # here, not at the top: `--help`, `--list` and `--cfg job` answer without torch and Lightning
+    import torch
+
+    from anomaly.reproduce.runner import print_comparison, run_group
+    from anomaly.results import json_safe, write_json
+
     with user_errors():
         configure_job(cfg)
         hc = HydraConfig.get()
@@ -187,16 +190,20 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    view = RichTable(title="python -m anomaly.reproduce table=<name> budget=<budget>", title_justify="left",
-                     caption="min/training: measured (n trainings kept in reproduced/) or ~ estimated; "
-                             "grid h: every training of the grid", caption_justify="left")
-    view.add_column("table", overflow="fold", max_width=12)
-    view.add_column("cells/ train.", overflow="fold", max_width=7)
-    view.add_column("budget (its settings)", overflow="fold", min_width=20, max_width=20)
-    view.add_column("min/training CPU · GPU", overflow="fold", max_width=14)
-    view.add_column("grid h CPU · GPU", overflow="fold", max_width=10)
-    for table in load_tables():
+    tables = load_tables()
+    console = Console()
+    console.print("python -m anomaly.reproduce table=<name> budget=<budget>", style="bold", highlight=False)
+    # borderless; a table's name on a line of its own (whole: rows that differ only at the end
+    # stay apart), its budgets under it; the budgets' settings fold in the room that is left
+    view = RichTable(box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold underline")
+    view.add_column("table / budget", no_wrap=True)
+    view.add_column("cells/tr.", no_wrap=True, justify="right")
+    view.add_column("settings", overflow="fold", min_width=14)
+    view.add_column("min/training CPU · GPU", overflow="fold", max_width=12)
+    view.add_column("grid h CPU · GPU", overflow="fold", max_width=11)
+    for table in tables:
         cells, groups = table.cells(), table.groups(table.cells())
+        view.add_row(f"[bold]{table.name}[/]", f"{len(cells)}/{len(groups)}", "", "", "")
         budgets = list(table.budgets)
         for i, budget in enumerate(budgets):
             measured = measured_minutes(table.name, budget, results_dir)
@@ -211,10 +218,11 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
                     per.append("?" if minutes is None else f"~{minutes:g}")
                 hours.append("?" if minutes is None else f"{trainings * minutes / 60:.1f}")
             settings = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
-            view.add_row(table.name if i == 0 else "", f"{len(cells)}/{len(groups)}" if i == 0 else "",
-                         f"{budget} ({settings or 'published'})", " · ".join(per), " · ".join(hours),
+            view.add_row(f"  {budget}", "", settings or "published", " · ".join(per), " · ".join(hours),
                          end_section=i == len(budgets) - 1)
-    Console().print(view)
+    console.print(view)
+    console.print("min/training: measured (n trainings kept in reproduced/) or ~ estimated; grid h: every "
+                  "training of the grid", highlight=False)
 
 
 def _hours(value: float | None) -> str:
