@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import lightning as L
@@ -37,11 +38,21 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, zip errors, refused globals…
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AnomalyError(f"ckpt_path={path} is not a readable checkpoint ({first})") from None
+        raise AnomalyError(f"ckpt_path={path} is not a readable checkpoint ({load_failure(err)})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise AnomalyError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def load_failure(err: BaseException) -> str:
+    """Why torch.load refused a file, without torch's advice to load it unsafely (weights_only=
+    False would run whatever code the file holds): the unpickler's own reason where it gives one."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    if text.startswith("Weights only load failed"):
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text, re.S)
+        reason = " ".join(found.group(1).split()) if found else "it holds Python objects a safe load refuses"
+        return f"not a checkpoint written by this project: {reason}"
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def resume_path(cfg: DictConfig, model: AnomalyModule) -> str | None:
@@ -61,8 +72,17 @@ def resume_path(cfg: DictConfig, model: AnomalyModule) -> str | None:
         raise AnomalyError(f"ckpt_path={path}: no such file")
     ckpt = load_checkpoint(path)
     check_checkpoint_identity(ckpt, model.name, model.image_shape, path=path)
-    log.warning("resuming from %s (%d epochs done)", path, int(ckpt.get("epoch", -1)) + 1)
+    log.warning("resuming from %s (%d epochs done)", path, epochs_done(ckpt))
     return path
+
+
+def epochs_done(ckpt: dict) -> int:
+    """The epochs a Lightning checkpoint has completed: its fit loop's count (`epoch` is the epoch
+    in progress when saved at an epoch's end, but the one after the last when saved after fit)."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    except (KeyError, TypeError, ValueError):
+        return int(ckpt.get("epoch", -1)) + 1
 
 
 def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None) -> Path | None:

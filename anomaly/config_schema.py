@@ -307,15 +307,17 @@ def method_class(cfg: DictConfig) -> Any:
         return None
 
 
-def method_rules(cfg: DictConfig) -> dict[str, Rule]:
+def method_rules(cfg: DictConfig, own: bool = True) -> dict[str, Rule]:
     """The rules of cfg.method's keys, by config path (method.lr, …): METHOD_COMMON, the method
-    class's own `config_rules` (a dict key → Rule; none where the class has none), and a
-    positive number for any other `*_lr` key."""
+    class's own `config_rules` (a dict key → Rule; none where the class has none; `own=False`:
+    without them, so without importing the method's module), and a positive number for any other
+    `*_lr` key."""
     method = cfg.get("method")
     if not isinstance(method, DictConfig):
         return {}
     rules = dict(METHOD_COMMON)
-    rules.update(getattr(method_class(cfg), "config_rules", None) or {})
+    if own:
+        rules.update(getattr(method_class(cfg), "config_rules", None) or {})
     for key in method:
         if str(key).endswith("_lr") and key not in rules:
             rules[str(key)] = LR
@@ -377,10 +379,10 @@ def check_train(cfg: DictConfig) -> None:
     """Every plain setting of a train config, then the method class's own `check_config(cfg)`
     where it has one (a rule across keys; it may fill in a setting, as f-AnoGAN's
     trainer.max_epochs). Raises one ConfigError naming every bad value."""
-    # the run's and the trainer's keys first: refused before a method's module (and with it torch
-    # and Lightning) is imported for its own rules
-    _raise(problems(cfg, {**RUN, **TRAINER}))
-    _raise(problems(cfg, method_rules(cfg)))
+    found = problems(cfg, {**RUN, **TRAINER, **method_rules(cfg, own=False)})
+    if found and not any(p.startswith("method.") for p in found):
+        _raise(found)  # refused before a method's module (and with it torch and Lightning) loads
+    _raise(problems(cfg, {**RUN, **TRAINER, **method_rules(cfg)}))
     check = getattr(method_class(cfg), "check_config", None)
     if check is not None:
         check(cfg)

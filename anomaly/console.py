@@ -13,6 +13,7 @@ from typing import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError, runlog
+from anomaly.evaluation import METRIC_LABELS
 
 
 def print_config_tree(cfg: DictConfig, save_to: Path | None = None, echo: bool = True) -> None:
@@ -52,11 +53,16 @@ def print_results(results: dict) -> None:
                         # class names, as the user writes them (COIL-100: object numbers, not positions)
                         f"normal {','.join(str(c) for c in results['protocol'].get('normal') or [])} "
                         f"· seed {results['seed']}")
-    table.add_column("metric")
+    table.add_column("test metric")
     table.add_column("value", justify="right")
-    for key, value in (results.get("metrics") or {}).items():
-        table.add_row(key, "—" if value is None else f"{value:.4f}")
+    metrics = dict(results.get("metrics") or {})
+    threshold = metrics.pop("threshold", None)  # a setting fitted on validation, not a metric
+    for key, value in metrics.items():
+        table.add_row(METRIC_LABELS.get(key, key), "—" if value is None else f"{value:.4f}")
     lines = [table]
+    if threshold is not None:
+        lines.append(f"threshold {threshold:.4g}: fitted on validation ({results.get('threshold_strategy')}); "
+                     "the F1, precision and recall are at it")
     if results.get("problem"):
         lines.append(f"[yellow]note:[/] {results['problem']}")
     lines.append(f"run dir: {results['run_dir']}")

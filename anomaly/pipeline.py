@@ -140,6 +140,17 @@ def protocol_summary(dm: AnomalyDataModule) -> dict:
     return protocol
 
 
+def run_header(cfg: DictConfig, output_dir: Path) -> str:
+    """A run's first line: `train ae on digits · one_class · normal [0] · seed 0 → <run dir>`."""
+    protocol = cfg.get("protocol") or {}
+    classes = [f"{k} {OmegaConf.to_container(protocol[k]) if OmegaConf.is_config(protocol[k]) else protocol[k]}"
+               for k in ("normal", "anomalous", "n_normal") if protocol.get(k) is not None]
+    method = provenance.choice("method") or str(cfg.method._target_).rsplit(".", 1)[-1]
+    protocol_name = provenance.choice("protocol") or str(protocol.get("_target_", "?")).rsplit(".", 1)[-1]
+    parts = [f"{method} on {cfg.dataset.name}", protocol_name, *classes, f"seed {cfg.seed}"]
+    return f"train {' · '.join(parts)} → {output_dir}"
+
+
 def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **extra: Any) -> dict:
     protocol = protocol_summary(dm)
     status = "ok" if not model.test_problem or model.test_metrics else "invalid_scores"
@@ -178,8 +189,8 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
     # Under DDP every rank runs this; only rank 0 writes the run's files (the others were
     # started into the same dir).
     rank_zero = distributed.process_rank() == 0
-    if rank_zero:
-        print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", True))
+    if rank_zero:  # what runs, with which paper's settings, and where: before anything else
+        log.info(run_header(cfg, output_dir))
         line = provenance.paper_line(provenance.paper_settings(cfg))
         if line:
             log.info(line)
@@ -193,6 +204,9 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
     model.config_hash = config_hash(cfg)
     # a checkpoint of another method or image size is refused before any logger starts
     resume = resume_path(cfg, model)
+    if rank_zero:  # the whole config: in the run dir, on the terminal with print_config=true (after
+        # every refusal of bad input, so that an error is never below a page of config)
+        print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", False))
     with distributed.processes() as trainers:
         trainer = build_trainer(cfg, identity=run_identity(cfg, dm, model), model=model)
         trainers.append(trainer)

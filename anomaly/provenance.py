@@ -78,7 +78,7 @@ def device_count(accelerator: Any, devices: Any) -> int:
 def debug_label(cfg: DictConfig) -> str | None:
     """Why a run is a smoke/debug run (fast_dev_run, limited batches, a debug= config), or None."""
     reasons = []
-    debug = _choice("debug")
+    debug = choice("debug")
     if debug:
         reasons.append(f"debug={debug}")
     plan = schedule(cfg)
@@ -106,7 +106,8 @@ def command(cfg: DictConfig, entry: str = "anomaly.train") -> str | None:
     return " ".join(["python", "-m", entry, *(shlex.quote(o) for o in overrides)])
 
 
-def _choice(group: str) -> str | None:
+def choice(group: str) -> str | None:
+    """The option Hydra chose for a config group (None outside a Hydra app)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 

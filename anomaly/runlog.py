@@ -127,7 +127,14 @@ def setup() -> None:
     quiet_lightning_tips()
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
-        if not logger.propagate and not any(isinstance(h, ToLogFile) for h in logger.handlers):
+        if logger.propagate:
+            # as Lightning sets them up when it is imported before logging is configured (the entry
+            # points import it later, only when a run starts): its lines plain on the console, not
+            # also through Hydra's root handler and the `lightning` logger's own
+            logger.setLevel(logging.INFO)
+            logger.addHandler(logging.StreamHandler())
+            logger.propagate = False
+        if not any(isinstance(h, ToLogFile) for h in logger.handlers):
             logger.addHandler(ToLogFile())
     _mirror_warnings()
 

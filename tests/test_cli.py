@@ -88,3 +88,24 @@ def test_train_then_evaluate_from_the_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "💡" not in proc.stdout + proc.stderr
     assert list((logs / "evaluate").glob("*/results.json"))
+
+
+@pytest.mark.slow
+def test_a_run_starts_with_what_runs_and_an_error_comes_before_any_config(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "anomaly.train", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+               "logger=none", f"paths.log_dir={tmp_path}"]
+    ok = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    shown = ok.stdout + ok.stderr
+    first = next(line for line in shown.splitlines() if "[anomaly]" in line)
+    assert "train ae on digits · one_class · seed 0 → " + str(tmp_path) in first
+    assert "├── method" not in shown  # the config tree goes to the run dir only…
+    (tree,) = tmp_path.glob("runs/ae/digits/*/config_tree.log")
+    assert "├── method" in tree.read_text()
+    assert "F1 (anomalies positive)" in ok.stdout and "threshold " in ok.stdout
+    # …and with print_config=true a refusal still comes before any of it
+    bad = subprocess.run([*command, "print_config=true", "protocol.normal=[12]"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert "├── method" not in bad.stdout + bad.stderr and "error: protocol.normal: unknown class 12" in bad.stderr

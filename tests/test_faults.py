@@ -212,8 +212,10 @@ def test_checkpoint_of_another_image_size_or_not_a_checkpoint_is_refused(tmp_pat
     text.write_text("epoch 3 looked good\n")
     for bad in (tmp_path / "evil.ckpt", text):
         cfg = compose_config(tmp_path / "r", [*TINY, "debug=fast", f"ckpt_path={bad}"])
-        with pytest.raises(AnomalyError, match=rf"ckpt_path={bad} is not a readable checkpoint \(.+\)$"):
+        with pytest.raises(AnomalyError, match=rf"ckpt_path={bad} is not a readable checkpoint \(.+\)$") as refused:
             train(cfg)
+        # never torch's advice to load it with weights_only=False (that would run the payload)
+        assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)
     assert not marker.exists()
 
 
@@ -248,3 +250,12 @@ def test_non_square_images_are_refused():
     with pytest.raises(AnomalyError, match=r"method=ae: images of 16×24 are not square; the networks take "
                                            r"square images: set dataset.image_size"):
         Autoencoder(image_shape=[1, 16, 24])
+
+
+def test_epochs_done_counts_completed_epochs_not_the_next_one():
+    from anomaly.checkpoints import epochs_done
+
+    # saved after a 3-epoch fit, Lightning's `epoch` is already the 4th (index 3)
+    after_fit = {"epoch": 3, "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 3}}}}}
+    assert epochs_done(after_fit) == 3
+    assert epochs_done({"epoch": 1}) == 2  # an older checkpoint without loop state: epoch-end save

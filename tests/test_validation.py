@@ -262,5 +262,6 @@ def test_the_run_log_gets_the_config_tree_the_results_and_the_error_line(tmp_pat
         handler.close()
     text = log_file.read_text()
     assert "├── method" in text and f"output_dir: {long_dir}" in text  # paths whole, never folded
-    assert "│ auroc  │ 0.9300 │" in text and f"run dir: {long_dir}" in text
+    assert "│ AUROC                   │ 0.9300 │" in text and f"run dir: {long_dir}" in text
+    assert "│ F1 (anomalies positive) │      — │" in text  # which F1, never just "f1"
     assert "error: run interrupted by SIGTERM in epoch 3 (global step 30)" in text

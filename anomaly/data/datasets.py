@@ -197,7 +197,7 @@ def load_coil100(root: str | Path, folder: str = "coil-100", image_size: int | N
                            "paths.data_dir (or ANOMALY_DATA_DIR), as the official coil-100.zip unpacks")
     objects = sorted({obj for obj, _, _ in files})
     if len(files) != 72 * len(objects):  # not an error: protocols work with what is there
-        log.info("dataset coil100: %d views of %d objects in %s (%d of the 72 per object missing)",
+        log.info("dataset coil100: %d views of %d objects in %s (%d views missing in all, of 72 per object)",
                  len(files), len(objects), directory, 72 * len(objects) - len(files))
     position = {obj: i for i, obj in enumerate(objects)}
     images = read_images([path for _, _, path in files], 3, image_size, resize_mode, "coil100")
