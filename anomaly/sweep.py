@@ -60,21 +60,34 @@ def parallel_jobs(n_jobs: int, cpus: int | None = None) -> int:
 
 
 def threads_per_job(threads: int | None, n_jobs: int, cpus: int | None = None,
-                    allotted: int | None = None) -> int | None:
+                    allotted: int | None = None, load: float | None = None) -> int | None:
     """`threads` when set; else the cores a scheduler allotted the job (`allotted`: submitit's
     cpus_per_task; torch's default would take every core of the node), at most the machine's;
     else, for parallel jobs on one machine, the cores divided among them (two jobs with two
-    threads each on two cores stall on each other); else None (torch's default)."""
+    threads each on two cores stall on each other); else, for one job, the cores the machine's
+    `load` (its 1-minute load average) leaves idle, where that is fewer than all (torch's threads
+    on cores busy with other work wait on each other: a 15 s run took 183 s); else None (torch's
+    default: every core)."""
     if threads is not None:
         if int(threads) < 1:
             raise AnomalyError(f"threads={threads} must be ≥ 1, or null for automatic")
         return int(threads)
+    cpus = cpus or os.cpu_count() or 1
     if allotted:
-        return max(1, min(int(allotted), cpus or os.cpu_count() or 1))
+        return max(1, min(int(allotted), cpus))
     jobs = parallel_jobs(n_jobs, cpus)
-    if jobs <= 1:
+    if jobs > 1:
+        return max(1, cpus // jobs)
+    if load is not None and round(load) > 0:
+        return max(1, cpus - round(load))
+    return None
+
+
+def machine_load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this platform
         return None
-    return max(1, (cpus or os.cpu_count() or 1) // jobs)
 
 
 def gpu_for_job(job_num: int, n_gpus: int, n_jobs: int) -> list[int] | None:
@@ -104,9 +117,13 @@ def configure_job(cfg: DictConfig) -> None:
 
     check_keys(cfg, ["threads"])  # an integer ≥ 1 or null, before it is used
     job = hydra_job()
-    threads = threads_per_job(cfg.get("threads"), job["n_jobs"], allotted=job["cpus"])
+    load = machine_load()
+    threads = threads_per_job(cfg.get("threads"), job["n_jobs"], allotted=job["cpus"], load=load)
     if threads is not None:
         torch.set_num_threads(threads)
+        if cfg.get("threads") is None and job["n_jobs"] <= 1 and not job["cpus"]:
+            log.info("threads=%d: the machine is busy (load %.1f on %d cores), and torch threads on busy "
+                     "cores wait on each other; threads=N sets it", threads, load or 0, os.cpu_count() or 1)
     restarts = slurm_restarts()
     if restarts and "ckpt_path" in cfg and cfg.get("ckpt_path") in (None, ""):
         with _writable(cfg):

@@ -117,6 +117,12 @@ def test_report_marks_invalid_runs_and_refuses_an_empty_dir(tmp_path):
 def test_jobs_share_the_machine():
     assert parallel_jobs(-1, cpus=8) == 8 and parallel_jobs(-2, cpus=8) == 7 and parallel_jobs(3) == 3
     assert threads_per_job(None, n_jobs=1, cpus=8) is None  # one job: torch's default
+    # one job on a busy machine: the cores the load leaves idle, at least one
+    assert threads_per_job(None, n_jobs=1, cpus=2, load=0.3) is None  # idle: every core
+    assert threads_per_job(None, n_jobs=1, cpus=2, load=1.2) == 1
+    assert threads_per_job(None, n_jobs=1, cpus=2, load=3.7) == 1
+    assert threads_per_job(None, n_jobs=1, cpus=16, load=4.1) == 12
+    assert threads_per_job(2, n_jobs=1, cpus=2, load=3.7) == 2  # threads=N wins
     assert threads_per_job(None, n_jobs=-1, cpus=8) == 1
     assert threads_per_job(None, n_jobs=2, cpus=8) == 4
     assert threads_per_job(3, n_jobs=-1, cpus=8) == 3
