@@ -387,3 +387,50 @@ class ProgressBar(TQDMProgressBar):
             self._refresh_numbers(trainer, pl_module, force=True)
             bar.refresh()
         super().on_train_end(trainer, pl_module)
+
+    # ---- within a long scoring batch (AnomalyModule.report_scoring) ----------------------------
+    def _show_scoring(self, pl_module: L.LightningModule, bar: Any) -> None:
+        """While a batch is scored, the method's progress within it on the bar's right, at most
+        every refresh_seconds (a CPU batch of GPND's Jacobians takes a minute)."""
+        if bar is None or bar.disable:
+            pl_module.scoring_progress = None
+            return
+        shown = [time.monotonic()]
+
+        def show(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - shown[0] >= self.refresh_seconds:
+                shown[0] = now
+                bar.set_postfix_str(f"{done}/{total} images of this batch", refresh=True)
+
+        pl_module.scoring_progress = show
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().on_validation_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        self._show_scoring(pl_module, self._val_progress_bar)
+
+    def on_test_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                            batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().on_test_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        self._show_scoring(pl_module, self._test_progress_bar)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._val_progress_bar is not None:
+            self._val_progress_bar.set_postfix_str("", refresh=False)  # the batch is done
+        super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._test_progress_bar is not None:
+            self._test_progress_bar.set_postfix_str("", refresh=False)
+        super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.scoring_progress = None
+        super().on_validation_end(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.scoring_progress = None
+        super().on_test_end(trainer, pl_module)

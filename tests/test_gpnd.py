@@ -32,6 +32,21 @@ def test_linear_generator_jacobian_term_is_its_singular_values():
     assert torch.allclose(sum_log_singular_values(jac_e), -expected.expand(7))
 
 
+def test_jacobians_in_chunks_are_vmaps_own_and_report_progress():
+    encoder = torch.nn.Sequential(torch.nn.Linear(12, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    x = torch.randn(10, 12, dtype=torch.float64)
+    seen = []
+    jac, out = encoder_jacobians(encoder, x, chunk=4, with_outputs=True, progress=lambda *a: seen.append(a))
+    assert seen == [(4, 10), (8, 10), (10, 10)]  # a long batch tells how far it is after each chunk
+
+    def single(xi):
+        y = encoder(xi[None]).flatten()
+        return y, y
+
+    whole, whole_out = torch.func.vmap(torch.func.jacrev(single, has_aux=True), chunk_size=4)(x)
+    assert torch.equal(jac, whole) and torch.equal(out, whole_out)  # the same numbers as vmap's chunks
+
+
 def test_p_perp_of_an_isotropic_gaussian_is_its_density():
     # w ~ N(0, σ² I_k): r = |w| follows σ·chi(k); the GPND formula must give the Gaussian density
     k, sigma = 50, 0.3

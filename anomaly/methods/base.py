@@ -97,6 +97,8 @@ class AnomalyModule(L.LightningModule):
         # this training batch's values logged under train/ (cleared by StopOnNonFiniteLoss)
         self.logged_train_values: dict[str, torch.Tensor] = {}
         self._rng_fork = ExitStack()  # the forked generators of a validation inside fit
+        # set by the progress bar (anomaly.callbacks.ProgressBar) while a val / test batch is scored
+        self.scoring_progress: Any = None
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """LightningModule.log, keeping the tensors logged under `train/` for the non-finite check
@@ -110,6 +112,12 @@ class AnomalyModule(L.LightningModule):
         """Per-sample anomaly score of a float batch in the method's value range (higher = more
         anomalous)."""
         raise NotImplementedError
+
+    def report_scoring(self, done: int, total: int) -> None:
+        """For a method whose score() takes long per batch (GPND's Jacobians: a minute per CPU
+        batch): how far it is within the batch, shown by the evaluation progress bar."""
+        if self.scoring_progress is not None:
+            self.scoring_progress(done, total)
 
     def prepare_scoring(self, train_loader) -> None:
         """Fit score statistics on the training images after training (GPND's densities…).

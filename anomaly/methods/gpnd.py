@@ -121,27 +121,41 @@ def sum_log_singular_values(jacobians: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def chunked_vmap(transform: Callable, inputs: torch.Tensor, chunk: int | None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """vmap(transform) over `inputs` in chunks of `chunk` (None: all at once), as vmap's own
+    chunk_size splits them (the same numbers), telling `progress(done, total)` after each chunk:
+    a CPU batch of Jacobians takes a minute, and its progress bar moves meanwhile."""
+    step = len(inputs) if chunk is None else max(1, int(chunk))
+    parts = []
+    for start in range(0, len(inputs), step):
+        parts.append(torch.func.vmap(transform)(inputs[start:start + step]))
+        if progress is not None:
+            progress(min(start + step, len(inputs)), len(inputs))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def generator_jacobians(generator: Callable, z: torch.Tensor, chunk: int | None = 64,
-                        with_outputs: bool = False):
+                        with_outputs: bool = False, progress: Callable[[int, int], None] | None = None):
     """J_G(z) for each z in the batch: B×m×n (forward mode: n columns, n ≪ m). with_outputs:
     also G(z) flattened (B×m), from the same forward pass."""
     def single(zi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = generator(zi[None]).flatten()
         return out, out
 
-    jac, out = torch.func.vmap(torch.func.jacfwd(single, has_aux=True), chunk_size=chunk)(z)
+    jac, out = chunked_vmap(torch.func.jacfwd(single, has_aux=True), z, chunk, progress)
     return (jac, out) if with_outputs else jac
 
 
 def encoder_jacobians(encoder: Callable, x: torch.Tensor, chunk: int | None = 64,
-                      with_outputs: bool = False):
+                      with_outputs: bool = False, progress: Callable[[int, int], None] | None = None):
     """J_E(x) for each x in the batch: B×n×m (reverse mode: n rows). with_outputs: also E(x)
     (B×n), from the same forward pass."""
     def single(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = encoder(xi[None]).flatten()
         return out, out
 
-    jac, out = torch.func.vmap(torch.func.jacrev(single, has_aux=True), chunk_size=chunk)(x)
+    jac, out = chunked_vmap(torch.func.jacrev(single, has_aux=True), x, chunk, progress)
     jac = jac.reshape(len(x), jac.shape[1], -1)
     return (jac, out) if with_outputs else jac
 
@@ -331,11 +345,13 @@ class GPND(AnomalyModule):
         # the Jacobian's forward pass also gives E(x) (encoder route) or G(E(x)) (generator route)
         if self.jacobian == "generator":
             z = self.encoder(x)
-            jac, recon = generator_jacobians(self.generator, z, self.chunk_for(z), with_outputs=True)
+            jac, recon = generator_jacobians(self.generator, z, self.chunk_for(z), with_outputs=True,
+                                             progress=self.report_scoring)
             jac_term = -sum_log_singular_values(jac)
             r = (x.flatten(1) - recon).norm(dim=1)
         else:  # σ(J_E) ≈ 1/σ(J_G): the same term with the opposite sign
-            jac, z = encoder_jacobians(self.encoder, x, self.chunk_for(x), with_outputs=True)
+            jac, z = encoder_jacobians(self.encoder, x, self.chunk_for(x), with_outputs=True,
+                                       progress=self.report_scoring)
             jac_term = sum_log_singular_values(jac)
             r = (x - self.generator(z)).flatten(1).norm(dim=1)
         log_pz = gennorm_logpdf(z.double(), self.latent_beta, self.latent_loc, self.latent_scale)
