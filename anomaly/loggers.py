@@ -12,6 +12,8 @@ to every logger. Here:
   images wherever a logger takes images (W&B, TensorBoard), and the run's status and timings in
   the W&B summary.
 - `close_loggers`: ends the W&B run, so that the next job of a sweep (same process) starts its own.
+- `log_comparison`: a reproduced table's ours | paper | Δ and its figures, in a W&B run of the
+  table's group (`anomaly.reproduce` with `logger=wandb`): the dashboard shows what the README does.
 """
 
 from __future__ import annotations
@@ -168,3 +170,32 @@ def _read_rgb(path: Path):
     import matplotlib.image
 
     return matplotlib.image.imread(str(path))[..., :3]
+
+
+def table_group(table: str, budget: str) -> str:
+    """The W&B group of a reproduced table's cells and of its comparison run."""
+    return f"{table}/{budget}"
+
+
+def has_wandb(logger_cfg: DictConfig | None) -> bool:
+    return any(node is not None and node.get("_target_") == WANDB_TARGET for node in (logger_cfg or {}).values())
+
+
+def log_comparison(logger_cfg: DictConfig | None, group: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                   images: dict[str, Path], save_dir: str | Path) -> None:
+    """A run of job type `comparison` in the W&B group of a reproduced table: its rows (ours |
+    paper | Δ per cell) as a W&B table and its figures as images, under `comparison/`."""
+    for node in (logger_cfg or {}).values():
+        if node is None or node.get("_target_") != WANDB_TARGET:
+            continue
+        import wandb
+
+        settings = OmegaConf.to_container(node, resolve=True)
+        run = wandb.init(project=settings.get("project"), entity=settings.get("entity"), group=group,
+                         name=f"{group.replace('/', '-')}-comparison", job_type="comparison",
+                         tags=list(settings.get("tags") or []) + ["comparison"], dir=str(save_dir),
+                         mode="offline" if settings.get("offline") else None, reinit="create_new")
+        payload: dict[str, Any] = {"comparison/table": wandb.Table(columns=list(columns), data=[list(r) for r in rows])}
+        payload.update({f"comparison/{key}": wandb.Image(str(path)) for key, path in images.items()})
+        run.log(payload)
+        run.finish()

@@ -124,3 +124,24 @@ def test_plots_go_to_loggers_that_take_images(tmp_path):
     csv_like = SimpleNamespace(experiment=SimpleNamespace())
     log_artifacts([SimpleNamespace(experiment=writer), csv_like], {"status": "ok"}, tmp_path, step=7)
     assert sorted(calls) == [("test/roc", (40, 20, 3), 7, "HWC"), ("test/score_hist", (40, 20, 3), 7, "HWC")]
+
+
+@pytest.mark.slow
+def test_a_reproduced_table_logs_its_comparison_to_the_tables_group(tmp_path, wandb_offline, every_dataset_root):
+    from anomaly.reproduce.cli import load_tables
+    from tests.test_reproduce import QUIET, first_training, run_app
+
+    table = next(t for t in load_tables() if t.name == "adae_mnist")
+    results = run_app(tmp_path, ["table=adae_mnist", "budget=smoke", *first_training(table), *QUIET, "logger=wandb",
+                                 f"paths.data_dir={every_dataset_root}", "dataset.loader.download=false"])
+    assert results and all(r["status"] == "ok" for r in results)
+    runs = [read_run(p) for p in sorted(tmp_path.rglob("offline-run-*/run-*.wandb"))]
+    cells = [r for r in runs if "comparison" not in r.tags]
+    (comparison,) = [r for r in runs if "comparison" in r.tags]
+    assert cells and {r.group for r in cells} == {"adae_mnist/smoke"}  # the cells, grouped by table
+    assert comparison.group == "adae_mnist/smoke" and comparison.name == "adae_mnist-smoke-comparison"
+    summary = comparison.summary  # (the offline log flattens a logged object's fields into keys)
+    assert summary["comparison/table/_type"] == "table-file"
+    assert summary["comparison/table/nrows"] == len(results) and summary["comparison/table/ncols"] == 4
+    # ours vs the paper, drawn as the report draws it
+    assert summary["comparison/paper_auroc_adae_mnist_budget_smoke_debug/_type"] == "image-file"

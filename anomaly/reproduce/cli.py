@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError
 from anomaly.console import user_errors
+from anomaly.loggers import has_wandb, log_comparison, table_group
 from anomaly.provenance import CONF_DIR
 from anomaly.reproduce.fanout import job_slots, progress_line, run_parallel
 from anomaly.reproduce.tables import Table, _key, _text
@@ -122,12 +123,32 @@ def run(cfg: DictConfig) -> None:
             print_benchmark(results_dir / table.name / cfg.budget)
         else:
             print_comparison(table, cfg.budget, results)
+        if has_wandb(cfg.get("logger")):
+            log_table(cfg, table, results, run_root)
         failed = sum(r.get("status") != "ok" for r in results)
         where = f"; kept in {results_dir / table.name / cfg.budget}" if results_dir else ""
         print(f"{len(results) - failed} of {len(results)} cells ok; runs in {run_root}{where}")
         print(f"report: python -m anomaly.report {results_dir / table.name if results_dir else run_root}")
         if failed and hc.mode != RunMode.MULTIRUN:
             sys.exit(1)
+
+
+def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path) -> None:
+    """logger=wandb: the table's ours | paper | Δ per cell and the report's figure of it (ours
+    against the paper) in a `comparison` run of the cells' W&B group."""
+    from anomaly.reproduce.runner import comparison_rows
+
+    images = {}
+    try:
+        from anomaly.report import report
+
+        out = report([run_root], out=run_root / "report", echo=False, include_debug=True)
+        images = {p.stem: p for p in out["files"] if p.suffix == ".png" and (p.name.startswith("paper_")
+                                                                         or p.name.endswith("_cd.png"))}
+    except SystemExit as err:  # the report found nothing to draw (every cell failed): the table alone
+        log.warning("logger=wandb: no figure for the comparison run (%s)", err)
+    log_comparison(cfg.logger, table_group(table.name, cfg.budget), ("cell", "ours", "paper", "Δ"),
+                   comparison_rows(table, results), images, run_root)
 
 
 def print_benchmark(kept: Path) -> None:

@@ -29,6 +29,7 @@ from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
 from anomaly.methods.base import AnomalyModule, ScoredSplit
 from anomaly.checkpoints import newest_checkpoint
 from anomaly.config import config_hash, instantiate
+from anomaly.loggers import WANDB_TARGET, table_group
 from anomaly.pipeline import build_datamodule, run_summary, train
 from anomaly import provenance
 from anomaly.reproduce.tables import Cell, Table, _key
@@ -86,6 +87,9 @@ def compose_cell(table: Table, cell: Cell, budget: str, user: list[str], output_
         cfg.budget = budget
         cfg.command = command
         cfg.print_config = False
+        for node in (cfg.get("logger") or {}).values():  # W&B: the table's cells in one group
+            if node is not None and node.get("_target_") == WANDB_TARGET and not node.get("group"):
+                node.group = table_group(table.name, budget)
     return cfg
 
 
