@@ -215,9 +215,8 @@ def plot_score_hist(scores: Any, anomalous: Any, threshold: float | None, path: 
     return save(fig, path)
 
 
-def plot_hist_grid(panels: Sequence[tuple[str, tuple[np.ndarray, np.ndarray] | None]], path: str | Path,
-                   title: str = "") -> Path:
-    """One panel per (panel title, (scores, anomalous) or None)."""
+def plot_hist_grid(panels: Sequence[tuple[str, tuple | None]], path: str | Path, title: str = "") -> Path:
+    """One panel per (panel title, (scores, anomalous[, validation threshold]) or None)."""
     panels = list(panels)[:MAX_PANELS]
     fig, axes = grid(len(panels))
     cols = min(len(panels), 5)
@@ -227,7 +226,7 @@ def plot_hist_grid(panels: Sequence[tuple[str, tuple[np.ndarray, np.ndarray] | N
         if data is None:
             ax.text(0.5, 0.5, "no scores", ha="center", va="center", color="grey", transform=ax.transAxes)
             continue
-        draw_hist(ax, *data, bins=40)
+        draw_hist(ax, *data[:3], bins=40)
         drawn.append(ax)
         if i >= len(panels) - cols:
             ax.set_xlabel("anomaly score")

@@ -33,14 +33,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:120]
 
 
-def load_scores(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
-    """The run's test scores and anomaly labels (None: failed run, no file, or unusable scores)."""
+def load_scores(run: Run) -> tuple[np.ndarray, np.ndarray, float | None] | None:
+    """The run's test scores, anomaly labels and validation threshold (None: failed run, no file,
+    or unusable scores)."""
     path = run.path / "scores.npz"
     if not run.ok or not path.exists():
         return None
     with np.load(path) as data:
         scores, anomalous = data["scores"].astype(np.float64), data["anomalous"].astype(bool)
-    return (scores, anomalous) if np.isfinite(scores).all() else None
+        threshold = float(data["threshold"]) if "threshold" in data.files else None
+    return (scores, anomalous, threshold) if np.isfinite(scores).all() else None
 
 
 def column_title(column: str) -> str:
@@ -98,7 +100,7 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[
                         continue
                     if not plots.has_both_classes(scores[1]):
                         continue
-                    fpr, tpr = plots.roc_curve(*scores)
+                    fpr, tpr = plots.roc_curve(scores[0], scores[1])
                     curves.append((label, fpr, tpr, colours[m]))
                     label = None  # one legend entry per method
             panels.append((column_title(c), curves))
