@@ -194,8 +194,10 @@ def print_leaderboard(board: Leaderboard) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    view = RichTable(title=f"Leaderboard: {board.title}", title_justify="left", box=None,
-                     padding=(0, 0, 0, 2), pad_edge=False, header_style="bold underline")
+    console = Console()
+    console.print(f"Leaderboard: {board.title}", style="bold", highlight=False)
+    # one space between columns: ten classes, the mean and the rank fit 80 columns
+    view = RichTable(box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold underline")
     view.add_column("method", no_wrap=True)
     for name in [*board.classes, "mean", "rank"]:
         view.add_column(name, justify="right", no_wrap=True, min_width=len(name))
@@ -208,7 +210,6 @@ def print_leaderboard(board: Leaderboard) -> None:
         cells = [f"[bold]{c}[/]" if b else c for c, b in zip(cells, best)]
         view.add_row(method, *cells, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
                      "—" if rank is None else f"{rank:.1f}")
-    console = Console()
     console.print(view)
     for note in table.notes:
         console.print(note)
