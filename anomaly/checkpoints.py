@@ -77,10 +77,12 @@ def resume_path(cfg: DictConfig, model: AnomalyModule) -> str | None:
 
 
 def epochs_done(ckpt: dict) -> int:
-    """The epochs a Lightning checkpoint has completed: its fit loop's count (`epoch` is the epoch
-    in progress when saved at an epoch's end, but the one after the last when saved after fit)."""
+    """The epochs a Lightning checkpoint has trained: its fit loop's count of processed epochs
+    (`epoch` is the epoch just trained when saved at an epoch's end, but the one after the last
+    when saved after fit; `completed` lags at an epoch's end, where the checkpoint is written
+    before the loop counts it)."""
     try:
-        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
     except (KeyError, TypeError, ValueError):
         return int(ckpt.get("epoch", -1)) + 1
 

@@ -256,6 +256,9 @@ def test_epochs_done_counts_completed_epochs_not_the_next_one():
     from anomaly.checkpoints import epochs_done
 
     # saved after a 3-epoch fit, Lightning's `epoch` is already the 4th (index 3)
-    after_fit = {"epoch": 3, "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 3}}}}}
+    after_fit = {"epoch": 3, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 3, "completed": 3}}}}}
     assert epochs_done(after_fit) == 3
+    # saved at the end of the first epoch: trained, not yet counted as completed by the loop
+    first_epoch = {"epoch": 0, "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 1, "completed": 0}}}}}
+    assert epochs_done(first_epoch) == 1
     assert epochs_done({"epoch": 1}) == 2  # an older checkpoint without loop state: epoch-end save

@@ -176,7 +176,9 @@ def test_bad_threshold_settings_fail_before_any_data_or_training(tmp_path, monke
 @pytest.mark.slow
 def test_fallback_is_recorded_in_results_and_survives_evaluate(tmp_path):
     # validation without anomalies: the f1 threshold falls back to the normals' 0.95 quantile
-    run = train(compose_config(tmp_path / "run", [*TINY, "debug=fast", "protocol.val_anomalies=false"]))
+    # (the whole test split in debug=fast's two batches: evaluate re-scores all of it)
+    run = train(compose_config(tmp_path / "run", [*TINY, "debug=fast", "protocol.val_anomalies=false",
+                                                  "data.eval_batch_size=512"]))
     fallback = {"configured": "f1", "used": "quantile", "reason": "validation has no anomalies"}
     assert run["threshold_fit"] == fallback and run["threshold_strategy"] == "quantile"
     assert json.loads((tmp_path / "run" / "results.json").read_text())["threshold_fit"] == fallback
