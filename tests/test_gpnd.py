@@ -155,7 +155,10 @@ def reference_scores(model: GPND, x: torch.Tensor) -> torch.Tensor:
         log_pz = gennorm_logpdf(z.double(), model.latent_beta, model.latent_loc, model.latent_scale)
         log_pz = log_pz.clamp_min(math.log(1e-308)).sum()
         if model.jacobian == "generator":
-            jac = torch.autograd.functional.jacobian(lambda v: model.generator(v[None]).flatten(), z[0].detach())
+            # column by column (n ≪ m): one Jacobian-vector product per latent direction, by autograd
+            g = lambda v: model.generator(v[None]).flatten()  # noqa: E731
+            basis = torch.eye(len(z[0]), dtype=z.dtype)
+            jac = torch.stack([torch.autograd.functional.jvp(g, z[0].detach(), e)[1] for e in basis], dim=1)
             term = -torch.linalg.svdvals(jac).log().sum()
         else:
             xg = xi.detach().requires_grad_(True)
