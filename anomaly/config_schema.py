@@ -379,10 +379,10 @@ def check_train(cfg: DictConfig) -> None:
     """Every plain setting of a train config, then the method class's own `check_config(cfg)`
     where it has one (a rule across keys; it may fill in a setting, as f-AnoGAN's
     trainer.max_epochs). Raises one ConfigError naming every bad value."""
-    found = problems(cfg, {**RUN, **TRAINER, **method_rules(cfg, own=False)})
-    if found and not any(p.startswith("method.") for p in found):
-        _raise(found)  # refused before a method's module (and with it torch and Lightning) loads
-    _raise(problems(cfg, {**RUN, **TRAINER, **method_rules(cfg)}))
+    # the run's, the trainer's and the settings every method shares first: refused within a
+    # second, before a method's module (and with it torch and Lightning) loads for its own rules
+    _raise(problems(cfg, {**RUN, **TRAINER, **method_rules(cfg, own=False)}))
+    _raise(problems(cfg, method_rules(cfg)))
     check = getattr(method_class(cfg), "check_config", None)
     if check is not None:
         check(cfg)

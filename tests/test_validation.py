@@ -107,14 +107,15 @@ class OwnMethod:
     config_rules = {"depth": Int(low=1)}
 
 
-@pytest.mark.parametrize("target, message", [
-    ("tests.test_validation.OwnMethod",
-     "method.lr=0: must be a number > 0; method.depth=0: must be an integer ≥ 1"),
+@pytest.mark.parametrize("target, lr, message", [
+    # the shared settings first (refused before the method's module loads), then the class's own
+    ("tests.test_validation.OwnMethod", 0, "method.lr=0: must be a number > 0"),
+    ("tests.test_validation.OwnMethod", 0.1, "method.depth=0: must be an integer ≥ 1"),
     # a class that does not import: the shared rules only (building the method says why, later)
-    ("no_such_package.Method", "method.lr=0: must be a number > 0"),
+    ("no_such_package.Method", 0, "method.lr=0: must be a number > 0"),
 ])
-def test_a_method_declares_its_own_rules_on_its_class(tmp_path, target, message):
-    cfg = compose_config(tmp_path, ["method=ae", "method.lr=0", "+method.depth=0"])
+def test_a_method_declares_its_own_rules_on_its_class(tmp_path, target, lr, message):
+    cfg = compose_config(tmp_path, ["method=ae", f"method.lr={lr}", "+method.depth=0"])
     with open_dict(cfg):
         cfg.method._target_ = target
     with pytest.raises(ConfigError) as refused:
