@@ -614,3 +614,42 @@ def test_run_titles_name_protocol_ratio_and_seed():
     summary = {"method": "gpnd", "dataset": "mnist", "seed": 2,
                "protocol": {"name": "gpnd_folds", "normal": ["3"], "outlier_ratio": 0.3, "fold": 1}}
     assert run_title(summary) == "gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.3 · fold 1 · seed 2"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plotting functions make, kept open instead of written."""
+    from anomaly import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig) or Path(path))
+    yield figures
+    plots.pyplot().close("all")
+
+
+def test_bars_have_error_bars_only_where_a_cell_has_a_spread(drawn):
+    from anomaly import plots
+
+    plots.plot_class_bars(["0", "1"], {"ae": ([0.8, 0.9], [0.05, float("nan")]),
+                                       "gpnd": ([0.7, 0.6], [float("nan"), float("nan")])}, "x.png")
+    (ax,) = drawn[0].axes
+    from matplotlib.container import BarContainer
+
+    ae, gpnd = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert ae.errorbar is not None and gpnd.errorbar is None  # one run per cell: no bar of zero height
+    (segments,) = ae.errorbar.lines[2]
+    assert [len(s) for s in segments.get_segments()] == [2, 0]  # a bar for class 0, none for class 1
+
+
+def test_a_run_roc_marks_the_validation_thresholds_point(drawn):
+    from anomaly import plots
+
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 0.25])
+    anomalous = np.array([0, 0, 0, 1, 1, 1], dtype=bool)
+    plots.plot_roc(scores, anomalous, 0.89, "roc.png", threshold=0.28)
+    (ax,) = drawn[0].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    # above 0.28: one of three normals (FPR 0.33), two of three anomalies (TPR 0.67)
+    assert "validation threshold (FPR 0.33, TPR 0.67)" in labels
+    plots.plot_score_hist(scores, anomalous, 0.28, "hist.png")
+    assert "threshold 0.28 (validation)" in [t.get_text() for t in drawn[1].axes[0].get_legend().get_texts()]

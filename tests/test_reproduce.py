@@ -74,6 +74,8 @@ def test_every_table_lists_with_its_grid_budgets_and_cost():
     assert out.returncode == 0, out.stderr
     assert "gpnd_mnist" in out.stdout and "reduced" in out.stdout
     assert max(len(line) for line in out.stdout.splitlines()) <= 80  # an 80-column terminal
+    # every table's name whole on a line of its own: names that differ only at the end stay apart
+    assert {line.split()[0] for line in out.stdout.splitlines() if line.split()} >= names
     assert "(n=" in out.stdout  # minutes measured by the kept results, where there are some
 
 

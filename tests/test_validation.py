@@ -266,3 +266,13 @@ def test_the_run_log_gets_the_config_tree_the_results_and_the_error_line(tmp_pat
     assert "│ AUROC                   │ 0.9300 │" in text and f"run dir: {long_dir}" in text
     assert "│ F1 (anomalies positive) │      — │" in text  # which F1, never just "f1"
     assert "error: run interrupted by SIGTERM in epoch 3 (global step 30)" in text
+
+
+def test_the_entry_points_load_without_torch_or_lightning():
+    """`--help`, `--cfg job`, `--list` and a refused setting answer without the heavy imports."""
+    code = ("import sys, anomaly.train, anomaly.evaluate, anomaly.reproduce.__main__; "
+            "from anomaly.config_schema import check_train; "
+            "heavy = sorted(m for m in ('torch', 'lightning', 'torchvision', 'matplotlib') if m in sys.modules); "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
