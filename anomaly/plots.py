@@ -313,7 +313,8 @@ def plot_vs_paper(columns: Sequence[str], series: Sequence[dict], path: str | Pa
         offset = (i - (len(series) - 1) / 2) * width
         ours, spread, paper = arr(s["ours"]), arr(s["spread"]), arr(s["paper"])
         below = np.asarray(s["below"], dtype=bool)
-        label = s["label"] if len(series) > 1 else "ours (mean ± std)"
+        label = (s["label"] if len(series) > 1 else "ours (mean ± std)" if np.isfinite(spread).any()
+                 else "ours (one run per cell)")
         ax.errorbar(x + offset - width * 0.2, ours, yerr=np.nan_to_num(spread), fmt="o", ms=4.5, capsize=2.5,
                     lw=1, color=colour, label=label)
         if below.any():
