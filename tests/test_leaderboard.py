@@ -205,3 +205,22 @@ def test_every_method_of_a_benchmark_is_accepted_at_every_budget(tmp_path, name)
             if budget == "equal_steps":
                 assert cfg.data.batch_size == table.budgets[budget]["data.batch_size"]
                 assert cfg.trainer.max_epochs == table.budgets[budget]["trainer.max_epochs"], variant
+
+
+def test_the_terminal_leaderboard_fits_the_window_with_long_class_names(bench_runs, capsys):
+    from anomaly.report.leaderboard import print_leaderboard
+
+    out = report([bench_runs], echo=False, plots=False)
+    (board,) = leaderboards(out["runs"])
+    names = dict(zip(board.classes, ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Ankle boot"]))
+    board.classes = list(names.values())  # Fashion-MNIST's names
+    board.complete = [names[c] for c in board.complete]
+    board.cells = {m: {names[c]: cell for c, cell in cells.items()} for m, cells in board.cells.items()}
+    print_leaderboard(board, width=60)
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 60 and "…" not in text
+    assert "(continued," in text  # the classes that did not fit, in a block of their own
+    for name in board.classes:  # every class whole, in one block or the next
+        assert name in text
+    first = text.splitlines()[1].split()
+    assert first[:3] == ["method", "mean", "rank"]  # what decides the ranking comes first

@@ -653,3 +653,15 @@ def test_a_run_roc_marks_the_validation_thresholds_point(drawn):
     assert "validation threshold (FPR 0.33, TPR 0.67)" in labels
     plots.plot_score_hist(scores, anomalous, 0.28, "hist.png")
     assert "threshold 0.28 (validation)" in [t.get_text() for t in drawn[1].axes[0].get_legend().get_texts()]
+
+
+def test_classes_come_in_the_datasets_label_order(tmp_path):
+    # Fashion-MNIST: T-shirt/top (0) before Trouser (1) before Ankle boot (9), not alphabetically
+    for i, name in ((9, "Ankle boot"), (0, "T-shirt/top"), (1, "Trouser")):
+        path = write(tmp_path / name.replace("/", "_"), 0.8, normal=i)
+        data = json.loads((path / "results.json").read_text())
+        data.update(dataset="fashion_mnist")
+        data["protocol"].update(normal=[name], normal_ids=[i])
+        (path / "results.json").write_text(json.dumps(data))
+    (table,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
+    assert table.header[1:4] == ["T-shirt/top", "Trouser", "Ankle boot"]

@@ -124,6 +124,9 @@ class Run:
     reproduce: dict | None = None
     command: str | None = None
     row: tuple = field(default=(), compare=False)
+    # the dataset's ids of the column's classes (its label order: Fashion-MNIST's T-shirt/top
+    # first), where recorded; () for drawn classes
+    column_ids: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -227,6 +230,24 @@ def column_label(protocol: dict, config_protocol: dict | None = None) -> str:
     return "+".join(names) if names else "default"
 
 
+def class_ids(protocol: dict) -> tuple:
+    """The dataset ids of a run's column classes (`anomalous_ids` where it was given the anomalous
+    class, else `normal_ids`); () where not recorded or drawn (COIL-100's `n_normal`)."""
+    ids = protocol.get("anomalous_ids") if protocol.get("anomalous") else protocol.get("normal_ids")
+    if protocol.get("n_normal") is not None or not isinstance(ids, list):
+        return ()
+    return tuple(int(i) for i in ids if isinstance(i, int))
+
+
+def ordered_columns(runs: Iterable["Run"], column=lambda r: r.column) -> list[str]:
+    """The class columns in the dataset's label order where the runs recorded their class ids
+    (0…9, T-shirt/top … Ankle boot), the others after them in natural order."""
+    ids: dict[str, tuple] = {}
+    for run in runs:
+        ids.setdefault(column(run), run.column_ids if column(run) == run.column else ())
+    return sorted(ids, key=lambda c: (0, ids[c], []) if ids[c] else (1, (), natural(c)))
+
+
 def debug_reason(data: dict) -> str | None:
     """Why a run is a smoke / debug run (None: it is not)."""
     if "debug" in data:
@@ -277,7 +298,8 @@ def run_from_results(path: Path, data: dict) -> Run:
                metrics=data.get("metrics") or {}, threshold_strategy=_paper_strategy(data),
                problem=data.get("problem") or data.get("error"), debug=debug_reason(data), run_kind=str(run_kind),
                budget=data.get("budget"), reproduce=reproduce,
-               command=data.get("command") if isinstance(data.get("command"), str) else None)
+               command=data.get("command") if isinstance(data.get("command"), str) else None,
+               column_ids=class_ids(protocol))
 
 
 def run_identity(data: dict) -> str | None:
@@ -460,7 +482,7 @@ def summary(row_cells: dict[str, Cell]) -> tuple[float | None, float | None, int
 
 
 def columns_of(runs: Iterable[Run]) -> list[str]:
-    return sorted({r.column for r in runs}, key=natural)
+    return ordered_columns(runs)
 
 
 def protocol_group(run: Run) -> tuple:

@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, natural, paper_tables,
-                                      setting_text, table_config)
+from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
+                                      paper_tables, setting_text, table_config)
 
 ALPHA = 0.05
 START = "<!-- leaderboard:start -->"
@@ -95,7 +95,7 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
     for run in paper.runs:
         method = str(((run.reproduce or {}).get("cell") or {}).get("variant", run.method))
         cells.setdefault(method, {}).setdefault(block_of(run), Cell([])).add(run, metric)
-    classes = sorted({c for per in cells.values() for c in per}, key=natural)
+    classes = ordered_columns(paper.runs, column=block_of)
     methods = sorted(cells)
     complete = [c for c in classes if all(c in cells[m] and cells[m][c].mean is not None for m in methods)]
     ranks, test, why = {}, None, None
@@ -188,29 +188,38 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
                  notes)
 
 
-def print_leaderboard(board: Leaderboard) -> None:
-    """The leaderboard on the terminal, narrow enough for 80 columns with ten classes: class
-    means only (`.995`: the spread is in the report), the best of each class in bold."""
+def print_leaderboard(board: Leaderboard, width: int | None = None) -> None:
+    """The leaderboard on the terminal: the mean and the average rank first, then the class means
+    (`.995`: the spread is in the report), the best of each class in bold; classes that do not fit
+    the window (Fashion-MNIST's names) continue in a further block, with the methods again."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = Console()
-    console.print(f"Leaderboard: {board.title}", style="bold", highlight=False)
-    # one space between columns: ten classes, the mean and the rank fit 80 columns
-    view = RichTable(box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold underline")
-    view.add_column("method", no_wrap=True)
-    for name in [*board.classes, "mean", "rank"]:
-        view.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    from anomaly.report.render import Table, column_blocks
+
+    console = Console(width=width) if width else Console()
     table = as_table(board)
+    header = ["method", "mean", "rank", *board.classes]
+    rows, bold = [], []
     for method, numbers in zip(board.methods, table.numbers):
         *per_class, mean, rank = numbers
         best = [v is not None and v == max((n[i] for n in table.numbers if n[i] is not None), default=None)
                 for i, v in enumerate(per_class)]
-        cells = [("—" if v is None else f"{v:.3f}".removeprefix("0")) for v in per_class]
-        cells = [f"[bold]{c}[/]" if b else c for c, b in zip(cells, best)]
-        view.add_row(method, *cells, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
-                     "—" if rank is None else f"{rank:.1f}")
-    console.print(view)
+        rows.append([method, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
+                     "—" if rank is None else f"{rank:.1f}",
+                     *[("—" if v is None else f"{v:.3f}".removeprefix("0")) for v in per_class]])
+        bold.append([False, False, False, *best])
+    blocks = column_blocks(Table("", header, rows, []), console.width, gap=1)
+    for n, block in enumerate(blocks):
+        title = f"Leaderboard: {board.title}" + (f" (continued, {n + 1}/{len(blocks)})" if n else "")
+        console.print(title, style="bold", highlight=False)
+        view = RichTable(box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold underline")
+        view.add_column("method", no_wrap=True)
+        for i in block:
+            view.add_column(header[i], justify="right", no_wrap=True)
+        for row, strong in zip(rows, bold):
+            view.add_row(row[0], *[f"[bold]{row[i]}[/]" if strong[i] else row[i] for i in block])
+        console.print(view)
     for note in table.notes:
         console.print(note)
 

@@ -256,9 +256,10 @@ def write_paper_csv(tables: Sequence[PaperTable], metrics_of, path: Path) -> Pat
 LABEL_WIDTH = 30  # a longer row label folds onto more lines (never cut: rows stay apart)
 
 
-def column_blocks(table: Table, width: int) -> list[list[int]]:
-    """The table's value columns (indices ≥ 1) in blocks that fit `width` beside the label column,
-    as a wide data frame is printed: in order, each block as many as fit (at least one)."""
+def column_blocks(table: Table, width: int, gap: int = 2) -> list[list[int]]:
+    """The table's value columns (indices ≥ 1) in blocks that fit `width` beside the label column
+    (`gap` spaces before each column), as a wide data frame is printed: in order, each block as
+    many as fit (at least one)."""
     def natural_width(i: int) -> int:
         return max([len(table.header[i])] + [len(row[i]) for row in table.rows])
 
@@ -266,7 +267,7 @@ def column_blocks(table: Table, width: int) -> list[list[int]]:
     blocks: list[list[int]] = [[]]
     used = label
     for i in range(1, len(table.header)):
-        need = natural_width(i) + 2  # two spaces of padding before each column
+        need = natural_width(i) + gap
         if blocks[-1] and used + need > width:
             blocks.append([])
             used = label
