@@ -121,7 +121,7 @@ def configure_job(cfg: DictConfig) -> None:
     threads = threads_per_job(cfg.get("threads"), job["n_jobs"], allotted=job["cpus"], load=load)
     if threads is not None:
         torch.set_num_threads(threads)
-        if cfg.get("threads") is None and job["n_jobs"] <= 1 and not job["cpus"]:
+        if cfg.get("threads") is None and parallel_jobs(job["n_jobs"]) <= 1 and not job["cpus"]:  # by the load
             log.info("threads=%d: the machine is busy (load %.1f on %d cores), and torch threads on busy "
                      "cores wait on each other; threads=N sets it", threads, load or 0, os.cpu_count() or 1)
     restarts = slurm_restarts()

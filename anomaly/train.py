@@ -11,7 +11,6 @@ selected maximum as a result.
 """
 
 import math
-
 import sys
 
 import hydra

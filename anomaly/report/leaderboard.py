@@ -192,14 +192,9 @@ def print_leaderboard(board: Leaderboard, width: int | None = None) -> None:
     """The leaderboard on the terminal: the mean and the average rank first, then the class means
     (`.995`: the spread is in the report), the best of each class in bold; classes that do not fit
     the window (Fashion-MNIST's names) continue in a further block, with the methods again."""
-    from rich.console import Console
-    from rich.table import Table as RichTable
+    from anomaly.report.render import Table, print_table
 
-    from anomaly.report.render import Table, column_blocks
-
-    console = Console(width=width) if width else Console()
     table = as_table(board)
-    header = ["method", "mean", "rank", *board.classes]
     rows, bold = [], []
     for method, numbers in zip(board.methods, table.numbers):
         *per_class, mean, rank = numbers
@@ -209,19 +204,8 @@ def print_leaderboard(board: Leaderboard, width: int | None = None) -> None:
                      "—" if rank is None else f"{rank:.1f}",
                      *[("—" if v is None else f"{v:.3f}".removeprefix("0")) for v in per_class]])
         bold.append([False, False, False, *best])
-    blocks = column_blocks(Table("", header, rows, []), console.width, gap=1)
-    for n, block in enumerate(blocks):
-        title = f"Leaderboard: {board.title}" + (f" (continued, {n + 1}/{len(blocks)})" if n else "")
-        console.print(title, style="bold", highlight=False)
-        view = RichTable(box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold underline")
-        view.add_column("method", no_wrap=True)
-        for i in block:
-            view.add_column(header[i], justify="right", no_wrap=True)
-        for row, strong in zip(rows, bold):
-            view.add_row(row[0], *[f"[bold]{row[i]}[/]" if strong[i] else row[i] for i in block])
-        console.print(view)
-    for note in table.notes:
-        console.print(note)
+    view = Table(f"Leaderboard: {board.title}", ["method", "mean", "rank", *board.classes], rows, [], table.notes)
+    print_table(view, width, gap=1, strong=bold)
 
 
 def significance_line(board: Leaderboard) -> str:

@@ -276,10 +276,12 @@ def column_blocks(table: Table, width: int, gap: int = 2) -> list[list[int]]:
     return blocks
 
 
-def print_table(table: Table, width: int | None = None) -> None:
+def print_table(table: Table, width: int | None = None, gap: int = 2,
+                strong: Sequence[Sequence[bool]] | None = None) -> None:
     """A table on the terminal, borderless: what does not fit the terminal's width (`width`) is
     printed in further blocks of columns under the first, each with the row labels; labels fold
-    instead of being cut, and numbers are never shortened."""
+    instead of being cut, and numbers are never shortened. `gap`: spaces before each column;
+    `strong`: per row, which cells are bold (the best of a class)."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
@@ -287,18 +289,22 @@ def print_table(table: Table, width: int | None = None) -> None:
     if table.header[-1] == "failed" and all(row[-1] == "0" for row in table.rows):
         # a column of zeros says nothing on the terminal (the Markdown and CSV keep it)
         table = Table(table.title, table.header[:-1], [row[:-1] for row in table.rows], table.numbers, table.notes)
-    blocks = column_blocks(table, console.width)
+    blocks = column_blocks(table, console.width, gap)
     for n, block in enumerate(blocks):
         # the title on a line of its own: as a table title it would wrap to the block's width
         console.print(table.title if n == 0 else f"{table.title} (continued, {n + 1}/{len(blocks)})",
                       style="bold", highlight=False)
-        view = RichTable(box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold underline")
+        view = RichTable(box=None, padding=(0, 0, 0, gap), pad_edge=False, header_style="bold underline")
         view.add_column(table.header[0], overflow="fold", max_width=LABEL_WIDTH)
         for i in block:
             view.add_column(table.header[i], justify="right", no_wrap=True)
-        for row in table.rows:
-            view.add_row(row[0], *[f"[red]{row[i]}[/]" if "failed" in row[i] or row[i].endswith("below") else row[i]
-                                   for i in block])
+        for r, row in enumerate(table.rows):
+            cells = []
+            for i in block:
+                style = "red" if "failed" in row[i] or row[i].endswith("below") else \
+                    "bold" if strong is not None and strong[r][i] else None
+                cells.append(f"[{style}]{row[i]}[/]" if style else row[i])
+            view.add_row(row[0], *cells)
         console.print(view)
     for note in table.notes:
         console.print(note)
