@@ -49,10 +49,9 @@ def print_results(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{results['method']} · {results['dataset']} · {results['protocol']['name']} "
-                        # class names, as the user writes them (COIL-100: object numbers, not positions)
-                        f"normal {','.join(str(c) for c in results['protocol'].get('normal') or [])} "
-                        f"· seed {results['seed']}")
+    from anomaly.plots import run_title
+
+    table = Table(title=run_title(results))
     table.add_column("test metric")
     table.add_column("value", justify="right")
     metrics = dict(results.get("metrics") or {})

@@ -93,6 +93,21 @@ def classes_text(protocol: dict) -> str:
     return f"{role} {','.join(names) if names else '?'}"
 
 
+# protocol settings a run's figure titles name (with the classes and the seed)
+TITLE_KEYS = ("outlier_ratio", "anomaly_ratio", "contamination", "fold", "draw", "n_train")
+
+
+def run_title(summary: dict[str, Any]) -> str:
+    """A run's figure title: `gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.5 · fold 0 ·
+    seed 0` (the method, data, protocol, classes, the protocol's ratio / fold / draw, the seed)."""
+    protocol = summary.get("protocol") or {}
+    parts = [str(summary.get("method")), str(summary.get("dataset")), str(protocol.get("name", "?")),
+             classes_text(protocol)]
+    parts += [f"{k} {protocol[k]}" for k in TITLE_KEYS if protocol.get(k) is not None]
+    parts.append(f"seed {summary.get('seed')}")
+    return " · ".join(parts)
+
+
 def auroc_text(auroc: float | None, std: float | None = None, n: int = 1) -> str:
     """`AUROC 0.912`, `AUROC 0.912 ± 0.004, n=5` ("" without a finite AUROC)."""
     if auroc is None or not math.isfinite(auroc):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from anomaly.methods.base import ScoredSplit
-from anomaly.plots import classes_text, plot_examples, plot_roc, plot_score_hist
+from anomaly.plots import classes_text, plot_examples, plot_roc, plot_score_hist, run_title
 
 __all__ = ["write_results", "write_json", "example_indices", "plot_examples", "run_title", "versions", "machine"]
 
@@ -111,21 +111,6 @@ def write_results(output_dir: str | Path, summary: dict[str, Any], scores: Score
                      label=classes, threshold=threshold)
             plot_score_hist(score, anomalous, threshold, output_dir / "score_hist.png", title)
     return payload
-
-
-# protocol settings a run's figure titles name (with the classes and the seed)
-TITLE_KEYS = ("outlier_ratio", "anomaly_ratio", "contamination", "fold", "draw", "n_train")
-
-
-def run_title(summary: dict[str, Any]) -> str:
-    """A run's figure title: `gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.5 · fold 0 ·
-    seed 0` (the method, data, protocol, classes, the protocol's ratio / fold / draw, the seed)."""
-    protocol = summary.get("protocol") or {}
-    parts = [str(summary.get("method")), str(summary.get("dataset")), str(protocol.get("name", "?")),
-             classes_text(protocol)]
-    parts += [f"{k} {protocol[k]}" for k in TITLE_KEYS if protocol.get(k) is not None]
-    parts.append(f"seed {summary.get('seed')}")
-    return " · ".join(parts)
 
 
 def example_indices(scores: ScoredSplit, per_group: int = 8) -> dict[str, torch.Tensor]:

@@ -593,6 +593,7 @@ class PaperRow:
     the classes and the repetitions (e.g. one outlier ratio); `cells`: class column → runs."""
     label: str
     cells: dict[str, list[Run]]
+    settings: tuple = ()  # the cell keys' (key, value) pairs the label names
 
     def per_class(self, metric: str) -> dict[str, float | None]:
         """The paper's number for each class cell of the row (None: it has none)."""
@@ -777,7 +778,7 @@ def paper_tables(runs: Sequence[Run]) -> list[PaperTable]:
         for run in members:
             by_split[split_values(run, members, keys)][_row_of(run)].setdefault(run.column, []).append(run)
         for split, rows in by_split.items():
-            paper_rows = [PaperRow(settings_text(row), cells_) for row, cells_ in rows.items()]
+            paper_rows = [PaperRow(settings_text(row), cells_, row) for row, cells_ in rows.items()]
             paper_rows.sort(key=lambda r: natural(r.label))
             tables.append(PaperTable(table, budget, flags, split, paper_rows))
     return sorted(tables, key=lambda t: (t.table, str(t.budget), t.flags, str(t.split)))

@@ -83,7 +83,9 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[
             else f"{metric_name} (one run per cell)", xlabel=class_axis(columns), bounded=metric in BOUNDED,
             colours=colours))
 
-        if not any(load_scores(r) is not None for r in members):
+        # each run's scores.npz read once: (run, its scores) of the runs that kept usable ones
+        scored = [(r, found) for r in members if (found := load_scores(r)) is not None]
+        if not scored:
             skipped.append(f"{title}: no ROC curves or score histograms, since none of its {len(members)} runs "
                            "kept scores.npz (reproduced/ keeps results.json only; the run dirs have them)")
             continue
@@ -95,8 +97,8 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[
                 cell = aurocs[m].get(c)
                 # in the panel: the cell's AUROC (mean ± std over its runs); the method: under the panels
                 label = plots.auroc_text(cell.mean, cell.std, cell.n) if cell else None
-                for r in members:
-                    if method_label(r) != m or r.column != c or (scores := load_scores(r)) is None:
+                for r, scores in scored:
+                    if method_label(r) != m or r.column != c:
                         continue
                     if not plots.has_both_classes(scores[1]):
                         continue
@@ -110,9 +112,8 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[
         for m in methods:
             panels = []
             for c in columns:
-                run = next((r for r in members if method_label(r) == m and r.column == c
-                            and load_scores(r) is not None), None)
-                panels.append((column_title(c), load_scores(run) if run else None))
+                panels.append((column_title(c), next((scores for r, scores in scored
+                                                       if method_label(r) == m and r.column == c), None)))
             written.append(plots.plot_hist_grid(panels, out_dir / f"hist_{slug(m)}_{name}.png",
                                                 title=f"test scores, first run per class · {m} · {title}"))
     return written, skipped
@@ -127,14 +128,13 @@ SETTING_AXES = {"outlier_ratio": ("outlier share", True), "anomaly_ratio": ("ano
 def row_setting(table: PaperTable) -> tuple[str, list[float]] | None:
     """(key, value per row) where a table's rows are one numeric setting (`outlier_ratio=0.1`, …)
     in more than one value: its figure is then drawn over that setting."""
-    keys, values = set(), []
-    for row in table.rows:
-        match = re.fullmatch(r"([A-Za-z_.]+)=([0-9.eE+-]+)", row.label)
-        if not match:
-            return None
-        keys.add(match.group(1).rsplit(".", 1)[-1])
-        values.append(float(match.group(2)))
-    return (keys.pop(), values) if len(keys) == 1 and len(values) > 1 else None
+    keys = {tuple(k for k, _ in row.settings) for row in table.rows}
+    if len(table.rows) < 2 or len(keys) != 1 or len(next(iter(keys))) != 1:
+        return None
+    values = [row.settings[0][1] for row in table.rows]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return next(iter(keys))[0].rsplit(".", 1)[-1], [float(v) for v in values]
 
 
 def plot_paper(tables: Sequence[PaperTable], metrics_of, out_dir: Path) -> list[Path]:
