@@ -544,6 +544,15 @@ def test_each_dataset_and_protocol_is_a_table_of_its_own(tmp_path):
         ("AUROC · fashion_mnist · gpnd_folds", ["T-shirt/top"]), ("AUROC · mnist · gpnd_folds", ["3"])]
     # every row has every class of its own table: no `*`
     assert not any(row[-3].endswith("*") for t in tables for row in t.rows)
+    # auroc.csv in long format, for pandas: one line per table × row × class, and the row's mean
+    report([tmp_path], plots=False, echo=False, out=tmp_path / "out")
+    import csv
+
+    with open(tmp_path / "out" / "auroc.csv") as fh:
+        lines = list(csv.DictReader(fh))
+    assert {(r["table"], r["column"], r["value"]) for r in lines} == {
+        ("AUROC · fashion_mnist · gpnd_folds", "T-shirt/top", "0.7"), ("AUROC · fashion_mnist · gpnd_folds", "mean ± std", "0.7"),
+        ("AUROC · mnist · gpnd_folds", "3", "0.8"), ("AUROC · mnist · gpnd_folds", "mean ± std", "0.8")}
 
 
 def test_figures_without_scores_are_not_written_and_a_line_says_why(tmp_path):

@@ -270,9 +270,16 @@ def test_the_run_log_gets_the_config_tree_the_results_and_the_error_line(tmp_pat
 
 def test_the_entry_points_load_without_torch_or_lightning():
     """`--help`, `--cfg job`, `--list` and a refused setting answer without the heavy imports."""
-    code = ("import sys, anomaly.train, anomaly.evaluate, anomaly.reproduce.__main__; "
-            "from anomaly.config_schema import check_train; "
-            "heavy = sorted(m for m in ('torch', 'lightning', 'torchvision', 'matplotlib') if m in sys.modules); "
+    code = ("import sys, tempfile, anomaly.train, anomaly.evaluate, anomaly.reproduce.__main__\n"
+            "from anomaly.config import compose\n"
+            "from anomaly.config_schema import ConfigError, check_train\n"
+            "try:\n"
+            "    check_train(compose(tempfile.gettempdir(), ['seed=-1', 'method.lr=0']))\n"
+            "except ConfigError as err:\n"
+            "    print(err)\n"
+            "heavy = sorted(m for m in ('torch', 'lightning', 'torchvision', 'matplotlib') if m in sys.modules)\n"
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the refusal itself came without them too
+    assert "seed=-1: must be an integer in [0, 4294967295]; method.lr=0: must be a number > 0" in proc.stdout

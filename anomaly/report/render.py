@@ -217,9 +217,9 @@ def write_csv(tables: Sequence[Table], path: Path) -> Path:
         writer.writerow(["table", "row", "column", "value", "text"])
         for table in tables:
             for row, values in zip(table.rows, table.numbers):
+                # the class columns and "mean ± std" (its number: the mean); not runs and failed
                 for i, column in enumerate(table.header[1:-2]):
-                    value = values[i] if i < len(values) else None
-                    writer.writerow([table.title, row[0], column, "" if value is None else value, row[i + 1]])
+                    writer.writerow([table.title, row[0], column, "" if values[i] is None else values[i], row[i + 1]])
     return path
 
 
