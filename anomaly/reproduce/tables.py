@@ -157,7 +157,6 @@ class Table:
     def budget_restrictions(self, budget: str) -> dict[str, Any]:
         """The grid keys a budget fixes (`reduced: {seed: 0}`: the reduced budget runs one seed of
         the grid's three); the command line's own value for such a key wins."""
-        self.budget_overrides(budget)
         return {k: v for k, v in self.budgets[budget].items() if k in self.grid}
 
     def cells(self, restrict: dict[str, Any] | None = None) -> list[Cell]:
