@@ -62,16 +62,20 @@ def resume_path(cfg: DictConfig, model: AnomalyModule) -> str | None:
     if path in (None, ""):
         return None
     if str(path) == "last":
-        found = find_last_checkpoint(cfg, model.config_hash)
+        found = find_last_checkpoint(cfg, model.config_hash, model.data_fingerprint)
         if found is None:
-            log.warning("ckpt_path=last: no checkpoint of this run config (hash %s) under %s; "
-                        "training from the start", model.config_hash, cfg.paths.log_dir)
+            log.info("ckpt_path=last: no checkpoint of this run config (hash %s) and data under %s; "
+                     "training from the start", model.config_hash, cfg.paths.log_dir)
             return None
         path = str(found)
     if not Path(path).is_file():
         raise AnomalyError(f"ckpt_path={path}: no such file")
     ckpt = load_checkpoint(path)
     check_checkpoint_identity(ckpt, model.name, model.image_shape, path=path)
+    differ = data_differences(ckpt.get("anomaly") or {}, model.data_fingerprint)
+    if differ:
+        raise AnomalyError(f"ckpt_path={path} was trained on other data: its {' and '.join(differ)} images "
+                           "differ from this run's (same config, other files?)")
     log.warning("resuming from %s (%d epochs done)", path, epochs_done(ckpt))
     return path
 
@@ -87,12 +91,23 @@ def epochs_done(ckpt: dict) -> int:
         return int(ckpt.get("epoch", -1)) + 1
 
 
-def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None) -> Path | None:
+def data_differences(info: dict, wanted: dict | None) -> list[str]:
+    """The splits whose images differ between a checkpoint's run and this one ([] where they
+    match, or where the checkpoint predates fingerprints: it is taken on its config alone)."""
+    from anomaly.provenance import data_differences as differences
+
+    kept = info.get("data_fingerprint")
+    if not kept or not wanted:
+        return []
+    return [d.replace(" images", "") for d in differences(kept, wanted)]
+
+
+def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None, wanted_data: dict | None = None) -> Path | None:
     """`ckpt_path=last`: this run dir's checkpoints/last.ckpt (a fixed `hydra.run.dir` or
     `hydra.sweep.dir`: resume in place), else the newest checkpoints/last.ckpt under
     `paths.log_dir` written by a run of the same config hash (seed, dataset, protocol, method,
-    data and threshold settings; not the trainer's). A last.ckpt is written at the end of every
-    epoch, and at the end of the run."""
+    data and threshold settings; not the trainer's) on the same images (`wanted_data`: the run's
+    data fingerprint). A last.ckpt is written at the end of epochs, and at the end of the run."""
     own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if own.is_file():
         info = checkpoint_info(own)
@@ -103,18 +118,29 @@ def find_last_checkpoint(cfg: DictConfig, wanted_hash: str | None) -> Path | Non
             raise AnomalyError(f"ckpt_path=last: {own} is of another run config (hash "
                                f"{info.get('config_hash')}, this run {wanted_hash}); remove it or "
                                "choose another run dir")
+        differ = data_differences(info, wanted_data)
+        if differ:
+            raise AnomalyError(f"ckpt_path=last: {own} was trained on other data (its {' and '.join(differ)} "
+                               "images differ); remove it or choose another run dir")
         return own
-    return newest_checkpoint(Path(cfg.paths.log_dir), wanted_hash)
+    return newest_checkpoint(Path(cfg.paths.log_dir), wanted_hash, wanted_data)
 
 
-def newest_checkpoint(root: Path, wanted_hash: str | None) -> Path | None:
-    """The newest checkpoints/last.ckpt below `root` written by a run of this config hash."""
+def newest_checkpoint(root: Path, wanted_hash: str | None, wanted_data: dict | None = None) -> Path | None:
+    """The newest checkpoints/last.ckpt below `root` written by a run of this config hash on the
+    same images (one of the same config on other data is passed over, with a line saying so)."""
     if not root.is_dir():
         return None
     candidates = [p for p in root.rglob("last.ckpt") if p.parent.name == "checkpoints"]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
-        if checkpoint_info(path).get("config_hash") == wanted_hash:
-            return path
+        info = checkpoint_info(path)
+        if info.get("config_hash") != wanted_hash:
+            continue
+        differ = data_differences(info, wanted_data)
+        if differ:
+            log.warning("not resumed from %s: same config, but its %s images differ", path, " and ".join(differ))
+            continue
+        return path
     return None
 
 

@@ -78,13 +78,36 @@ def print_line(text: str) -> None:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Print an AnomalyError as one line and exit 2 (no traceback: the message says it all)."""
+def user_errors(discard: Path | None = None) -> Iterator[None]:
+    """Print an AnomalyError as one line and exit 2 (no traceback: the message says it all);
+    `discard`: the run dir Hydra made, removed when the refusal left nothing in it but Hydra's
+    own files (a refused setting leaves nothing behind)."""
     try:
         yield
     except AnomalyError as err:
         runlog.error(str(err))
+        if discard is not None:
+            discard_unused_run_dir(discard)
         sys.exit(2)
+
+
+# what a run dir holds before any work: Hydra's config copy, the log, the config tree, the split
+UNUSED_RUN_FILES = {".hydra", "config_tree.log", "split.npz"}
+
+
+def discard_unused_run_dir(run_dir: Path) -> bool:
+    """Remove a run dir that holds nothing but what every run writes before it starts work
+    (Hydra's .hydra/, *.log, config_tree.log, split.npz); True if it was removed. A dir with
+    anything else (a checkpoint, results, a user's own files) is left as it is."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    if any(p.name not in UNUSED_RUN_FILES and p.suffix != ".log" for p in run_dir.iterdir()):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
 
 
 # Hydra flags after which the command line is Hydra's own business (help, shell completion, …)

@@ -172,6 +172,8 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
                             if k != "_target_"},
         "split_sizes": dm.split.sizes(),
         "train_hash": dm.split.train_hash(),
+        # the content of the images each split drew: with the config, what the run is
+        "data_fingerprint": dm.fingerprint(),
         "image_shape": list(dm.image_shape),
         "config_hash": config_hash(cfg),
         **extra,
@@ -202,7 +204,8 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
     model = build_method(cfg, dm, threshold)
     model.run_config = OmegaConf.to_container(cfg, resolve=False)
     model.config_hash = config_hash(cfg)
-    # a checkpoint of another method or image size is refused before any logger starts
+    model.data_fingerprint = dm.fingerprint()
+    # a checkpoint of another method, image size or data is refused before any logger starts
     resume = resume_path(cfg, model)
     if rank_zero:  # the whole config: in the run dir, on the terminal with print_config=true (after
         # every refusal of bad input, so that an error is never below a page of config)

@@ -7,8 +7,10 @@ to leave smoke runs and re-scores out of paper tables.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,7 @@ def command(cfg: DictConfig, entry: str = "anomaly.train") -> str | None:
         overrides = list(HydraConfig.get().overrides.task)
     except Exception:  # noqa: BLE001 - composed outside a Hydra app (tests, notebooks)
         return None
-    return " ".join(["python", "-m", entry, *(shlex.quote(o) for o in overrides)])
+    return " ".join(["python", "-m", entry, *(shlex.quote(o) for o in portable_words(overrides))])
 
 
 def choice(group: str) -> str | None:
@@ -123,6 +125,81 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: node}
+
+
+def config_differences(kept: dict[str, Any], now: dict[str, Any], limit: int = 4) -> list[str]:
+    """The keys whose values differ between two result configs (`result_config`), as
+    'key: kept → now' (at most `limit`, then '… and N more keys'). Differences that change no
+    number are not differences: a class moved into a submodule of the package it was named
+    from (`_target_`), a setting added or removed with a null value (the option off: what ran
+    before it existed), and a one-process topology (left out of the hash too)."""
+    a, b = _flatten(_comparable(kept)), _flatten(_comparable(now))
+    keys = [k for k in dict.fromkeys([*a, *b]) if not _same(k, a.get(k, _ABSENT), b.get(k, _ABSENT))]
+    shown = [f"{k}: {_value(a.get(k, _ABSENT))} → {_value(b.get(k, _ABSENT))}" for k in keys[:limit]]
+    if len(keys) > limit:
+        shown.append(f"… and {len(keys) - limit} more keys")
+    return shown
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    config = dict(config)
+    if (config.get("topology") or {}).get("world_size", 1) == 1:
+        config.pop("topology", None)
+    return config
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if a == b or {type(a), type(b)} <= {type(None), type(_ABSENT)}:
+        return True
+    if key.endswith("_target_") and isinstance(a, str) and isinstance(b, str):
+        (pa, _, ca), (pb, _, cb) = a.rpartition("."), b.rpartition(".")
+        return ca == cb and (pa.startswith(pb + ".") or pb.startswith(pa + "."))
+    return False
+
+
+_ABSENT = object()
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def data_differences(kept: dict | None, now: dict | None) -> list[str]:
+    """The splits whose images differ between two data fingerprints (anomaly.data.fingerprint),
+    as 'training images', 'test images'…; [] when they match; ['data not fingerprinted'] when
+    one side has none."""
+    if not kept or not now:
+        return ["data not fingerprinted"]
+    return [f"{name} images" for part, name in SPLIT_NAMES.items() if kept.get(part) != now.get(part)]
+
+
+def _value(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else str(value)
+
+
+# overrides that say where a run ran, not what it is: never part of a kept command (they live in
+# the environment or the defaults, and are recorded beside the command: `command_paths`)
+LOCAL_OVERRIDES = ("paths.", "hydra.", "hydra/", "jobs=", "jobs_per_gpu=", "results_dir=", "rerun=",
+                   "trainer.enable_progress_bar=", "print_config=")
+
+
+def portable_words(words: list[str]) -> list[str]:
+    """A command's words without the machine's own settings (paths, the fan-out's job keys)."""
+    return [w for w in words if not w.lstrip("+~").startswith(LOCAL_OVERRIDES)]
+
+
+def cpu_command(command: str | None) -> str | None:
+    """The same cell on a CPU, for a command that chose a GPU trainer (None: it runs on a CPU)."""
+    if not command:
+        return None
+    words = shlex.split(command)
+    chosen = [w for w in words if w.startswith("trainer=") and w not in ("trainer=cpu", "trainer=default")]
+    if not chosen:
+        return None
+    return " ".join(shlex.quote("trainer=cpu" if w in chosen else w) for w in words)
+
+
+def command_paths(cfg: DictConfig) -> dict[str, str | None]:
+    """Where the run read its data and wrote its runs (beside the command, never in it)."""
+    return {"data_dir": OmegaConf.select(cfg, "paths.data_dir", default=None),
+            "log_dir": OmegaConf.select(cfg, "paths.log_dir", default=None)}
 
 
 def paper_settings(cfg: DictConfig) -> dict[str, Any] | None:
@@ -159,6 +236,38 @@ def paper_line(info: dict[str, Any] | None) -> str | None:
 
 def record(cfg: DictConfig, run_kind: str = "train", entry: str = "anomaly.train") -> dict[str, Any]:
     """The results.json fields that say what the run was."""
+    made_by = command(cfg, entry)
     return {"run_kind": run_kind, "debug": debug_label(cfg), "budget": cfg.get("budget"),
-            "command": command(cfg, entry), "paper_settings": paper_settings(cfg),
-            "config": result_config(cfg)}
+            "command": made_by, "cpu_command": cpu_command(made_by), "paper_settings": paper_settings(cfg),
+            "config": result_config(cfg), "code": code_record(), "command_paths": _paths(cfg)}
+
+
+def _paths(cfg: DictConfig) -> dict[str, str | None] | None:
+    try:
+        return command_paths(cfg)
+    except Exception:  # noqa: BLE001 - an unresolvable interpolation (a failure record) must not hide the error
+        return None
+
+
+@functools.cache
+def code_record() -> dict[str, Any]:
+    """The code a run ran: the package version, and where it is a git checkout, the commit and
+    whether tracked files differed from it (`dirty`). Recorded, never matched: a kept result of
+    older code still re-makes from its command (`reproduce --status` says when its method's files
+    changed since)."""
+    from anomaly import __version__
+
+    out: dict[str, Any] = {"version": __version__, "commit": None, "dirty": None}
+    root = CONF_DIR.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return out
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git here: the version alone
+        return out
+    out["commit"] = head.stdout.strip()
+    out["dirty"] = bool(changed.stdout.strip()) if changed.returncode == 0 else None
+    return out

@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError, RunInterrupted, runlog
-from anomaly.config_schema import ConfigError, check_keys
+from anomaly.config_schema import check_keys
 
 log = logging.getLogger("anomaly")
 
@@ -227,6 +227,15 @@ def write_failure(cfg: DictConfig, err: BaseException, status: str = "failed") -
     return path
 
 
+def _discard(cfg: DictConfig) -> bool:
+    from anomaly.console import discard_unused_run_dir
+
+    try:
+        return discard_unused_run_dir(Path(cfg.paths.output_dir))
+    except Exception:  # noqa: BLE001 - an unresolvable output dir: nothing to remove
+        return False
+
+
 def _status(path: Path) -> str | None:
     try:
         return json.loads(path.read_text()).get("status", "ok")
@@ -257,9 +266,11 @@ def job_errors(cfg: DictConfig) -> Iterator[None]:
         sys.exit(err.exit_code)
     except Exception as err:
         multirun = hydra_job()["multirun"]
-        # a single run refused for a bad setting (nothing ran) leaves no record for the report to
-        # count; a job of a sweep always records its failure, so the sweep shows it
-        if _is_rank_zero() and (multirun or not isinstance(err, ConfigError)):
+        # A single run refused for a bad setting or input before its training started leaves
+        # nothing (its run dir goes; `anomaly_protocol` marks an error from inside the training);
+        # a job of a sweep always records its failure, so the sweep shows it
+        refused = isinstance(err, AnomalyError) and not hasattr(err, "anomaly_protocol")
+        if _is_rank_zero() and (multirun or not (refused and _discard(cfg))):
             write_failure(cfg, err)
         if multirun:
             log.error("job failed: %s: %s", type(err).__name__, err,

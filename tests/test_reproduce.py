@@ -15,7 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from anomaly import RunInterrupted
 from anomaly.reproduce.cli import load_tables, run, run_suffix
-from anomaly.reproduce.runner import keep_results, run_group
+from anomaly.reproduce.kept import keep_results
+from anomaly.reproduce.runner import run_group
 from anomaly.reproduce.tables import Cell, Table
 from tests.conftest import CONF_DIR, compose_config
 
@@ -182,10 +183,11 @@ def test_a_kept_ok_result_is_never_replaced_by_a_failed_smoke_or_different_run(t
     assert keep_results(write_run(tmp_path / "run5", metrics={"auroc": 0.8},
                                   created="2026-12-06T10:00:00+00:00"), kept) == "beside"
     assert (kept / "results.json").read_text() == first
-    beside = json.loads((kept / "results.differs-2026-12-06T100000.json").read_text())
-    assert beside["differs_from_kept"] == {"auroc": [0.9, 0.8]}
-    # another run config (a default changed): the command's new result replaces the old one
-    assert keep_results(write_run(tmp_path / "run6", config_hash="bbb", metrics={"auroc": 0.7}), kept) == "replaced"
+    (beside,) = kept.glob("results.differs-2026-12-06T100000-*.json")
+    assert json.loads(beside.read_text())["differs_from_kept"] == {"auroc": [0.9, 0.8]}
+    # another run config (a default changed): the command's new result replaces the old one with rerun=true
+    assert keep_results(write_run(tmp_path / "run6", config_hash="bbb", metrics={"auroc": 0.7}), kept,
+                        rerun=True) == "replaced"
     assert json.loads((kept / "results.json").read_text())["metrics"] == {"auroc": 0.7}
     # a failed cell's record is kept where nothing ok was
     assert keep_results(write_run(tmp_path / "run7", status="failed"), tmp_path / "kept" / "other") == "kept"

@@ -160,6 +160,7 @@ class AnomalyDataModule(L.LightningDataModule):
 
     def _load(self) -> None:
         data = self.load_dataset()
+        data.content_digests()  # the data's fingerprint is of the images as decoded, not resized
         data.images = resize_images(data.images, self.image_size, self.resize_mode)
         self.data = data
 
@@ -172,6 +173,13 @@ class AnomalyDataModule(L.LightningDataModule):
         if self.split_path is not None:
             Path(self.split_path).parent.mkdir(parents=True, exist_ok=True)
             self.split.save(self.split_path)
+
+    def fingerprint(self) -> dict[str, str]:
+        """{train, val, test}: the content of the images each split drew (anomaly.data.fingerprint)."""
+        from anomaly.data.fingerprint import split_fingerprint
+
+        self.setup()
+        return split_fingerprint(self.data, self.split)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ import logging
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +40,9 @@ class ImageSet:
     labels: torch.Tensor
     class_names: list[str]
     official_test: torch.Tensor | None = None
+    # per-image content digests of the images as decoded (anomaly.data.fingerprint), kept from
+    # before any resizing: computed on first use
+    digests: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -56,6 +59,13 @@ class ImageSet:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def content_digests(self) -> np.ndarray:
+        if self.digests is None:
+            from anomaly.data.fingerprint import image_digests
+
+            self.digests = image_digests(self.images)
+        return self.digests
 
 
 def fixed_stratified_test_mask(labels: np.ndarray, test_fraction: float, seed: int = 0) -> torch.Tensor:

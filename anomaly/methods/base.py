@@ -85,6 +85,7 @@ class AnomalyModule(L.LightningModule):
         self.register_buffer("threshold", torch.tensor(math.nan, dtype=torch.float64))
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
         self.config_hash: str | None = None  # stored in checkpoints: how ckpt_path=last finds them
+        self.data_fingerprint: dict | None = None  # likewise: a resume needs the same images too
         self._store: list[dict[str, torch.Tensor]] = []
         self.val_scores: ScoredSplit | None = None
         self.test_scores: ScoredSplit | None = None
@@ -352,6 +353,7 @@ class AnomalyModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["anomaly"] = {"method": self.name, "image_shape": list(self.image_shape),
                                  "config": self.run_config, "config_hash": self.config_hash,
+                                 "data_fingerprint": self.data_fingerprint,
                                  "threshold_fit": dict(self.threshold_fit)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

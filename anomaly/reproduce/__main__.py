@@ -1,5 +1,6 @@
 """`python -m anomaly.reproduce table=<name> [budget=…] [grid key=value …] [overrides]`;
-`python -m anomaly.reproduce --list` lists the tables, their grids, budgets and estimated cost."""
+`python -m anomaly.reproduce --list` lists the tables, their grids, budgets and estimated cost;
+`python -m anomaly.reproduce --status [table=…]` says which kept results are stale (exit 1)."""
 
 import sys
 
@@ -21,6 +22,10 @@ if __name__ == "__main__":
     if "--list" in sys.argv[1:]:
         list_tables()
         sys.exit(0)
+    if "--status" in sys.argv[1:]:
+        from anomaly.reproduce.status import main as status
+
+        sys.exit(status(sys.argv[1:]))
     runlog.install_warning_filters()  # before Hydra composes the config (it warns then too)
     check_command_line("reproduce", sys.argv[1:])  # a bad key or option: one line, exit 2
     main()

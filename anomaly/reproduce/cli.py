@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError
+from anomaly.config import config_hash
 from anomaly.console import user_errors
 from anomaly.loggers import has_wandb, log_comparison, table_group
 from anomaly.provenance import CONF_DIR
@@ -47,27 +48,60 @@ def split_overrides(table: Table, cfg: DictConfig, task: list[str]) -> tuple[dic
 
 def run_suffix(table: Table, cell, budget: str, passed: list[str]) -> str:
     """The part of a cell's folder name that says which run settings beside the grid keys the
-    command line changed (`-seed1`): a run with seed=1 keeps its result apart from seed 0's.
+    command line changed (`-seed1`, `-threshold_quantile`): a run with seed=1 keeps its result
+    apart from seed 0's, and no setting outside the grid writes into the grid's own cell folder.
     Settings that do not change the numbers (paths, threads, loggers, the device…: the report's
-    ignored keys) and values equal to the table's own are left out."""
+    ignored keys) and values equal to the table's own are left out. An override that changes
+    the run config but names nothing (say, a group option that sets what another key reads) is
+    refused: it would otherwise pass for the table's own cell."""
     from hydra import compose
+    from omegaconf import open_dict
 
     from anomaly.report.aggregate import is_ignored
 
-    changed = [o for o in passed if "=" in o and "." in _key(o) or _key(o) == "seed"]
-    changed = [o for o in changed if not is_ignored(_key(o))]
+    changed = [o for o in passed if "=" in o and not is_ignored(_key(o))]
     if not changed:
         return ""
-    own = compose(config_name="train", overrides=table.overrides(cell, budget, []))
-    given = compose(config_name="train", overrides=table.overrides(cell, budget, passed))
+    own, given = (compose(config_name="train", overrides=table.overrides(cell, budget, user)) for user in ([], passed))
+    for cfg in (own, given):
+        with open_dict(cfg):
+            cfg.paths.output_dir = "."  # what the hash leaves out anyway
+    if config_hash(own) == config_hash(given):
+        return ""
     parts = []
     for override in changed:
         key = _key(override)
         value = OmegaConf.select(given, key)
         if value != OmegaConf.select(own, key):
             text = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            parts.append(f"{key}{_text(text)}")
+            if "." in key or key == "seed":
+                parts.append(f"{key}{_text(text)}")
+            else:  # a config group's option (threshold=quantile): the option's name
+                parts.append(f"{key}_{override.split('=', 1)[1]}")
+    if not parts:
+        from anomaly.provenance import config_differences, result_config
+
+        raise AnomalyError(f"{' '.join(changed)} changes the run config ({'; '.join(config_differences(result_config(own), result_config(given)))}) "
+                           "but names no cell folder: give the changed keys themselves on the command line")
     return "".join(f"-{p}" for p in parts).replace("/", "_").replace(" ", "")
+
+
+def check_cells(table: Table, cells: list, budget: str, passed: list[str], run_root: Path) -> None:
+    """Every setting of the cells refused before anything trains or is written: the first cell
+    of each variant is composed and checked as `anomaly.train` checks its config (the grid's
+    other keys change classes, folds and seeds, which the data refuses in its own line)."""
+    from anomaly import config_schema
+    from anomaly.pipeline import build_threshold
+    from anomaly.reproduce.runner import compose_cell
+
+    seen = set()
+    for cell in cells:
+        if cell.get("variant") in seen:
+            continue
+        seen.add(cell.get("variant"))
+        cfg = compose_cell(table, cell, budget, passed, run_root / cell.slug(), "")
+        config_schema.check_train(cfg)
+        build_threshold(cfg)
 
 
 def run(cfg: DictConfig) -> None:
@@ -77,7 +111,7 @@ def run(cfg: DictConfig) -> None:
     from anomaly.reproduce.runner import print_comparison, run_group
     from anomaly.results import json_safe, write_json
 
-    with user_errors():
+    with user_errors(discard=Path(cfg.paths.output_dir)):
         configure_job(cfg)
         hc = HydraConfig.get()
         table = Table.from_config(cfg.table, experiment=hc.runtime.choices.get("experiment"))
@@ -95,6 +129,7 @@ def run(cfg: DictConfig) -> None:
             results_dir = None
         rerun = bool(cfg.get("rerun", False))
         suffix = run_suffix(table, cells[0], cfg.budget, passed)
+        check_cells(table, cells, cfg.budget, passed, run_root)
         log.info("table %s, budget %s: %d cells from %d trainings (%s)", table.name, cfg.budget, len(cells),
                  len(groups), table.source)
         wants_gpu = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu")) in ("gpu", "cuda")
@@ -103,13 +138,15 @@ def run(cfg: DictConfig) -> None:
         if len(slots) > 1 and len(groups) > 1:
             results = run_parallel(table, groups, cfg.budget, passed, run_root, results_dir, rerun, slots)
         else:
-            results, times = [], []
+            from anomaly.reproduce.runner import DataCache
+
+            results, times, data = [], [], DataCache()
             for number, group in enumerate(groups, 1):
                 log.info("[%d/%d] training %s → %d cells", number, len(groups),
                          {k: v for k, v in table.training_key(group[0])}, len(group))
                 start = time.perf_counter()
                 found = run_group(table, group, cfg.budget, passed, run_root, results_dir, rerun=rerun,
-                                  suffix=suffix)
+                                  suffix=suffix, data=data)
                 results += found
                 print(progress_line(table, group, found, time.perf_counter() - start, times, number, 0,
                                     len(groups) - number), flush=True)
@@ -162,13 +199,16 @@ def print_benchmark(kept: Path) -> None:
         print_leaderboard(board)
 
 
-def load_tables() -> list[Table]:
-    """Every table config, composed as `anomaly.reproduce table=<name>` would compose it."""
+def load_tables(only: str | None = None) -> list[Table]:
+    """Every table config (or the one named `only`), composed as `anomaly.reproduce
+    table=<name>` would compose it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     tables = []
     for path in sorted((CONF_DIR / "table").glob("*.yaml")):
+        if only is not None and path.stem != only:
+            continue
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
             cfg = compose(config_name="reproduce", overrides=[f"table={path.stem}"], return_hydra_config=True)

@@ -24,14 +24,14 @@ import torch
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from anomaly import AnomalyError, RunInterrupted, distributed
+from anomaly import AnomalyError, RunInterrupted, config_schema, distributed
 from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
 from anomaly.methods.base import AnomalyModule, ScoredSplit
-from anomaly.checkpoints import newest_checkpoint
 from anomaly.config import config_hash, instantiate
 from anomaly.loggers import WANDB_TARGET, table_group
 from anomaly.pipeline import build_datamodule, run_summary, train
 from anomaly import provenance
+from anomaly.reproduce import kept as kept_results
 from anomaly.reproduce.tables import Cell, Table, _key
 from anomaly.results import json_safe, write_json, write_results
 
@@ -80,8 +80,10 @@ class ScoreCache:
 
 def compose_cell(table: Table, cell: Cell, budget: str, user: list[str], output_dir: Path,
                  command: str) -> DictConfig:
-    """The run config of one cell, as `python -m anomaly.train <its overrides>` would compose it."""
+    """The run config of one cell, as `python -m anomaly.train <its overrides>` would compose and
+    check it (the checks fill in what a method derives: a two-stage method's max_epochs)."""
     cfg = compose(config_name="train", overrides=table.overrides(cell, budget, user))
+    config_schema.check_train(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.budget = budget
@@ -163,45 +165,116 @@ def _protocol_name(cfg: DictConfig | None) -> str | None:
     return getattr(get_class(target), "name", None)
 
 
-def kept_ok(cfg: DictConfig, target: Path) -> dict | None:
-    """The kept result of a cell if it is ok and was made with this run config, else None."""
-    path = target / "results.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+class DataCache:
+    """Decoded datasets by loader settings: a table's cells load each dataset once to check
+    their kept results' data fingerprints."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, Any] = {}
+
+    def datamodule(self, cfg: DictConfig) -> AnomalyDataModule:
+        """The cell's datamodule, set up (its split drawn) on the cached images."""
+        key = OmegaConf.to_yaml(OmegaConf.create({"loader": OmegaConf.to_container(cfg.dataset.loader, resolve=True),
+                                                  "size": cfg.dataset.get("image_size"),
+                                                  "mode": cfg.dataset.get("resize_mode", "bilinear")}))
+        dm = build_datamodule(cfg)
+        if key in self.sets:
+            dm.data = self.sets[key]
+        else:
+            dm.prepare_data()
+            self.sets[key] = dm.data
+        dm.setup()
+        return dm
+
+    def fingerprint(self, cfg: DictConfig) -> dict[str, str]:
+        return self.datamodule(cfg).fingerprint()
+
+
+def kept_differences(cfg: DictConfig, target: Path, data: DataCache) -> list[str] | None:
+    """None where no ok result is kept in `target`; else what differs between it and this run
+    config on its data ([]: it is this config's result and may be skipped)."""
+    kept = kept_results.read(target / "results.json")
+    if not kept_results.is_kept_ok(kept):
         return None
-    if data.get("status") == "ok" and not data.get("debug") and data.get("config_hash") == config_hash(cfg):
-        return data
-    return None
+    differ = kept_results.config_identity(kept, provenance.result_config(cfg), config_hash(cfg))
+    if differ:  # the config already differs: no need to load the data
+        return differ
+    return kept_results.data_identity(kept, data.fingerprint(cfg))
 
 
 def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run_root: Path,
-              results_dir: Path | None, rerun: bool = False, suffix: str = "") -> list[dict]:
+              results_dir: Path | None, rerun: bool = False, suffix: str = "",
+              data: DataCache | None = None) -> list[dict]:
     """Train the group's model once (its first cell) and evaluate every other cell with it.
 
-    Where every cell already has an ok result kept in `results_dir` for the same run config,
-    the group is skipped (its kept results are returned, marked `skipped`) unless `rerun`. The
-    training cell resumes the newest checkpoint of the same run config under paths.log_dir
-    (`ckpt_path=last`: an interrupted training goes on from its last epoch, a finished one is
-    loaded instead of trained again) unless `rerun` or the command line gives a ckpt_path.
-    `suffix` names the run settings given beside the grid (`-seed1`) in each cell's folder."""
+    Where every cell already has an ok result kept in `results_dir` of the same run config and
+    data, the group is skipped (its kept results are returned, marked `skipped`) unless
+    `rerun`; where a cell's kept result is of another config or data, the group is refused
+    (nothing trained) unless `rerun`, naming what differs. Two invocations of one table take the
+    group in turn (a lock beside the kept results): the second finds the first's results kept.
+    The training cell resumes the newest checkpoint of the same run config and data under
+    paths.log_dir (`ckpt_path=last`: an interrupted training goes on from its last epoch, a
+    finished one is loaded instead of trained again; a job of an earlier fan-out too) unless
+    `rerun` or the command line gives a ckpt_path. `suffix` names the run settings given beside
+    the grid (`-seed1`) in each cell's folder."""
     names = [cell.slug() + suffix for cell in cells]
-    if results_dir is not None and not rerun:
-        kept = []
-        for cell, name in zip(cells, names):
-            cfg = compose_cell(table, cell, budget, user, run_root / name, table.command(cell, budget, user))
-            found = kept_ok(cfg, results_dir / table.name / budget / name)
-            if found is None:
-                break
-            kept.append({**found, "skipped": True})
+    data = data or DataCache()
+    targets = [results_dir / table.name / budget / name if results_dir is not None else None for name in names]
+    guard = kept_results.lock(targets[0]) if targets[0] is not None and distributed.process_rank() == 0 else None
+    if guard is not None:
+        try:
+            guard.acquire(timeout=0)
+        except Exception:  # noqa: BLE001 - filelock.Timeout: another process holds the group
+            log.info("%s: another process is making this training's cells; waiting for it", targets[0])
+            guard.acquire()
+    try:
+        if results_dir is not None:
+            found = kept_or_refused(table, cells, names, targets, budget, user, run_root, rerun, data)
+            if found is not None:
+                return found
+        return _run_cells(table, cells, names, targets, budget, user, run_root, rerun)
+    finally:
+        if guard is not None:
+            guard.release()
+
+
+def kept_or_refused(table: Table, cells: list[Cell], names: list[str], targets: list[Path | None], budget: str,
+                    user: list[str], run_root: Path, rerun: bool, data: DataCache) -> list[dict] | None:
+    """The group's kept results where every cell has one of this config and data (skipped); the
+    group's cells refused where one holds a result of another config or data (without rerun);
+    None: train it."""
+    kept, conflicts = [], []
+    for cell, name, target in zip(cells, names, targets):
+        cfg = compose_cell(table, cell, budget, user, run_root / name, table.command(cell, budget, user))
+        differ = kept_differences(cfg, target, data)
+        if differ is None:
+            kept.append(None)
+        elif differ:
+            conflicts.append((cell, target, differ))
+            kept.append(None)
         else:
-            return kept
+            kept.append({**kept_results.read(target / "results.json"), "skipped": True})
+    if conflicts and not rerun:
+        out = []
+        for cell, target, differ in conflicts:
+            message = (f"{target} holds a result of another run config or data ({'; '.join(differ)}): "
+                       "kept as it is; rerun=true makes it again with today's settings")
+            log.error("cell %s refused: %s", cell.as_dict, message)
+            out.append({"status": "refused", "error": message, "reproduce": {"cell": cell.as_dict}})
+        return out
+    if not rerun and all(k is not None for k in kept):
+        return kept
+    return None
+
+
+def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[Path | None], budget: str,
+               user: list[str], run_root: Path, rerun: bool) -> list[dict]:
     out: list[dict] = []
     state: dict[str, Any] = {}
     cache: ScoreCache | None = None
     first_dir = None
     resume = not rerun and not any(_key(o) == "ckpt_path" for o in user)
-    for position, (cell, name) in enumerate(zip(cells, names)):
+    for position, (cell, name, target) in enumerate(zip(cells, names, targets)):
         cell_dir = run_root / name
         command = table.command(cell, budget, user)
         cfg = None
@@ -209,12 +282,11 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
         try:
             cfg = compose_cell(table, cell, budget, user, cell_dir, command)
             if position == 0 and resume:
-                # an earlier run of this table's command: this cell's newest checkpoint of the
-                # same run config (an interrupted training's last epoch, or a finished training)
-                found = newest_checkpoint(run_root.parent, config_hash(cfg))
-                if found is not None:
-                    with open_dict(cfg):
-                        cfg.ckpt_path = str(found)
+                # an earlier run of this cell's config and data anywhere under paths.log_dir (an
+                # interrupted training's last epoch, or a finished training), this table's
+                # earlier invocations and their fan-out jobs included
+                with open_dict(cfg):
+                    cfg.ckpt_path = "last"
             if position == 0:
                 first_dir = cell_dir
                 results = train(cfg, keep=state, extra=extra)
@@ -238,70 +310,9 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
                 log.error("cell %s failed: %s", cell.as_dict, err)
             results = failed_results(cfg, cell_dir, err, extra)
         out.append(results)
-        if results_dir is not None and distributed.process_rank() == 0:
-            keep_results(cell_dir, results_dir / table.name / budget / name)
+        if target is not None and distributed.process_rank() == 0:
+            kept_results.keep_results(cell_dir, target, rerun=rerun)
     return out
-
-
-# run-local paths that mean nothing in the repository copy
-_LOCAL_KEYS = ("run_dir", "checkpoint", "resumed_from")
-
-
-def keep_results(run_dir: Path, target: Path) -> str:
-    """Copy the cell's results.json into the results folder kept in the repository (small JSON
-    only: no checkpoints, scores or plots; run-local paths dropped), never losing a kept result:
-
-    - a smoke / debug run is never kept;
-    - a failed or interrupted run never replaces an ok result;
-    - an ok result of the same run config with other numbers is kept beside the old one
-      (`results.differs-<time>.json`, which the report does not read) and the difference is
-      logged: a result is never silently swapped for another;
-    - the same numbers again leave the kept file as it is;
-    - a result of another run config (the command now composes other settings: a default
-      changed) replaces it, and the log says so.
-
-    Returns what was done: kept, unchanged, beside, refused or replaced."""
-    source = run_dir / "results.json"
-    if not source.is_file():
-        return "refused"
-    data = json.loads(source.read_text())
-    for key in _LOCAL_KEYS:
-        data.pop(key, None)
-    if isinstance(data.get("reproduce"), dict):
-        data["reproduce"]["trained_in"] = Path(str(data["reproduce"]["trained_in"])).name
-    if data.get("debug"):
-        log.warning("not kept in %s: a smoke/debug run (%s)", target, data["debug"])
-        return "refused"
-    path = target / "results.json"
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = None
-    action = "kept"
-    if old is not None and old.get("status") == "ok" and not old.get("debug"):
-        if data.get("status") != "ok":
-            log.warning("kept the ok result in %s: this run's %s record stays in %s", target,
-                        data.get("status"), run_dir)
-            return "refused"
-        if old.get("config_hash") == data.get("config_hash"):
-            if old.get("metrics") == data.get("metrics"):
-                return "unchanged"
-            stamp = str(data.get("created", "")).replace(":", "").replace("+0000", "").replace("+00:00", "")
-            beside = target / f"results.differs-{stamp or 'new'}.json"
-            data["differs_from_kept"] = {k: [old["metrics"].get(k), v] for k, v in (data.get("metrics") or {}).items()
-                                         if old["metrics"].get(k) != v}
-            write_json(beside, data)
-            shown = ", ".join(f"{k} {a} → {b}" for k, (a, b) in list(data["differs_from_kept"].items())[:3]
-                              if isinstance(a, (int, float)) and isinstance(b, (int, float)))
-            log.warning("%s: this run's numbers differ from the kept result of the same config (%s); "
-                        "kept as it was, this run beside it: %s", target, shown, beside.name)
-            return "beside"
-        action = "replaced"
-        log.info("%s: replaced a result of another run config (%s → %s)", target, old.get("config_hash"),
-                 data.get("config_hash"))
-    target.mkdir(parents=True, exist_ok=True)
-    write_json(path, data)
-    return action
 
 
 def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, str, str, str]]:

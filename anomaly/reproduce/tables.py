@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError
+from anomaly.provenance import portable_words
 
 # every table has these; a table may add its own (a benchmark's equal_steps)
 BUDGETS = ("paper", "reduced", "smoke")
@@ -203,11 +204,12 @@ class Table:
                 + [f"{k}={_text(v)}" for k, v in cell_values.items()] + list(user))
 
     def command(self, cell: Cell, budget: str, user: list[str]) -> str:
-        """The command that runs exactly this cell again."""
+        """The command that runs exactly this cell again, anywhere: no machine paths in it (the
+        data and log dirs come from the environment or the defaults)."""
         words = ["python", "-m", "anomaly.reproduce", f"table={self.name}", f"budget={budget}"]
         words += [f"{k}={_text(_thaw(v))}" for k, v in cell.values]
-        words += [o for o in user if not o.startswith(("hydra", "table=", "budget="))]
-        return " ".join(shlex.quote(w) for w in words)
+        words += [o for o in user if not o.startswith(("table=", "budget="))]
+        return " ".join(shlex.quote(w) for w in portable_words(words))
 
     def cost(self, budget: str, device: str = "cpu") -> float | None:
         """Estimated hours for the whole grid at a budget (trainings × minutes per training)."""
