@@ -4,6 +4,7 @@ figures (anomaly.plots)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -119,6 +120,25 @@ def test_a_run_and_its_kept_copy_count_once(tmp_path):
     assert row[1] == "0.850"
 
 
+def test_a_suspect_number_is_marked_and_named_under_its_table_not_left_out(tmp_path):
+    write(tmp_path / "clean", 0.9, normal=0)
+    write(tmp_path / "below", 0.3, normal=1)  # kept before `suspect` existed: flagged from its numbers
+    write(tmp_path / "gap", 0.8, normal=2, suspect=[{"id": "val_test_gap", "reason": "validation 0.99, test 0.80"}])
+    out = report([tmp_path], plots=False, echo=False)
+    (table,) = out["tables"]["auroc"]
+    (row,) = table.rows
+    assert row[1:5] == ["0.900", "0.300!", "0.800!", f"{(0.9 + 0.3 + 0.8) / 3:.3f} ± 0.262"]  # counted
+    legend = ["- test AUROC below chance (0.5): gpnd 1", "- validation and test AUROC more than 0.2 apart: gpnd 2"]
+    assert table.notes[1:] == legend
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| gpnd | 0.900 | 0.300! | 0.800! |" in text and "\n".join(legend) in text
+    with open(tmp_path / "report" / "auroc.csv") as fh:
+        cells = {line["column"]: line["suspect"] for line in csv.DictReader(fh)}
+    assert cells == {"0": "", "1": "auroc_below_chance", "2": "val_test_gap", "mean ± std": ""}
+    with open(tmp_path / "report" / "runs.csv") as fh:
+        assert sorted(line["suspect"] for line in csv.DictReader(fh)) == ["", "auroc_below_chance", "val_test_gap"]
+
+
 def test_a_failed_run_without_config_joins_the_row_it_matches(tmp_path):
     write(tmp_path / "ok10", 0.8, normal=0, cfg=config(0, max_epochs=10, lr=0.001))
     write(tmp_path / "ok20", 0.9, normal=0, cfg=config(0, max_epochs=20, lr=0.01), method_settings={"lr": 0.01})
@@ -148,10 +168,10 @@ def test_budgets_are_never_averaged(tmp_path):
 # ---- left out unless asked for -------------------------------------------------------------------
 def test_debug_and_rescore_runs_are_left_out_unless_asked_for(tmp_path, capsys):
     write(tmp_path / "real", 0.9)
-    write(tmp_path / "smoke", 0.5, debug="debug=fast")
+    write(tmp_path / "smoke", 0.55, debug="debug=fast")  # (above chance: not flagged as suspect)
     # older files: no `debug` field, but a config with limited batches; no `run_kind`, but a
     # re-score's threshold_refit entry
-    write(tmp_path / "old_smoke", 0.4, cfg=config(limit=3), drop=("debug",))
+    write(tmp_path / "old_smoke", 0.65, cfg=config(limit=3), drop=("debug",))
     write(tmp_path / "rescore", 0.6, run_kind="rescore")
     write(tmp_path / "old_rescore", 0.61, drop=("run_kind",), threshold_refit=True)
 
@@ -167,8 +187,8 @@ def test_debug_and_rescore_runs_are_left_out_unless_asked_for(tmp_path, capsys):
     assert sorted(r.path.name for r in out["runs"]) == ["old_smoke", "real", "smoke"]
     labels = rows(out)
     assert labels["gpnd"]["0"] == "0.900"  # never averaged with the smoke runs
-    assert labels["gpnd · debug · trainer.limit_train_batches=3"]["0"] == "0.400"
-    assert labels["gpnd · debug · trainer.limit_train_batches=none"]["0"] == "0.500"
+    assert labels["gpnd · debug · trainer.limit_train_batches=3"]["0"] == "0.650"
+    assert labels["gpnd · debug · trainer.limit_train_batches=none"]["0"] == "0.550"
 
     out = report([tmp_path], plots=False, echo=False, include_rescores=True)
     assert rows(out)["gpnd · rescore"]["0"] == f"{(0.6 + 0.61) / 2:.3f}"

@@ -18,11 +18,11 @@ import numpy as np
 VAL_TEST_GAP = 0.2  # |validation AUROC − test AUROC| beyond which the two are not the same model's numbers
 # what each flag says, as a table's legend groups the cells it marks
 FLAG_TITLES = {
-    "auroc_below_chance": "test AUROC below chance (0.5): anomalies ranked below normals",
-    "auroc_at_chance": "test AUROC exactly 0.5: the scores rank nothing",
+    "auroc_below_chance": "test AUROC below chance (0.5)",
+    "auroc_at_chance": "test AUROC exactly 0.5",
     "scores_not_finite": "test scores not finite",
     "scores_constant": "test scores all equal",
-    "val_test_gap": f"validation and test AUROC differ by more than {VAL_TEST_GAP}",
+    "val_test_gap": f"validation and test AUROC more than {VAL_TEST_GAP} apart",
 }
 
 
@@ -65,3 +65,11 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def recorded_flags(data: dict[str, Any]) -> list[dict[str, str]]:
+    """A results.json's flags: as it recorded them, or, for a file written before the field
+    existed, from its numbers (its scores are not read: kept results have none)."""
+    if isinstance(data.get("suspect"), list):
+        return [f for f in data["suspect"] if isinstance(f, dict) and f.get("id")]
+    return suspect_flags(data.get("metrics"), data.get("val_metrics"))

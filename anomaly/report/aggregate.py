@@ -46,6 +46,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from anomaly.evaluation.suspect import recorded_flags
 from anomaly.plots import protocol_classes
 
 
@@ -127,6 +128,12 @@ class Run:
     # the dataset's ids of the column's classes (its label order: Fashion-MNIST's T-shirt/top
     # first), where recorded; () for drawn classes
     column_ids: tuple = ()
+    # numbers that cannot be right (anomaly.evaluation.suspect): the cells they go into are marked
+    suspect: tuple = ()
+    # what tells a re-run or re-score of one run config from another run (report.selection)
+    config_hash: str | None = None
+    train_hash: str | None = None
+    created: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -299,7 +306,8 @@ def run_from_results(path: Path, data: dict) -> Run:
                problem=data.get("problem") or data.get("error"), debug=debug_reason(data), run_kind=str(run_kind),
                budget=data.get("budget"), reproduce=reproduce,
                command=data.get("command") if isinstance(data.get("command"), str) else None,
-               column_ids=class_ids(protocol))
+               column_ids=class_ids(protocol), suspect=tuple(recorded_flags(data)),
+               config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"))
 
 
 def run_identity(data: dict) -> str | None:
@@ -441,6 +449,7 @@ def natural(text: Any) -> list:
 class Cell:
     values: list[float]
     failed: int = 0
+    suspect: list[Run] = field(default_factory=list)  # the flagged runs among those averaged
 
     @property
     def n(self) -> int:
@@ -462,6 +471,8 @@ class Cell:
             self.failed += 1
         else:
             self.values.append(value)
+            if run.suspect:
+                self.suspect.append(run)
 
 
 def cells(runs: Iterable[Run], metric: str, key=lambda r: r.row) -> dict[Any, dict[str, Cell]]:
@@ -535,6 +546,7 @@ class Comparison:
     n: int
     paper: float | None
     failed: int = 0
+    suspect: list[Run] = field(default_factory=list)  # a class cell's flagged runs (a mean's: none)
 
     @property
     def delta(self) -> float | None:
@@ -556,7 +568,7 @@ def compare_cell(runs: Sequence[Run], metric: str, paper: float | None) -> Compa
     cell = Cell([])
     for run in runs:
         cell.add(run, metric)
-    return Comparison(cell.mean, cell.std, cell.n, paper, cell.failed)
+    return Comparison(cell.mean, cell.std, cell.n, paper, cell.failed, cell.suspect)
 
 
 def compare_mean(cell_runs: Sequence[Sequence[Run]], metric: str, paper: float | None) -> Comparison:
