@@ -39,7 +39,7 @@ import json
 import math
 import re
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -351,12 +351,14 @@ def load_runs(dirs: Sequence[str | Path]) -> list[Run]:
 
 @dataclass
 class LeftOut:
-    """Runs kept out of the tables, by reason."""
+    """Runs kept out of the tables, by reason (the last two: `anomaly.report.selection`)."""
     debug: list[Run] = field(default_factory=list)
     rescore: list[Run] = field(default_factory=list)
+    not_ok: list[Run] = field(default_factory=list)  # failed, interrupted, invalid scores
+    repeats: int = 0  # results of a run config already counted (its newest counts)
 
     def __bool__(self) -> bool:
-        return bool(self.debug or self.rescore)
+        return bool(self.debug or self.rescore or self.not_ok or self.repeats)
 
     def line(self) -> str:
         """One line: how many were left out, why, and the option that includes them."""
@@ -368,6 +370,12 @@ class LeftOut:
         if self.rescore:
             parts.append(f"{_count(len(self.rescore), 're-score')} (python -m anomaly.evaluate of a "
                          "trained run; --include-rescores)")
+        if self.not_ok:
+            statuses = Counter(r.status for r in self.not_ok)
+            parts.append(f"{_count(len(self.not_ok), 'run')} not ok ("
+                         + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) + ")")
+        if self.repeats:
+            parts.append(f"{_count(self.repeats, 'repeat')} of a run config counted once (its newest result)")
         return "Left out: " + "; ".join(parts) + "." if parts else ""
 
 

@@ -248,7 +248,9 @@ def write_runs_csv(runs: list[Run], path: Path) -> Path:
         writer = csv.writer(fh)
         writer.writerow(["method", "dataset", "protocol", "class", "seed", "fold", "draw", "status", "run_kind",
                          "debug", *settings, *metrics, "problem", "suspect", "run_dir"])
-        for r in sorted(runs, key=lambda r: (natural(row_label(r.row)), natural(r.column), str(r.repetition))):
+        # a run that is not ok has no row (it is in no table): by its method
+        for r in sorted(runs, key=lambda r: (natural(row_label(r.row) if r.row else r.method), natural(r.column),
+                                             str(r.repetition))):
             writer.writerow([r.method, r.dataset, r.protocol, r.column, r.repetition.get("seed"),
                              r.repetition.get("fold"), r.repetition.get("draw"), r.status, r.run_kind,
                              r.debug or "", *[r.settings.get(k) for k in settings],
