@@ -64,6 +64,8 @@ def print_results(results: dict) -> None:
                      "the F1, precision and recall are at it")
     if results.get("problem"):
         lines.append(f"[yellow]note:[/] {results['problem']}")
+    if results.get("status") == "ok":  # an unusable score is already the problem above
+        lines += [f"[yellow]suspect:[/] {flag['reason']}" for flag in results.get("suspect") or []]
     lines.append(f"run dir: {results['run_dir']}")
     console = Console()
     for line in lines:

@@ -1,7 +1,8 @@
 """Run outputs: results.json, scores.npz, roc.png, score_hist.png (the figures are drawn by
 `anomaly.plots`; `plot_examples` is re-exported here for the pipeline's examples.png).
 
-`results.json` is the one file the report reads; NaN metrics are written as null.
+`results.json` is the one file the report reads; NaN metrics are written as null. Its `suspect`
+lists the numbers that cannot be right (`anomaly.evaluation.suspect`): flagged, the status kept.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomaly.evaluation.suspect import suspect_flags
 from anomaly.methods.base import ScoredSplit
 from anomaly.plots import classes_text, plot_examples, plot_roc, plot_score_hist, run_title
 
@@ -91,10 +93,13 @@ def machine() -> dict[str, Any]:
 
 def write_results(output_dir: str | Path, summary: dict[str, Any], scores: ScoredSplit | None,
                   threshold: float, plots: bool = True) -> dict[str, Any]:
-    """Write results.json (summary + creation time + versions), scores.npz and the plots."""
+    """Write results.json (summary + its suspect flags + creation time + versions), scores.npz and
+    the plots."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = json_safe({**summary, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    suspect = suspect_flags(summary.get("metrics"), summary.get("val_metrics"),
+                            scores.score.numpy() if scores is not None else None)
+    payload = json_safe({**summary, "suspect": suspect, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          "versions": versions(), "machine": machine()})
     write_json(output_dir / "results.json", payload)
     if scores is not None:

@@ -133,6 +133,27 @@ def test_ranks_the_friedman_test_and_the_critical_difference(bench_runs):
     assert "Deep SVDD 0.948 (Ruff et al., ICML 2018)" in text  # the field's published means
 
 
+def test_a_suspect_number_still_ranks_and_is_marked_and_named(bench_runs, capsys):
+    from anomaly.report.leaderboard import as_table, print_leaderboard
+
+    path = bench_runs / "gpnd-3-0" / "results.json"
+    data = json.loads(path.read_text())
+    data["metrics"]["auroc"] = 0.3  # below chance: flagged, and still gpnd's number for class 3
+    path.write_text(json.dumps(data))
+    (board,) = leaderboards(report([bench_runs], echo=False, plots=False)["runs"])
+    assert board.cells["gpnd"]["3"].values == pytest.approx([0.3, 0.834]) and "3" in board.complete
+    assert board.ranks["gpnd"] == pytest.approx((3 * 4 + 4) / 5)  # 4th of 4 in class 3
+    table = as_table(board)
+    gpnd = table.rows[board.methods.index("gpnd")]
+    assert gpnd[1 + board.classes.index("3")] == "0.567 ± 0.267!"
+    assert table.notes[-1] == "- test AUROC below chance (0.5): gpnd 3"
+    assert "| gpnd | 0.802 ± 0.002 | 0.812 ± 0.002 | 0.822 ± 0.002 | 0.567 ± 0.267! |" in \
+        (bench_runs / "report" / "report.md").read_text()
+    print_leaderboard(board, width=80)
+    text = capsys.readouterr().out
+    assert ".567!" in text and "- test AUROC below chance (0.5): gpnd 3" in text
+
+
 @pytest.mark.parametrize("methods, classes", [(("arae", "ae"), 6), (("arae", "ae", "gpnd"), 4)])
 def test_no_test_without_three_methods_and_five_classes(tmp_path, methods, classes):
     root = tmp_path / "runs"

@@ -112,3 +112,34 @@ def test_a_method_warns_when_its_validation_ranks_anomalies_below_normals(caplog
         model.apply_validation(ScoredSplit(-inverted.score, labels, labels.long(), torch.arange(6)))
         model.warn_if_nonsense()
     assert model.val_metrics["auroc"] == 1.0 and caplog.text == ""
+
+
+# ---- suspect numbers: flagged, never hidden (anomaly.evaluation.suspect) -------------------------
+@pytest.mark.parametrize("metrics, val_metrics, scores, expected", [
+    ({"auroc": 0.248}, None, None, ["auroc_below_chance"]),
+    ({"auroc": 0.5}, None, None, ["auroc_at_chance"]),
+    ({"auroc": 0.9}, {"auroc": 0.6}, None, ["val_test_gap"]),
+    ({"auroc": 0.3}, {"auroc": 0.95}, None, ["auroc_below_chance", "val_test_gap"]),
+    ({}, {}, np.full(5, 0.25), ["scores_constant"]),
+    ({}, {}, np.array([0.1, np.nan, np.inf]), ["scores_not_finite"]),
+    # clean: above chance, a gap of 0.2 at most, varied scores; a record without numbers
+    ({"auroc": 0.91}, {"auroc": 0.72}, np.array([0.1, 0.2, 0.3]), []),
+    ({"auroc": None}, None, None, []),
+    (None, None, None, []),
+])
+def test_suspect_flags_name_each_number_that_cannot_be_right(metrics, val_metrics, scores, expected):
+    from anomaly.evaluation.suspect import FLAG_TITLES, suspect_flags
+
+    flags = suspect_flags(metrics, val_metrics, scores)
+    assert [f["id"] for f in flags] == expected
+    assert all(f["id"] in FLAG_TITLES and f["reason"] and "\n" not in f["reason"] for f in flags)
+
+
+def test_suspect_reasons_give_the_numbers():
+    from anomaly.evaluation.suspect import suspect_flags
+
+    (below, gap) = suspect_flags({"auroc": 0.248}, {"auroc": 0.9}, torch.tensor([0.0, 1.0]))
+    assert "0.248" in below["reason"] and "below chance" in below["reason"]
+    assert "0.900" in gap["reason"] and "0.248" in gap["reason"]
+    (equal,) = suspect_flags({}, None, torch.zeros(4))
+    assert equal["reason"] == "all 4 test scores are equal (0)"

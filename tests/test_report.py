@@ -4,6 +4,7 @@ figures (anomaly.plots)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -119,18 +120,49 @@ def test_a_run_and_its_kept_copy_count_once(tmp_path):
     assert row[1] == "0.850"
 
 
-def test_a_failed_run_without_config_joins_the_row_it_matches(tmp_path):
-    write(tmp_path / "ok10", 0.8, normal=0, cfg=config(0, max_epochs=10, lr=0.001))
-    write(tmp_path / "ok20", 0.9, normal=0, cfg=config(0, max_epochs=20, lr=0.01), method_settings={"lr": 0.01})
-    # a failed job records only the settings as requested (method_settings, no config): its lr
-    # says which row it belongs to; it is that row's class-1 failure, not a row of its own
-    write(tmp_path / "failed", None, normal=1, status="failed", drop=("config",), method_settings={"lr": 0.01},
-          problem="ValueError: boom")
-    by_label = rows(report([tmp_path], plots=False, echo=False))
-    assert sorted(by_label) == ["gpnd · lr=0.001 · trainer.max_epochs=10",
-                                "gpnd · lr=0.01 · trainer.max_epochs=20"]
-    assert by_label["gpnd · lr=0.01 · trainer.max_epochs=20"]["1"] == "failed"
-    assert by_label["gpnd · lr=0.001 · trainer.max_epochs=10"]["1"] == "—"
+def test_a_suspect_number_is_marked_and_named_under_its_table_not_left_out(tmp_path):
+    write(tmp_path / "clean", 0.9, normal=0)
+    write(tmp_path / "below", 0.3, normal=1)  # kept before `suspect` existed: flagged from its numbers
+    write(tmp_path / "gap", 0.8, normal=2, suspect=[{"id": "val_test_gap", "reason": "validation 0.99, test 0.80"}])
+    out = report([tmp_path], plots=False, echo=False)
+    (table,) = out["tables"]["auroc"]
+    (row,) = table.rows
+    assert row[1:5] == ["0.900", "0.300!", "0.800!", f"{(0.9 + 0.3 + 0.8) / 3:.3f} ± 0.262"]  # counted
+    legend = ["- test AUROC below chance (0.5): gpnd 1", "- validation and test AUROC more than 0.2 apart: gpnd 2"]
+    assert table.notes[1:] == legend
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| gpnd | 0.900 | 0.300! | 0.800! |" in text and "\n".join(legend) in text
+    with open(tmp_path / "report" / "auroc.csv") as fh:
+        cells = {line["column"]: line["suspect"] for line in csv.DictReader(fh)}
+    assert cells == {"0": "", "1": "auroc_below_chance", "2": "val_test_gap", "mean ± std": ""}
+    with open(tmp_path / "report" / "runs.csv") as fh:
+        assert sorted(line["suspect"] for line in csv.DictReader(fh)) == ["", "auroc_below_chance", "val_test_gap"]
+
+
+def test_tables_count_ok_runs_each_config_once_and_list_the_others_apart(tmp_path, capsys):
+    same = dict(config_hash="c0ffee", train_hash="1234")
+    write(tmp_path / "ok", 0.8, created="2026-12-04T10:00:00+00:00", **same)
+    # the same run config run again (or re-scored) into another dir: one model, its newest result
+    write(tmp_path / "again", 0.9, created="2026-12-04T11:00:00+00:00", **same)
+    write(tmp_path / "seed1", 0.7, seed=1, created="2026-12-04T09:00:00+00:00", config_hash="beef", train_hash="5678")
+    # a class the dataset does not have: the failure records the classes as they were asked for
+    for n in range(5):
+        write(tmp_path / f"bad{n}", None, normal=11 + n, status="failed", drop=("config",),
+              problem=f"AnomalyError: protocol.normal=[{11 + n}]: unknown class\nTraceback (most recent call last):")
+    out = report([tmp_path], plots=False, echo=True)
+    (table,) = out["tables"]["auroc"]
+    assert table.header == ["method", "0", "mean ± std", "runs", "failed"]  # no column 11…15
+    assert table.rows == [["gpnd", "0.800", "0.800 ± 0.100", "2", "0"]]  # seeds 0 (newest) and 1
+    apart = [f"{tmp_path / f'bad{n}'} · failed · AnomalyError: protocol.normal=[{11 + n}]: unknown class"
+             for n in range(4)] + ["… and 1 more (runs.csv lists every run)"]
+    printed = capsys.readouterr().out
+    assert "\n".join(f"  {line}" for line in apart) in printed
+    line = "Left out: 5 runs not ok (5 failed); 1 repeat of a run config counted once (its newest result)."
+    assert line in printed
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "\n".join(f"- {line}" for line in apart) in text and line in text
+    with open(tmp_path / "report" / "runs.csv") as fh:
+        assert sorted(r["status"] for r in csv.DictReader(fh)) == ["failed"] * 5 + ["ok"] * 2
 
 
 def test_budgets_are_never_averaged(tmp_path):
@@ -148,10 +180,10 @@ def test_budgets_are_never_averaged(tmp_path):
 # ---- left out unless asked for -------------------------------------------------------------------
 def test_debug_and_rescore_runs_are_left_out_unless_asked_for(tmp_path, capsys):
     write(tmp_path / "real", 0.9)
-    write(tmp_path / "smoke", 0.5, debug="debug=fast")
+    write(tmp_path / "smoke", 0.55, debug="debug=fast")  # (above chance: not flagged as suspect)
     # older files: no `debug` field, but a config with limited batches; no `run_kind`, but a
     # re-score's threshold_refit entry
-    write(tmp_path / "old_smoke", 0.4, cfg=config(limit=3), drop=("debug",))
+    write(tmp_path / "old_smoke", 0.65, cfg=config(limit=3), drop=("debug",))
     write(tmp_path / "rescore", 0.6, run_kind="rescore")
     write(tmp_path / "old_rescore", 0.61, drop=("run_kind",), threshold_refit=True)
 
@@ -167,8 +199,8 @@ def test_debug_and_rescore_runs_are_left_out_unless_asked_for(tmp_path, capsys):
     assert sorted(r.path.name for r in out["runs"]) == ["old_smoke", "real", "smoke"]
     labels = rows(out)
     assert labels["gpnd"]["0"] == "0.900"  # never averaged with the smoke runs
-    assert labels["gpnd · debug · trainer.limit_train_batches=3"]["0"] == "0.400"
-    assert labels["gpnd · debug · trainer.limit_train_batches=none"]["0"] == "0.500"
+    assert labels["gpnd · debug · trainer.limit_train_batches=3"]["0"] == "0.650"
+    assert labels["gpnd · debug · trainer.limit_train_batches=none"]["0"] == "0.550"
 
     out = report([tmp_path], plots=False, echo=False, include_rescores=True)
     assert rows(out)["gpnd · rescore"]["0"] == f"{(0.6 + 0.61) / 2:.3f}"
@@ -257,7 +289,8 @@ def test_ours_paper_and_delta_per_cell_and_mean(tmp_path):
     assert list(lines) == ["¬1", "¬2", "¬3", "mean"]
     assert lines["¬1"][1:] == ["2", "0.820 ± 0.020", "0.821", "-0.001"]
     assert lines["¬2"][1:] == ["2", "0.910 ± 0.010", "0.948", "-0.038 below"]
-    assert lines["¬3"][1:] == ["2", "0.620 ± 0.020 (1 failed)", "—", "—"]
+    assert lines["¬3"][1:] == ["2", "0.620 ± 0.020", "—", "—"]  # the failed run: listed apart
+    assert [r.path.name for r in out["left_out"].not_ok] == ["failed"]
     # without a published mean: the paper's numbers and ours over the same cells (¬1, ¬2)
     ours_mean = (0.82 + 0.91) / 2
     assert lines["mean"][1:4] == ["4", f"{ours_mean:.3f} ± 0.015", f"{(0.821 + 0.948) / 2:.3f}"]
@@ -272,7 +305,7 @@ def test_ours_paper_and_delta_per_cell_and_mean(tmp_path):
     every = np.mean([0.82, 0.91, 0.62])
     # spread of the mean: the std over the seeds of the mean over the three cells
     spread = np.std([np.mean([0.80, 0.90, 0.60]), np.mean([0.84, 0.92, 0.64])])
-    assert lines["mean"][1:] == ["6", f"{every:.3f} ± {spread:.3f} (1 failed)", "0.858",
+    assert lines["mean"][1:] == ["6", f"{every:.3f} ± {spread:.3f}", "0.858",
                                  f"{every - 0.858:+.3f} below"]
 
 

@@ -60,6 +60,19 @@ def test_denoising_variant_and_debug_config_run(tmp_path):
     assert results["status"] == "ok" and results["epochs"] == 1
 
 
+@pytest.mark.slow
+def test_a_number_that_cannot_be_right_is_flagged_and_kept(tmp_path, monkeypatch):
+    from anomaly.methods.ae import Autoencoder
+
+    score = Autoencoder.score
+    monkeypatch.setattr(Autoencoder, "score", lambda self, x: -score(self, x))  # anomalies ranked lowest
+    results = train(compose_config(tmp_path, [*TINY, "debug=fast"]))
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["status"] == "ok" and on_disk["metrics"]["auroc"] < 0.5  # kept as it is
+    assert [flag["id"] for flag in on_disk["suspect"]] == ["auroc_below_chance"]
+    assert on_disk["suspect"] == results["suspect"]
+
+
 def test_not_a_checkpoint_is_refused(tmp_path):
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"this is not a checkpoint")

@@ -6,8 +6,11 @@ differs among them other than the seeds, fold, draw and classes (`method.attack`
 `trainer.max_epochs`, the budget…: the row label names it); columns: the classes (the normal class(es), or `¬k` where the protocol was given
 the anomalous class). A cell is the mean over the runs that differ only in seed, fold or draw;
 `mean` is the mean of the class cells and `± std` the standard deviation over all of the row's
-runs. Failed runs are shown as such and never averaged in. Smoke / debug runs and re-scores are
-left out (one line says how many) unless `--include-debug` / `--include-rescores`.
+runs. Only ok runs make the tables: failed, interrupted and invalid ones are listed after them
+(`selection`). A run config re-run or re-scored counts once (its newest result). Smoke / debug
+runs and re-scores are left out (one line says how many) unless `--include-debug` /
+`--include-rescores`. A suspect number (AUROC below chance…) stays in its cell, marked `!`, and is
+named under its table (`suspect`).
 
 Runs of `python -m anomaly.reproduce` (with `reproduce.paper`) get tables of ours | paper | Δ
 per cell and per row mean ("below": ours lower than the paper by more than our std), and a
@@ -17,8 +20,10 @@ figure each. `--readme README.md` instead rewrites the README's section between
 Writes into `--out` (default `<first dir>/report`): `report.md`, one long-format CSV per metric
 (`auroc.csv`, `f1.csv`), `paper.csv` (ours vs paper, long format), `runs.csv` (one line per run) and `plots/`.
 
-Modules: `aggregate` (runs → rows and cells), `render` (tables as Markdown, CSV, rich, README),
-`plots` (which figures; `anomaly.plots` draws them), `cli` (`report`, `readme`, `main`).
+Modules: `aggregate` (runs → rows and cells), `selection` (which runs the tables count), `suspect`
+(marks and legends of suspect numbers), `render` (tables as Markdown, CSV, rich, README), `plots`
+(which figures; `anomaly.plots` draws them), `leaderboard` (benchmark tables), `cli` (`report`,
+`readme`, `main`).
 """
 
 from anomaly.report.aggregate import Cell, ReportError, Run, load_runs, paper_tables, select_runs

@@ -39,13 +39,14 @@ import json
 import math
 import re
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from anomaly.evaluation.suspect import recorded_flags
 from anomaly.plots import protocol_classes
 
 
@@ -127,6 +128,12 @@ class Run:
     # the dataset's ids of the column's classes (its label order: Fashion-MNIST's T-shirt/top
     # first), where recorded; () for drawn classes
     column_ids: tuple = ()
+    # numbers that cannot be right (anomaly.evaluation.suspect): the cells they go into are marked
+    suspect: tuple = ()
+    # what tells a re-run or re-score of one run config from another run (report.selection)
+    config_hash: str | None = None
+    train_hash: str | None = None
+    created: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -299,7 +306,8 @@ def run_from_results(path: Path, data: dict) -> Run:
                problem=data.get("problem") or data.get("error"), debug=debug_reason(data), run_kind=str(run_kind),
                budget=data.get("budget"), reproduce=reproduce,
                command=data.get("command") if isinstance(data.get("command"), str) else None,
-               column_ids=class_ids(protocol))
+               column_ids=class_ids(protocol), suspect=tuple(recorded_flags(data)),
+               config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"))
 
 
 def run_identity(data: dict) -> str | None:
@@ -343,12 +351,14 @@ def load_runs(dirs: Sequence[str | Path]) -> list[Run]:
 
 @dataclass
 class LeftOut:
-    """Runs kept out of the tables, by reason."""
+    """Runs kept out of the tables, by reason (the last two: `anomaly.report.selection`)."""
     debug: list[Run] = field(default_factory=list)
     rescore: list[Run] = field(default_factory=list)
+    not_ok: list[Run] = field(default_factory=list)  # failed, interrupted, invalid scores
+    repeats: int = 0  # results of a run config already counted (its newest counts)
 
     def __bool__(self) -> bool:
-        return bool(self.debug or self.rescore)
+        return bool(self.debug or self.rescore or self.not_ok or self.repeats)
 
     def line(self) -> str:
         """One line: how many were left out, why, and the option that includes them."""
@@ -360,6 +370,12 @@ class LeftOut:
         if self.rescore:
             parts.append(f"{_count(len(self.rescore), 're-score')} (python -m anomaly.evaluate of a "
                          "trained run; --include-rescores)")
+        if self.not_ok:
+            statuses = Counter(r.status for r in self.not_ok)
+            parts.append(f"{_count(len(self.not_ok), 'run')} not ok ("
+                         + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) + ")")
+        if self.repeats:
+            parts.append(f"{_count(self.repeats, 'repeat')} of a run config counted once (its newest result)")
         return "Left out: " + "; ".join(parts) + "." if parts else ""
 
 
@@ -441,6 +457,7 @@ def natural(text: Any) -> list:
 class Cell:
     values: list[float]
     failed: int = 0
+    suspect: list[Run] = field(default_factory=list)  # the flagged runs among those averaged
 
     @property
     def n(self) -> int:
@@ -462,6 +479,8 @@ class Cell:
             self.failed += 1
         else:
             self.values.append(value)
+            if run.suspect:
+                self.suspect.append(run)
 
 
 def cells(runs: Iterable[Run], metric: str, key=lambda r: r.row) -> dict[Any, dict[str, Cell]]:
@@ -535,6 +554,7 @@ class Comparison:
     n: int
     paper: float | None
     failed: int = 0
+    suspect: list[Run] = field(default_factory=list)  # a class cell's flagged runs (a mean's: none)
 
     @property
     def delta(self) -> float | None:
@@ -556,7 +576,7 @@ def compare_cell(runs: Sequence[Run], metric: str, paper: float | None) -> Compa
     cell = Cell([])
     for run in runs:
         cell.add(run, metric)
-    return Comparison(cell.mean, cell.std, cell.n, paper, cell.failed)
+    return Comparison(cell.mean, cell.std, cell.n, paper, cell.failed, cell.suspect)
 
 
 def compare_mean(cell_runs: Sequence[Sequence[Run]], metric: str, paper: float | None) -> Comparison:

@@ -23,6 +23,7 @@ from anomaly.report.aggregate import (
 )
 from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, plot_cd, print_leaderboard
 from anomaly.report.render import MARKS, markdown, metric_title, print_table
+from anomaly.report.selection import not_ok_lines, one_per_config, split_ok
 
 DEFAULT_METRICS = ("auroc", "f1_paper")
 
@@ -30,7 +31,7 @@ DEFAULT_METRICS = ("auroc", "f1_paper")
 def _gather(dirs: Sequence[str | Path], metrics: Sequence[str], include_debug: bool,
             include_rescores: bool, reproduced_only: bool = False) -> tuple[list[Run], LeftOut]:
     """Read and select the runs (only those of reproduced tables: `reproduced_only`), checking
-    the metrics; nothing is written."""
+    the metrics; nothing is written. The tables get ok runs only, each run config once."""
     if not dirs:
         raise ReportError("no run or sweep dir given")
     found = [r for r in load_runs(dirs) if r.reproduce or not reproduced_only]
@@ -39,9 +40,11 @@ def _gather(dirs: Sequence[str | Path], metrics: Sequence[str], include_debug: b
         raise ReportError(f"no results.json below {', '.join(map(str, dirs))}"
                           + (" of a reproduced table (python -m anomaly.reproduce)" if reproduced_only else ""))
     runs, left_out = select_runs(found, include_debug, include_rescores)
+    runs, left_out.not_ok = split_ok(runs)
+    runs, left_out.repeats = one_per_config(runs)
     if not runs:
         raise ReportError(f"no runs to report below {', '.join(map(str, dirs))}: every one was left out. "
-                          + left_out.line())
+                          + "\n".join([left_out.line(), *not_ok_lines(left_out.not_ok)]))
     assign_rows(runs)
     return runs, left_out
 
@@ -67,9 +70,9 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         return [m for m in metrics if table.has_paper(m)]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_ok = sum(r.ok for r in runs)
+    not_ok = left_out.not_ok
     parts = ["# anomaly report", "",
-             f"{len(runs)} runs ({n_ok} ok, {len(runs) - n_ok} failed) from "
+             f"{len(runs) + len(not_ok)} runs ({len(runs)} ok, {len(not_ok)} not ok) from "
              + ", ".join(f"`{d}`" for d in dirs) + ".", ""]
     if left_out:
         parts += [left_out.line(), ""]
@@ -112,13 +115,12 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
             if echo:
                 print_table(rendered)
         files.append(render.write_paper_csv(shown, paper_metrics, out_dir / "paper.csv"))
-    failed = [r for r in runs if not r.ok]
-    if failed:
-        parts += ["## Failed runs", "", "| method | dataset | protocol | class | seed | problem | run dir |",
-                  "|---|---|---|---|---|---|---|"]
-        parts += [f"| {r.method} | {r.dataset} | {r.protocol} | {r.column} | {r.repetition.get('seed')} | "
-                  f"{(r.problem or r.status).splitlines()[0][:160].replace('|', '/')} | `{r.path}` |" for r in failed]
-        parts.append("")
+    if not_ok:  # no number to show, and their classes as asked for: apart from the tables
+        parts += ["## Not in the tables: runs not ok", ""] + [f"- {line}" for line in not_ok_lines(not_ok)] + [""]
+        if echo:
+            print(f"Not in the tables: {len(not_ok)} run{'s' if len(not_ok) != 1 else ''} not ok")
+            for line in not_ok_lines(not_ok):
+                print(f"  {line}")
     if plots:
         from anomaly.report.plots import plot_groups, plot_paper
 
@@ -135,7 +137,7 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         files += pngs
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(parts))
-    runs_path = render.write_runs_csv(runs, out_dir / "runs.csv")
+    runs_path = render.write_runs_csv(runs + not_ok, out_dir / "runs.csv")
     if echo:
         if left_out:
             print(left_out.line())

@@ -1,7 +1,8 @@
 """The leaderboard of a benchmark table (`variants_from: method`, conf/table/benchmark_*.yaml):
 every method's metric per class (mean ± std over seeds), its mean, its average rank over the
 classes, a Friedman test over the ranks with the Nemenyi post-hoc test and its critical-difference
-diagram (autorank: Demšar 2006's procedure), and the field's published means beside ours.
+diagram (autorank: Demšar 2006's procedure), and the field's published means beside ours. A
+suspect number (`anomaly.report.suspect`) still ranks; its cell is marked and named under the table.
 
 Ranks and the test use the classes every method has a number for (a complete block design); a
 class some method lacks is shown but left out of them, and said so.
@@ -21,6 +22,7 @@ from scipy.stats import rankdata
 
 from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
                                       paper_tables, setting_text, table_config)
+from anomaly.report.suspect import legend, marked
 
 ALPHA = 0.05
 START = "<!-- leaderboard:start -->"
@@ -169,7 +171,7 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
                 row.append("failed" if cell is not None and cell.failed else "—")
                 continue
             text = f"{cell.mean:.3f}" + (f" ± {cell.std:.3f}" if cell.std is not None else "")
-            row.append(f"{bold[0]}{text}{bold[1]}" if cell.mean == best[c] else text)
+            row.append(marked(f"{bold[0]}{text}{bold[1]}" if cell.mean == best[c] else text, cell.suspect))
         mean = board.mean(method)
         row += ["—" if mean is None else f"{mean:.3f}",
                 f"{board.ranks[method]:.2f}" if method in board.ranks else "—"]
@@ -184,6 +186,9 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
              "", significance_line(board)]
     if board.field_means:
         notes += ["", field_line(board)]
+    flagged = legend((m, c, board.cells[m][c].suspect) for m in board.methods for c in board.classes
+                     if c in board.cells[m])
+    notes += [""] + flagged if flagged else []
     return Table(f"Leaderboard: {board.title}", ["method", *board.classes, "mean", "avg rank"], rows, numbers,
                  notes)
 
@@ -200,9 +205,11 @@ def print_leaderboard(board: Leaderboard, width: int | None = None) -> None:
         *per_class, mean, rank = numbers
         best = [v is not None and v == max((n[i] for n in table.numbers if n[i] is not None), default=None)
                 for i, v in enumerate(per_class)]
+        flagged = [board.cells[method][c].suspect if c in board.cells[method] else [] for c in board.classes]
         rows.append([method, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
                      "—" if rank is None else f"{rank:.1f}",
-                     *[("—" if v is None else f"{v:.3f}".removeprefix("0")) for v in per_class]])
+                     *[("—" if v is None else marked(f"{v:.3f}".removeprefix("0"), runs))
+                       for v, runs in zip(per_class, flagged)]])
         bold.append([False, False, False, *best])
     view = Table(f"Leaderboard: {board.title}", ["method", "mean", "rank", *board.classes], rows, [], table.notes)
     print_table(view, width, gap=1, strong=bold)

@@ -27,6 +27,7 @@ from anomaly.report.aggregate import (
     settings_text,
     summary,
 )
+from anomaly.report.suspect import MARK, flag_ids, legend, marked
 
 README_START = "<!-- reproduction:start -->"
 README_END = "<!-- reproduction:end -->"
@@ -43,6 +44,8 @@ class Table:
     rows: list[list[str]]
     numbers: list[list[float | None]]  # the same cells as numbers (None: missing / failed)
     notes: list[str] = field(default_factory=list)  # printed under the table
+    # (row, column) → the ids of the flags of the cell's runs (the CSVs' `suspect`)
+    flags: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 def number(value: float | None, std: float | None = None) -> str:
@@ -54,10 +57,18 @@ def number(value: float | None, std: float | None = None) -> str:
 def cell_text(cell: Cell, with_std: bool = False) -> str:
     if not cell.values:
         return "failed" if cell.failed else "—"
-    out = number(cell.mean, cell.std if with_std else None)
+    out = marked(number(cell.mean, cell.std if with_std else None), cell.suspect)
     if cell.failed:
         out += f" ({cell.failed} failed)"
     return out
+
+
+def flag_cells(table: Table, flagged: list[tuple[int, int, str, str, list[Run]]]) -> Table:
+    """The table with its flagged cells ((row, column) index, row and column name, flagged
+    runs) recorded for the CSV and named in its legend."""
+    table.flags = {(r, c): flag_ids(runs) for r, c, _, _, runs in flagged}
+    table.notes += legend((row, column, runs) for _, _, row, column, runs in flagged)
+    return table
 
 
 def _incomplete(row_cells: dict[str, Cell], columns: Sequence[str]) -> bool:
@@ -73,16 +84,19 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
     for group, members in protocol_groups(runs):
         by_row = cells(members, metric, key=row_name)
         columns = columns_of(members)
-        rows, numbers = [], []
-        for label in sorted(by_row, key=natural):
+        rows, numbers, flagged = [], [], []
+        for r, label in enumerate(sorted(by_row, key=natural)):
             row_cells = by_row[label]
             mean, std, n, failed = summary(row_cells)
             mean_text = number(mean, std) + (" *" if mean is not None and _incomplete(row_cells, columns) else "")
             rows.append([label] + [cell_text(row_cells[c]) if c in row_cells else "—" for c in columns]
                         + [mean_text, str(n), str(failed)])
             numbers.append([row_cells[c].mean if c in row_cells else None for c in columns] + [mean, std])
-        tables.append(Table(f"{group_metric_title(metric, members)} · {group_title(group)}",
-                            ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers))
+            flagged += [(r, i, label, c, row_cells[c].suspect) for i, c in enumerate(columns, 1)
+                        if c in row_cells and row_cells[c].suspect]
+        tables.append(flag_cells(Table(f"{group_metric_title(metric, members)} · {group_title(group)}",
+                                       ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers),
+                                 flagged))
     return tables
 
 
@@ -104,11 +118,13 @@ def compare_tables(runs: list[Run], metric: str) -> list[Table]:
         by_method = cells(members, metric, key=method_label)
         methods = sorted(by_method, key=natural)
         columns = columns_of(members)
-        rows, numbers = [], []
-        for column in columns:
+        rows, numbers, flagged = [], [], []
+        for r, column in enumerate(columns):
             row_cells = [by_method[m].get(column) for m in methods]
             rows.append([column] + [cell_text(c, with_std=True) if c else "—" for c in row_cells])
             numbers.append([c.mean if c else None for c in row_cells])
+            flagged += [(r, i, m, column, c.suspect) for i, (m, c) in enumerate(zip(methods, row_cells), 1)
+                        if c and c.suspect]
         mean_row = ["mean"]
         for m in methods:
             mean, std, _, _ = summary(by_method[m])
@@ -116,8 +132,8 @@ def compare_tables(runs: list[Run], metric: str) -> list[Table]:
                                                          else ""))
         rows.append(mean_row)
         numbers.append([summary(by_method[m])[0] for m in methods])
-        tables.append(Table(f"{group_metric_title(metric, members)} · {group_title(group)}", ["class"] + methods,
-                            rows, numbers))
+        tables.append(flag_cells(Table(f"{group_metric_title(metric, members)} · {group_title(group)}",
+                                       ["class"] + methods, rows, numbers), flagged))
     return tables
 
 
@@ -131,7 +147,7 @@ def delta_text(comparison: Comparison) -> str:
 def ours_text(comparison: Comparison) -> str:
     if comparison.ours is None:
         return "failed" if comparison.failed else "—"
-    out = number(comparison.ours, comparison.spread if comparison.n > 1 else None)
+    out = marked(number(comparison.ours, comparison.spread if comparison.n > 1 else None), comparison.suspect)
     return out + (f" ({comparison.failed} failed)" if comparison.failed else "")
 
 
@@ -145,7 +161,7 @@ def paper_table(table: PaperTable, metrics: Sequence[str], compact: bool = False
     header = ["cell", "n"]
     for metric in metrics:
         header += [f"{SHORT_NAMES.get(metric, metric)} ours", "paper", "Δ"]
-    rows, numbers = [], []
+    rows, numbers, flagged = [], [], []
     for row, col in order:
         if row in collapsed and col not in ("mean", "all"):
             continue
@@ -159,9 +175,10 @@ def paper_table(table: PaperTable, metrics: Sequence[str], compact: bool = False
         line = [label, str(max((c.n for c in comparisons if c), default=0))]
         for c in comparisons:
             line += [ours_text(c), number(c.paper), delta_text(c)] if c else ["—", "—", "—"]
+        flagged += [(len(rows), 2 + 3 * i, row, col, c.suspect) for i, c in enumerate(comparisons) if c and c.suspect]
         rows.append(line)
         numbers.append([v for c in comparisons for v in ((c.ours, c.paper, c.delta) if c else (None,) * 3)])
-    return Table(table.title, header, rows, numbers)
+    return flag_cells(Table(table.title, header, rows, numbers), flagged)
 
 
 def paper_caption(table: PaperTable) -> str:
@@ -214,12 +231,13 @@ def write_csv(tables: Sequence[Table], path: Path) -> Path:
     pandas: table (its title), row, column, value (the mean), text (as the table shows it)."""
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["table", "row", "column", "value", "text"])
+        writer.writerow(["table", "row", "column", "value", "text", "suspect"])
         for table in tables:
-            for row, values in zip(table.rows, table.numbers):
+            for r, (row, values) in enumerate(zip(table.rows, table.numbers)):
                 # the class columns and "mean ± std" (its number: the mean); not runs and failed
                 for i, column in enumerate(table.header[1:-2]):
-                    writer.writerow([table.title, row[0], column, "" if values[i] is None else values[i], row[i + 1]])
+                    writer.writerow([table.title, row[0], column, "" if values[i] is None else values[i], row[i + 1],
+                                     table.flags.get((r, i + 1), "")])
     return path
 
 
@@ -229,12 +247,14 @@ def write_runs_csv(runs: list[Run], path: Path) -> Path:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["method", "dataset", "protocol", "class", "seed", "fold", "draw", "status", "run_kind",
-                         "debug", *settings, *metrics, "problem", "run_dir"])
-        for r in sorted(runs, key=lambda r: (natural(row_label(r.row)), natural(r.column), str(r.repetition))):
+                         "debug", *settings, *metrics, "problem", "suspect", "run_dir"])
+        # a run that is not ok has no row (it is in no table): by its method
+        for r in sorted(runs, key=lambda r: (natural(row_label(r.row) if r.row else r.method), natural(r.column),
+                                             str(r.repetition))):
             writer.writerow([r.method, r.dataset, r.protocol, r.column, r.repetition.get("seed"),
                              r.repetition.get("fold"), r.repetition.get("draw"), r.status, r.run_kind,
                              r.debug or "", *[r.settings.get(k) for k in settings],
-                             *[r.metrics.get(k) for k in metrics], r.problem or "", str(r.path)])
+                             *[r.metrics.get(k) for k in metrics], r.problem or "", flag_ids([r]), str(r.path)])
     return path
 
 
@@ -243,13 +263,14 @@ def write_paper_csv(tables: Sequence[PaperTable], metrics_of, path: Path) -> Pat
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["table", "budget", "flags", "split", "row", "class", "metric", "ours", "std", "n",
-                         "failed", "paper", "delta", "mark"])
+                         "failed", "paper", "delta", "mark", "suspect"])
         for table in tables:
             split = settings_text(table.split)
             for metric in metrics_of(table):
                 for row, col, c in table.lines(metric):
                     writer.writerow([table.table, table.budget or "", " ".join(table.flags), split, row, col,
-                                     metric, c.ours, c.spread, c.n, c.failed, c.paper, c.delta, c.mark])
+                                     metric, c.ours, c.spread, c.n, c.failed, c.paper, c.delta, c.mark,
+                                     flag_ids(c.suspect)])
     return path
 
 
@@ -301,8 +322,9 @@ def print_table(table: Table, width: int | None = None, gap: int = 2,
         for r, row in enumerate(table.rows):
             cells = []
             for i in block:
-                style = "red" if "failed" in row[i] or row[i].endswith("below") else \
-                    "bold" if strong is not None and strong[r][i] else None
+                style = "red" if "failed" in row[i] or row[i].endswith("below") else " ".join(
+                    (["bold"] if strong is not None and strong[r][i] else [])
+                    + (["yellow"] if row[i].endswith(MARK) else [])) or None
                 cells.append(f"[{style}]{row[i]}[/]" if style else row[i])
             view.add_row(row[0], *cells)
         console.print(view)
