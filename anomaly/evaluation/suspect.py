@@ -23,6 +23,8 @@ FLAG_TITLES = {
     "scores_not_finite": "test scores not finite",
     "scores_constant": "test scores all equal",
     "val_test_gap": f"validation and test AUROC more than {VAL_TEST_GAP} apart",
+    # set by the report on kept results (anomaly.report.stale), not by a run
+    "stale": "stale: the cell's command now makes another run config (reproduce --status)",
 }
 
 

@@ -39,6 +39,9 @@ def _gather(dirs: Sequence[str | Path], metrics: Sequence[str], include_debug: b
     if not found:
         raise ReportError(f"no results.json below {', '.join(map(str, dirs))}"
                           + (" of a reproduced table (python -m anomaly.reproduce)" if reproduced_only else ""))
+    from anomaly.report.stale import mark_stale
+
+    mark_stale(found)  # a kept cell whose command now makes another config: marked, not hidden
     runs, left_out = select_runs(found, include_debug, include_rescores)
     runs, left_out.not_ok = split_ok(runs)
     runs, left_out.repeats = one_per_config(runs)
