@@ -13,13 +13,16 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.core import (RESULT_HEADER, load_average, machine_line, markdown_table, result_row,
-                                run_case)
+from benchmarks.core import (RESULT_HEADER, Verdict, load_average, machine_line, markdown_table,
+                             result_row, run_case)
 from benchmarks.sizes import SIZES, Size
 
 BENCHMARKS = ("1", "2", "3", "4", "5", "6", "7", "8")
 TITLES = {"1": "GPND scoring", "2": "AnoGAN search", "3": "training throughput", "4": "ARAE union",
           "5": "data path", "6": "scale", "7": "trainings sharing a device", "8": "bookkeeping"}
+# run once, at the first thread count: 7 runs each training with threads=1 (as a table's fan-out),
+# and 6 asks whether time and memory grow linearly, not how fast
+ONCE = {"6", "7"}
 
 
 def cases_for(bench: str, size: Size, device: torch.device, workdir: Path):
@@ -67,6 +70,40 @@ def parse_overrides(size: Size, overrides: list[str]) -> Size:
     return dataclasses.replace(size, **changes)
 
 
+def default_threads(device: torch.device) -> list[int]:
+    """What a researcher runs: one thread (a table's jobs, `jobs=N threads=1`) and torch's default,
+    every core (one training alone); on a GPU only torch's default (the CPU threads feed it)."""
+    every = torch.get_num_threads()
+    if device.type == "cuda":
+        return [every]
+    return sorted({1, every})
+
+
+def parse_threads(text: str | None, device: torch.device) -> list[int]:
+    if not text:
+        return default_threads(device)
+    try:
+        threads = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise SystemExit(f"--threads {text}: thread counts ≥ 1, comma-separated (e.g. 1,2)")
+    return list(dict.fromkeys(threads))
+
+
+def check_lines(verdicts: list[tuple[str, int, Verdict]]) -> tuple[list[str], int]:
+    """--check: one line per row with a target (the target, the ratio, met or missed) and the
+    number missed."""
+    mark = {True: "met   ", False: "MISSED", None: "—     "}
+    lines = [f"{mark[v.met]} [{row}, {threads} thread{'s' if threads > 1 else ''}] {v.text}"
+             for row, threads, v in verdicts]
+    missed = sum(v.met is False for _, _, v in verdicts)
+    judged = sum(v.met is not None for _, _, v in verdicts)
+    lines.append(f"--check: {judged - missed} of {judged} targets met" +
+                 (f", {missed} missed: exit status 1" if missed else ""))
+    return lines, missed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
@@ -74,22 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda where there is one)")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="benchmarks to run, e.g. 1,3 (default all)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per path (default: the size's)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", default=None,
+                        help="torch CPU thread counts, each row run at each, e.g. 1 or 1,2 (default on a CPU: "
+                             "1, as a table's jobs run, and torch's default, every core, as one training "
+                             "alone runs; on a GPU torch's default)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a size field, e.g. --set gpnd_images=1024")
     parser.add_argument("--out", default=None, help="also write the Markdown to this file")
+    parser.add_argument("--check", action="store_true",
+                        help="after the table, each row's target and whether it was met; exit status 1 "
+                             "when one was missed (a ratio past its target, different numbers, an error)")
     args = parser.parse_args(argv)
 
     size = SIZES["quick" if args.quick else args.size]
     size = parse_overrides(size, args.set)
     if args.repeats:
         size = dataclasses.replace(size, repeats=args.repeats)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
+    threads = parse_threads(args.threads, device)
     only = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = [b for b in only if b not in BENCHMARKS]
     if unknown:
@@ -101,31 +143,49 @@ def main(argv: list[str] | None = None) -> int:
 
     started, load_start = time.perf_counter(), load_average()
     rows, scale_points = [], None
-    with tempfile.TemporaryDirectory(prefix="anomaly-bench-") as tmp:
-        workdir = Path(tmp)
-        for bench in only:
-            log(f"== {bench}. {TITLES[bench]} ==")
-            if bench == "6":
-                from benchmarks import scale
-                try:
-                    scale_points, row = scale.run(size, device, workdir, log)
-                    rows.append(row)
-                except Exception as err:  # noqa: BLE001 — reported in the table
-                    rows.append(["6", "**scale**", "—", "—", "—", "slope ≈ 1", f"error: {type(err).__name__}: {err}"])
-                continue
-            try:
-                cases = cases_for(bench, size, device, workdir)
-            except Exception as err:  # noqa: BLE001
-                rows.append([bench, f"**{TITLES[bench]}**", "—", "—", "—", "—",
-                             f"error while setting up: {type(err).__name__}: {err}"])
-                continue
-            for case in cases:
-                rows.append(result_row(run_case(case, size.repeats, device, log)))
+    verdicts: list[tuple[str, int, Verdict]] = []
+    initial_threads = torch.get_num_threads()
+    try:
+        with tempfile.TemporaryDirectory(prefix="anomaly-bench-") as tmp:
+            workdir = Path(tmp)
+            for bench in only:
+                log(f"== {bench}. {TITLES[bench]} ==")
+                bench_start = time.perf_counter()
+                counts = threads[:1] if bench in ONCE else threads
+                torch.set_num_threads(counts[0])
+                if bench == "6":
+                    from benchmarks import scale
+                    try:
+                        scale_points, row = scale.run(size, device, workdir, log)
+                        rows.append(row)
+                        verdicts.append((f"6. {TITLES['6']}", counts[0], scale.verdict(scale_points, device)))
+                    except Exception as err:  # noqa: BLE001 — reported in the table
+                        rows.append(["6", str(counts[0]), "**scale**", "—", "—", "—", "slope ≈ 1",
+                                     f"error: {type(err).__name__}: {err}"])
+                        verdicts.append((f"6. {TITLES['6']}", counts[0], Verdict(False, f"error: {err}")))
+                else:
+                    try:
+                        cases = cases_for(bench, size, device, workdir)
+                        log(f"[{bench}] set up in {time.perf_counter() - bench_start:.1f} s")
+                    except Exception as err:  # noqa: BLE001
+                        cases = []
+                        rows.append([bench, "—", f"**{TITLES[bench]}**", "—", "—", "—", "—",
+                                     f"error while setting up: {type(err).__name__}: {err}"])
+                        verdicts.append((f"{bench}. {TITLES[bench]}", 0, Verdict(False, f"error while setting up: {err}")))
+                    for case in cases:
+                        for count in counts:  # adjacent rows: the same case at each thread count
+                            torch.set_num_threads(count)
+                            result = run_case(case, size.repeats, device, log)
+                            rows.append(result_row(result))
+                            verdicts.append((f"{bench}. {case.what}", count, result.verdict()))
+                log(f"== {bench}. {TITLES[bench]}: {(time.perf_counter() - bench_start) / 60:.1f} min ==")
+    finally:
+        torch.set_num_threads(initial_threads)
     minutes = (time.perf_counter() - started) / 60
 
-    lines = [f"### `python -m benchmarks --size {size.name} --device {device.type}` "
-             f"({datetime.now():%Y-%m-%d %H:%M})", "",
-             f"Machine: {machine_line(device)}. Load average (1/5/15 min) at the start {load_start}, "
+    lines = [f"### `python -m benchmarks --size {size.name} --device {device.type} --threads "
+             f"{','.join(map(str, threads))}` ({datetime.now():%Y-%m-%d %H:%M})", "",
+             f"Machine: {machine_line(device, threads)}. Load average (1/5/15 min) at the start {load_start}, "
              f"at the end {load_average()}: anything above the core count means other work shared the "
              f"CPU, which inflates absolute times; ratios come from the same process, the two paths "
              f"interleaved. Medians of {size.repeats} timed calls after a warm-up"
@@ -139,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text, flush=True)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.check:
+        report, missed = check_lines(verdicts)
+        print("\n" + "\n".join(report), flush=True)
+        return 1 if missed else 0
     return 0
 
 

@@ -81,9 +81,26 @@ class Case:
     check_baseline: Callable[[], Any] | None = None
     check_ours: Callable[[], Any] | None = None
     # a baseline time quoted from a measurement of code that is not here (baseline=None): only
-    # ours runs; the row says where the time comes from
+    # ours runs; the row says where the time comes from, and when and at how many torch threads
+    # it was measured: at another thread count the row is shown but its target is not judged
     quoted_baseline_s: float | None = None
+    quoted_threads: int | None = None
+    quoted_when: str = ""
     note: str = ""
+
+    def like_for_like(self, threads: int) -> bool:
+        """A quoted baseline is compared only at the thread count it was measured at."""
+        return self.quoted_baseline_s is None or self.quoted_threads in (None, threads)
+
+
+@dataclass
+class Verdict:
+    """Did a row meet its target? met None: nothing to judge (no target, or a quoted time from
+    another thread count). A row misses (met False) when its ratio misses the target, when the two
+    paths gave different numbers, or when it failed with an error."""
+
+    met: bool | None
+    text: str
 
 
 @dataclass
@@ -95,12 +112,25 @@ class Result:
     ours_all: list[float] = field(default_factory=list)
     check: Check | None = None
     error: str | None = None
+    threads: int = 0  # torch's CPU threads while it ran (run_case sets it)
 
     @property
     def ratio(self) -> float:
         if not (self.baseline_s > 0 and self.ours_s > 0):
             return math.nan
         return self.case.goal.ratio(self.baseline_s, self.ours_s)
+
+    def verdict(self) -> Verdict:
+        case = self.case
+        if self.error is not None:
+            return Verdict(False, f"error: {self.error}")
+        if not case.like_for_like(self.threads):
+            return Verdict(None, f"not judged: the quoted time is from {case.quoted_threads} threads")
+        met = case.goal.met(self.ratio)
+        text = f"{case.goal.describe()}: {fmt_ratio(self.ratio, case.goal)}"
+        if self.check is not None and self.check.ok is False:
+            return Verdict(False, f"{text}; different numbers ({self.check.text})")
+        return Verdict(met, text)
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -144,7 +174,8 @@ def run_case(case: Case, repeats: int, device, log: Callable[[str], None] = lamb
     """Warm-up (one call of each path, excluded), then `repeats` timed calls of each, the two
     paths alternating (and alternating which goes first) so that load from other work on the
     machine falls on both alike. Times are medians; the check compares the last outputs."""
-    result = Result(case)
+    result = Result(case, threads=torch.get_num_threads())
+    started = time.perf_counter()
     counts = {"baseline": case.repeats or repeats, "ours": case.repeats_ours or case.repeats or repeats}
     quoted = case.quoted_baseline_s is not None
     if quoted:
@@ -168,8 +199,10 @@ def run_case(case: Case, repeats: int, device, log: Callable[[str], None] = lamb
         result.check = case.compare(outputs.get("baseline"), outputs["ours"])
     except Exception as err:  # one broken row must not hide the others
         result.error = f"{type(err).__name__}: {err}"
-    log(f"[{case.bench}] {case.what}: baseline {fmt_time(result.baseline_s)}, ours "
-        f"{fmt_time(result.ours_s)}" + (f" — {result.error}" if result.error else ""))
+    log(f"[{case.bench}] {case.what} ({result.threads} thread{'s' if result.threads > 1 else ''}): "
+        f"baseline {fmt_time(result.baseline_s)}, ours {fmt_time(result.ours_s)}"
+        + (f" — {result.error}" if result.error else "")
+        + f" [{fmt_time(time.perf_counter() - started)} for the row]")
     return result
 
 
@@ -242,26 +275,31 @@ def _mark(ok: bool | None) -> str:
     return {True: "✓", False: "✗", None: ""}[ok]
 
 
+def fmt_ratio(ratio: float, goal: Goal) -> str:
+    if not math.isfinite(ratio):
+        return "—"
+    return f"{ratio:.2f}× faster" if goal.kind == "speedup" else f"{ratio:.2f}× the time"
+
+
 def result_row(r: Result) -> list[str]:
     case = r.case
     what = f"**{case.what}**: {case.baseline_label} → {case.ours_label}"
     if case.note:
         what += f" ({case.note})"
+    threads = str(r.threads or "—")
     if r.error is not None:
-        return [case.bench, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case), "—",
+        return [case.bench, threads, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case), "—",
                 case.goal.describe(), f"error: {r.error}"]
-    ratio = r.ratio
-    if case.goal.kind == "speedup":
-        ratio_text = f"{ratio:.2f}× faster"
+    if not case.like_for_like(r.threads):
+        goal = f"{case.goal.describe()} — not judged: quoted at {case.quoted_threads} threads, not like for like"
     else:
-        ratio_text = f"{ratio:.2f}× the time"
-    met = case.goal.met(ratio)
-    goal = case.goal.describe() + (f" {_mark(met)}" if met is not None else "")
+        met = case.goal.met(r.ratio)
+        goal = case.goal.describe() + (f" {_mark(met)}" if met is not None else "")
     check = r.check.text if r.check else "—"
     if r.check and r.check.ok is not None:
         check = f"{_mark(r.check.ok)} {check}"
-    return [case.bench, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case), ratio_text,
-            goal, check]
+    return [case.bench, threads, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case),
+            fmt_ratio(r.ratio, case.goal), goal, check]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -272,7 +310,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-RESULT_HEADER = ["#", "what: baseline → ours", "baseline", "ours", "ratio", "target", "same numbers?"]
+RESULT_HEADER = ["#", "threads", "what: baseline → ours", "baseline", "ours", "ratio", "target", "same numbers?"]
 
 
 # ---- the machine ------------------------------------------------------------------------------------
@@ -294,10 +332,12 @@ def load_average() -> str:
         return "n/a"
 
 
-def machine_line(device: torch.device) -> str:
+def machine_line(device: torch.device, threads: Sequence[int] | None = None) -> str:
     cores = os.cpu_count()
-    text = (f"{cpu_name()}, {cores} cores, torch {torch.__version__}, {torch.get_num_threads()} "
-            f"CPU threads, Python {sys.version.split()[0]}")
+    threads = list(threads or [torch.get_num_threads()])
+    counts = " and ".join(str(t) for t in threads)
+    text = (f"{cpu_name()}, {cores} cores, torch {torch.__version__}, {counts} CPU "
+            f"thread{'s' if threads != [1] else ''} (the threads column), Python {sys.version.split()[0]}")
     if device.type == "cuda":
         text += f"; GPU {torch.cuda.get_device_name(device)}"
     return text

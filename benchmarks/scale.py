@@ -142,20 +142,33 @@ def run(size, device, workdir: Path, log=lambda s: None) -> tuple[list[dict], li
     return points, summary_row(points, size, device)
 
 
+def memory_flat(points: list[dict], device) -> tuple[bool, list[float]]:
+    """Whether no larger set needs more than the smallest one's working memory, within 25 % (+8 MB
+    of allocator noise; a larger set needing less is fine: RSS noise, pages already mapped), and
+    the epoch memories (MB)."""
+    key = "cuda_epoch_memory_mb" if torch.device(device).type == "cuda" else "epoch_memory_mb"
+    mems = [p[key] for p in points]
+    return max(mems) <= 1.25 * max(mems[0], 1.0) + 8.0, mems
+
+
+def verdict(points: list[dict], device):
+    """The row's target: time linear in the images (slope ≤ 1.15) and the epoch's memory flat."""
+    from benchmarks.core import Verdict
+
+    s, (flat, _) = slope(points), memory_flat(points, device)
+    return Verdict(s <= 1.15 and flat, f"slope ≈ 1: {s:.2f}; epoch memory {'flat' if flat else 'grows'}")
+
+
 def summary_row(points: list[dict], size, device) -> list[str]:
     from benchmarks.core import fmt_time
 
     s = slope(points)
-    key = "cuda_epoch_memory_mb" if torch.device(device).type == "cuda" else "epoch_memory_mb"
-    mems = [p[key] for p in points]
-    # flat: no larger set needs more than the smallest one's working memory, within 25 % (+8 MB of
-    # allocator noise); a larger set needing less is fine (RSS noise, pages already mapped)
-    flat = max(mems) <= 1.25 * max(mems[0], 1.0) + 8.0
+    flat, mems = memory_flat(points, device)
     first, last = points[0], points[-1]
     factors = ", ".join(f"{p['factor']:g}×" for p in points)
     what = (f"**scale**: one ae training epoch (framework, batch {size.scale_batch}) at {factors} the "
             f"training set ({first['images']:,} → {last['images']:,} images)")
-    return ["6", what, f"{fmt_time(first['seconds'])} at {first['factor']:g}×",
+    return ["6", str(torch.get_num_threads()), what, f"{fmt_time(first['seconds'])} at {first['factor']:g}×",
             f"{fmt_time(last['seconds'])} at {last['factor']:g}×", f"log-log slope {s:.2f}",
             f"slope ≈ 1 (linear) {'✓' if s <= 1.15 else '✗'}",
             f"{'✓' if flat else '✗'} epoch memory {' → '.join(f'{m:.0f}' for m in mems)} MB (flat per batch)"]

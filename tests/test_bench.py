@@ -8,7 +8,7 @@ import torch
 
 from benchmarks import __main__ as bench_main
 from benchmarks import scale
-from benchmarks.core import Check, Timed, result_row, run_case
+from benchmarks.core import Case, Check, Goal, Timed, result_row, run_case
 from benchmarks.sizes import QUICK
 
 CPU = torch.device("cpu")
@@ -43,7 +43,7 @@ def test_scale_points_grow_with_the_training_set(tmp_path):
     assert points[1]["images"] == pytest.approx(2 * points[0]["images"], rel=0.1)
     assert points[1]["batches"] >= points[0]["batches"]
     assert all(p["seconds"] > 0 and p["epoch_memory_mb"] >= 0 for p in points)
-    assert math.isfinite(scale.slope(points)) and len(row) == 7
+    assert math.isfinite(scale.slope(points)) and len(row) == 8
     assert "| 2× |" in scale.points_table(points, CPU)
 
 
@@ -58,7 +58,8 @@ def test_timing_takes_medians_and_interleaves(tmp_path):
     assert calls == ["b", "o", "b", "o", "o", "b"]  # warm-up, then alternating order
     assert len(result.baseline_all) == len(result.ours_all) == 2 and result.ratio > 0
     row = result_row(result)
-    assert len(row) == 7 and "faster" in row[4] and "✓" in row[6]
+    assert len(row) == 8 and row[1] == str(torch.get_num_threads())
+    assert "faster" in row[5] and "✓" in row[7]
 
 
 def test_a_quoted_baseline_times_ours_only(tmp_path):
@@ -70,17 +71,62 @@ def test_a_quoted_baseline_times_ours_only(tmp_path):
     result = run_case(case, repeats=2, device=CPU)
     assert result.error is None and calls == ["o", "o", "o"] and result.baseline_all == []
     assert result.baseline_s == 10.0 and math.isclose(result.ratio, 10.0 / result.ours_s)
-    assert result_row(result)[2] == "10.00 s"
+    assert result_row(result)[3] == "10.00 s"
+
+
+def fake_case(baseline_s: float, ours_s: float, goal: Goal, same: bool = True, **quoted) -> Case:
+    """A row whose paths time nothing: each returns a Timed with its seconds fixed."""
+    return Case(bench="4", what="fake row", baseline_label="b", ours_label="o",
+                baseline=lambda: Timed("x", baseline_s), ours=lambda: Timed("x", ours_s),
+                compare=lambda a, b: Check(same, "same" if same else "different"), goal=goal, **quoted)
+
+
+def test_a_quoted_time_from_another_thread_count_is_shown_not_judged():
+    case = fake_case(0.0, 1.0, Goal("speedup", 100.0), quoted_baseline_s=2.0, quoted_threads=2,
+                     quoted_when="issue 8")
+    case.baseline = None
+    for threads, met in ((2, False), (1, None)):
+        result = run_case(case, repeats=1, device=CPU)
+        result.threads = threads
+        assert result.ratio == 2.0 and result.verdict().met is met
+    assert "not judged: quoted at 2 threads" in result_row(result)[6]
+
+
+@pytest.mark.parametrize("baseline_s, ours_s, same, status", [
+    (1.0, 1.04, True, 0),   # 1.04× the time: meets ≤ 1.05
+    (1.0, 1.20, True, 1),   # 1.20× the time: misses it
+    (1.0, 1.00, False, 1),  # on target, but the two paths gave different numbers
+])
+def test_check_exits_1_when_a_row_misses_its_target(monkeypatch, capsys, baseline_s, ours_s, same, status):
+    case = fake_case(baseline_s, ours_s, Goal("overhead", 1.05), same)
+    monkeypatch.setattr(bench_main, "cases_for", lambda *args: [case])
+    assert bench_main.main(["--quick", "--only", "4", "--threads", "1,2"]) == 0  # without --check: 0
+    assert bench_main.main(["--quick", "--only", "4", "--threads", "1,2", "--check"]) == status
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "[4. fake row" in line]
+    assert len(lines) == 2 and "≤ 1.05× the time" in lines[0]  # each thread count's row and its target
+    assert ("MISSED" in lines[0]) == bool(status)
+    assert ("missed: exit status 1" in out) == bool(status)
+
+
+def test_check_counts_a_row_that_fails_as_missed(monkeypatch, capsys):
+    def broken(*args):
+        raise RuntimeError("no data")
+    monkeypatch.setattr(bench_main, "cases_for", broken)
+    assert bench_main.main(["--quick", "--only", "4", "--threads", "1", "--check"]) == 1
+    assert "error while setting up: no data" in capsys.readouterr().out
 
 
 def test_cli_prints_the_markdown_table(tmp_path, capsys):
     out = tmp_path / "bench.md"
-    assert bench_main.main(["--quick", "--only", "2", "--out", str(out)]) == 0
+    assert bench_main.main(["--quick", "--only", "2", "--threads", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| # | what: baseline → ours | baseline | ours | ratio | target | same numbers? |" in printed
+    assert "| # | threads | what: baseline → ours | baseline | ours | ratio | target | same numbers? |" in printed
     assert "AnoGAN latent search" in printed and "Load average" in printed
     assert out.read_text().strip() == printed.strip()
     with pytest.raises(SystemExit):
         bench_main.main(["--quick", "--only", "9"])
     with pytest.raises(SystemExit):
         bench_main.main(["--quick", "--set", "no_such_field=1"])
+    with pytest.raises(SystemExit):
+        bench_main.main(["--quick", "--threads", "0"])
