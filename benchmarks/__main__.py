@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
              f"at the end {load_average()}: anything above the core count means other work shared the "
              f"CPU, which inflates absolute times; ratios come from the same process, the two paths "
              f"interleaved. Medians of {size.repeats} timed calls after a warm-up"
-             + (" (more where a row is short and noisy: GPND scoring and AnoGAN's search 5, the data path 21)" if size.repeats > 1 else "")
+             + (" (more where a row is short and noisy: f-AnoGAN's one pass 11, the data path 21)" if size.repeats > 1 else "")
              + f"; {minutes:.1f} min in all.",
              "", markdown_table(RESULT_HEADER, rows)]
     if scale_points:

@@ -92,6 +92,10 @@ class Case:
         """A quoted baseline is compared only at the thread count it was measured at."""
         return self.quoted_baseline_s is None or self.quoted_threads in (None, threads)
 
+    def quoted_note(self) -> str:
+        when = f" ({self.quoted_when})" if self.quoted_when else ""
+        return f"quoted at {self.quoted_threads} threads{when}, not like for like"
+
 
 @dataclass
 class Verdict:
@@ -125,7 +129,7 @@ class Result:
         if self.error is not None:
             return Verdict(False, f"error: {self.error}")
         if not case.like_for_like(self.threads):
-            return Verdict(None, f"not judged: the quoted time is from {case.quoted_threads} threads")
+            return Verdict(None, f"not judged: {case.quoted_note()}")
         met = case.goal.met(self.ratio)
         text = f"{case.goal.describe()}: {fmt_ratio(self.ratio, case.goal)}"
         if self.check is not None and self.check.ok is False:
@@ -291,7 +295,7 @@ def result_row(r: Result) -> list[str]:
         return [case.bench, threads, what, _time_cell(r.baseline_s, case), _time_cell(r.ours_s, case), "—",
                 case.goal.describe(), f"error: {r.error}"]
     if not case.like_for_like(r.threads):
-        goal = f"{case.goal.describe()} — not judged: quoted at {case.quoted_threads} threads, not like for like"
+        goal = f"{case.goal.describe()} — not judged: {case.quoted_note()}"
     else:
         met = case.goal.met(r.ratio)
         goal = case.goal.describe() + (f" {_mark(met)}" if met is not None else "")

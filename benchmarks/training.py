@@ -10,7 +10,10 @@ trained on and logged; the Trainer's one-off set-up is not an epoch cost); the p
 its first batch to its last. The framework runs with its default logger (CSV, every 50 steps) and
 the callbacks that act on every step (the non-finite check, the RNG states), without progress
 bar, checkpointing or validation (which follow their own cadence, see benchmark 8). Target: 1.10×
-on a GPU (issue 24), 1.15× on a CPU.
+on a GPU (issue 24) and on a CPU at any thread count (issue 38; 1.15× before). Issue 38 set GPND's
+epoch at ≤ 1.05×, the median of 3 runs, and measured on a quiet 2-core machine 1.03× at 1 thread
+and 0.99× at 2 after its fix; one run's median of 3 epochs still scatters by ±5-10 % there (a run
+at 1.13× among them), so the target a single run must meet is 1.10×.
 """
 
 from __future__ import annotations
@@ -270,7 +273,7 @@ def cases(size, device, workdir) -> list[Case]:
             warmup_ours=lambda b=build, d=dm: framework_epoch(b, d, device, 1),
             check_baseline=_untimed(lambda b=build, s=make_step, x=x_all, o=order: plain_epoch(b, s, x, o, device), device),
             check_ours=_untimed(lambda b=build, d=dm, n=len(order): framework_epoch(b, d, device, n), device),
-            compare=compare_states(1e-4), goal=Goal("overhead", 1.10 if cuda_device else 1.15),
+            compare=compare_states(1e-4), goal=Goal("overhead", 1.10),
             items=n_images))
         if key == "gpnd":
             gpnd_setup = (x_all, order, n_images)

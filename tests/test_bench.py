@@ -89,7 +89,7 @@ def test_a_quoted_time_from_another_thread_count_is_shown_not_judged():
         result = run_case(case, repeats=1, device=CPU)
         result.threads = threads
         assert result.ratio == 2.0 and result.verdict().met is met
-    assert "not judged: quoted at 2 threads" in result_row(result)[6]
+    assert "not judged: quoted at 2 threads (issue 8), not like for like" in result_row(result)[6]
 
 
 @pytest.mark.parametrize("baseline_s, ours_s, same, status", [
