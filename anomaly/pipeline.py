@@ -174,6 +174,8 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "train_hash": dm.split.train_hash(),
         # the content of the images each split drew: with the config, what the run is
         "data_fingerprint": dm.fingerprint(),
+        # the images this copy of the dataset holds against the release's (MNIST here: a subset)
+        "dataset_size": dm.data.size(),
         "image_shape": list(dm.image_shape),
         "config_hash": config_hash(cfg),
         **extra,

@@ -127,6 +127,19 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+SPLIT_WORDS = {"train": "training images", "test": "test images", "all": "images"}
+
+
+def subset_line(size: dict | None) -> str | None:
+    """The parts of a dataset's recorded `dataset_size` that hold fewer images than its release,
+    as one phrase ('10,000 of the official 60,000 training images'); None where every part is
+    whole or the release's counts are unknown."""
+    official = (size or {}).get("official") or {}
+    parts = [f"{size[k]:,} of the official {n:,} {SPLIT_WORDS.get(k, k)}" for k, n in official.items()
+             if isinstance(size.get(k), int) and size[k] < n]
+    return "; ".join(parts) or None
+
+
 def config_differences(kept: dict[str, Any], now: dict[str, Any], limit: int = 4) -> list[str]:
     """The keys whose values differ between two result configs (`result_config`), as
     'key: kept → now' (at most `limit`, then '… and N more keys'). Differences that change no

@@ -134,6 +134,8 @@ class Run:
     config_hash: str | None = None
     train_hash: str | None = None
     created: str | None = None
+    # the images the run's copy of the dataset held against the release's (results.json dataset_size)
+    dataset_size: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -307,7 +309,8 @@ def run_from_results(path: Path, data: dict) -> Run:
                budget=data.get("budget"), reproduce=reproduce,
                command=data.get("command") if isinstance(data.get("command"), str) else None,
                column_ids=class_ids(protocol), suspect=tuple(recorded_flags(data)),
-               config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"))
+               config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"),
+               dataset_size=data.get("dataset_size") if isinstance(data.get("dataset_size"), dict) else None)
 
 
 def run_identity(data: dict) -> str | None:

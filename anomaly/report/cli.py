@@ -117,6 +117,9 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
                       + render.rerun_line(t), ""]
             if echo:
                 print_table(rendered)
+                subset = render.data_line(t.runs)
+                if subset:  # said beside the ours-vs-paper numbers, not only in NOTES.md
+                    print(subset)
         files.append(render.write_paper_csv(shown, paper_metrics, out_dir / "paper.csv"))
     if not_ok:  # no number to show, and their classes as asked for: apart from the tables
         parts += ["## Not in the tables: runs not ok", ""] + [f"- {line}" for line in not_ok_lines(not_ok)] + [""]

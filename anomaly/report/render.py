@@ -189,7 +189,21 @@ def paper_caption(table: PaperTable) -> str:
     failed = sum(not r.ok for r in table.runs)
     if failed:
         parts.append(f"{failed} failed")
+    subset = data_line(table.runs)
+    if subset:
+        parts.append(subset)
     return " · ".join(parts)
+
+
+def data_line(runs: Sequence[Run]) -> str | None:
+    """'data: 10,000 of the official 60,000 training images (the paper: all of them)' where the
+    runs' copy of the dataset is smaller than the release the paper used."""
+    from anomaly.provenance import subset_line
+
+    lines = sorted({line for line in (subset_line(r.dataset_size) for r in runs) if line})
+    if not lines:
+        return None
+    return f"data: {'; '.join(lines)} here; the paper: all"
 
 
 def references_line(table: PaperTable) -> str | None:
