@@ -73,6 +73,28 @@ def print_results(results: dict) -> None:
     runlog.to_log("\n".join(runlog.render(line, 10_000 if isinstance(line, str) else 200) for line in lines))
 
 
+def tuning_metric() -> str | None:
+    """The validation metric a tuning sweep (hparams_search=optuna) optimises; None outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - outside a Hydra app
+        return None
+    if hc.runtime.choices.get("hydra/sweeper") != "optuna":
+        return None
+    return str(hc.get("job", {}).get("config", {}).get("optimized_metric", None) or "auroc")
+
+
+def print_trial(results: dict, metric: str) -> None:
+    """A tuning trial's line: its validation number, named as such (the test numbers stay in its
+    results.json: a table of them per trial invites choosing on the test split)."""
+    value = (results.get("val_metrics") or {}).get(metric)
+    shown = "—" if value is None else f"{value:.4f}"
+    print_line(f"trial: validation {METRIC_LABELS.get(metric, metric)} {shown} (the metric tuned); "
+               f"run dir: {results.get('run_dir')}")
+
+
 def print_line(text: str) -> None:
     """One plain line on stdout (never folded: paths stay whole), and in the run's log."""
     print(text, flush=True)

@@ -29,7 +29,7 @@ from anomaly import AnomalyError, RunInterrupted
 from anomaly import config_schema, distributed
 from anomaly.checkpoints import interrupted_message, load_checkpoint, mark_resumed, resume_path
 from anomaly.config import config_hash, instantiate, method_name
-from anomaly.console import print_config_tree, print_line, print_results
+from anomaly.console import print_config_tree, print_line, print_results, print_trial, tuning_metric
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_config, run_name, sweep_group
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
@@ -271,7 +271,11 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
         mark_resumed(Path(resume).parent.parent, output_dir)
     write_examples(output_dir, model, dm, run_title(results))
     log_artifacts(trainer.loggers, results, output_dir, step=trainer.global_step)
-    print_results(results)
+    tuned = tuning_metric()
+    if tuned is None:
+        print_results(results)
+    else:  # a trial of a tuning sweep: its validation number only (SweepSummary shows the best's test)
+        print_trial(results, tuned)
     return results
 
 

@@ -314,6 +314,37 @@ class SweepSummary(Callback):
         if bad:
             message += " (" + "; ".join(f"{k}: jobs {', '.join(v)}" for k, v in bad.items()) + ")"
         print(message, file=sys.stderr if bad else sys.stdout, flush=True)
+        if OmegaConf.select(config, "hydra.sweeper._target_", default="") and "optuna" in str(config.hydra.sweeper._target_).lower():
+            print_best_trial(sweep_dir, str(config.get("optimized_metric") or "auroc"),
+                             str(OmegaConf.select(config, "hydra.sweeper.direction", default="maximize")))
         print(f"report: python -m anomaly.report {sweep_dir}", flush=True)
         if "failed" in status:
             sys.exit(1)
+
+
+def print_best_trial(sweep_dir: Path, metric: str, direction: str) -> dict | None:
+    """After a tuning sweep: the trial chosen by its validation number (named as such), then that
+    trial's test numbers, labelled as the one evaluation on the test split after the choice."""
+    from anomaly.console import print_results
+    from anomaly.evaluation import METRIC_LABELS
+
+    trials = []
+    for path in sweep_dir.glob("*/results.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        value = (data.get("val_metrics") or {}).get(metric)
+        if data.get("status") == "ok" and isinstance(value, (int, float)) and value == value:
+            trials.append((value, path.parent.name, data))
+    if not trials:
+        print(f"tuning: no trial has a validation {metric}", flush=True)
+        return None
+    value, job, best = (max if direction == "maximize" else min)(trials, key=lambda t: t[0])
+    settings = {k: v for k, v in (best.get("method_settings") or {}).items()}
+    print(f"best trial: job {job}, validation {METRIC_LABELS.get(metric, metric)} {value:.4f} (the metric tuned, "
+          f"{direction}d over {len(trials)} trials; chosen on validation, never on test)", flush=True)
+    print(f"its settings: {json.dumps(settings, default=str)}", flush=True)
+    print("the test split, once, for the chosen trial only:", flush=True)
+    print_results(best)
+    return best
