@@ -333,6 +333,16 @@ class ValidationCadence(L.Callback):
         trainer.check_val_every_n_epoch = max(int(every), math.ceil(self.every_n_batches / batches))
 
 
+def _is_terminal() -> bool:
+    """Whether the bars' stream (stderr, as tqdm's) is a terminal."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class ProgressBar(TQDMProgressBar):
     """Lightning's tqdm bars, without a host read per training step: the bar advances every batch
     (tqdm draws it at most every `mininterval`), and its numbers (`show`: values logged in
@@ -340,11 +350,40 @@ class ProgressBar(TQDMProgressBar):
     at most every `refresh_seconds`. Lightning reads every prog_bar=True value on the host after
     each batch, so training values reach the bar through this class instead."""
 
-    def __init__(self, refresh_seconds: float = 1.0, show: tuple[str, ...] | list[str] = ("train/loss",)) -> None:
+    def __init__(self, refresh_seconds: float = 1.0, show: tuple[str, ...] | list[str] = ("train/loss",),
+                 line_seconds: float = 60.0) -> None:
         super().__init__(refresh_rate=1)
         self.refresh_seconds = float(refresh_seconds)
         self.show = tuple(show)
         self._read_at = -math.inf
+        # where the output is no terminal (a SLURM log, a pipe, CI), a bar's carriage returns make
+        # one line of tens of kilobytes: a plain line at an epoch's end instead, at most every
+        # line_seconds (and at the last epoch)
+        self.line_seconds = float(line_seconds)
+        self.lines: bool | None = None  # decided at setup
+        self._line_at = -math.inf
+        self._fit_start = 0.0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.lines is None:
+            self.lines = not _is_terminal()
+        if self.lines:
+            self.disable()
+
+    def _epoch_line(self, trainer: L.Trainer, last: bool = False) -> None:
+        now = time.monotonic()
+        if not last and now - self._line_at < self.line_seconds:
+            return
+        self._line_at = now
+        logged = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        for name in (*self.show, "val/auroc"):
+            value = logged.get(f"{name}_epoch", logged.get(f"{name}_step", logged.get(name)))
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                parts.append(f"{name} {float(value):.4g}")
+        parts.append(f"{now - self._fit_start:.0f} s")
+        log.info(" · ".join(parts))
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
@@ -358,6 +397,7 @@ class ProgressBar(TQDMProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._read_at = time.monotonic()  # the first numbers after refresh_seconds, not at batch 0
+        self._fit_start = self._line_at = time.monotonic()  # the first line after line_seconds
 
     def _refresh_numbers(self, trainer: L.Trainer, pl_module: L.LightningModule, force: bool = False) -> None:
         now = time.monotonic()
@@ -374,6 +414,9 @@ class ProgressBar(TQDMProgressBar):
         self._refresh_numbers(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.lines:
+            self._epoch_line(trainer, last=trainer.current_epoch + 1 >= (trainer.max_epochs or 0))
+            return
         bar = self.train_progress_bar
         if bar is not None and not bar.disable:
             self._refresh_numbers(trainer, pl_module)
@@ -382,6 +425,8 @@ class ProgressBar(TQDMProgressBar):
             bar.close()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.lines:
+            return
         bar = self.train_progress_bar
         if bar is not None and not bar.disable:  # the bar left on screen shows the last numbers
             self._refresh_numbers(trainer, pl_module, force=True)
