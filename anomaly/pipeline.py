@@ -145,10 +145,19 @@ def run_header(cfg: DictConfig, output_dir: Path) -> str:
     protocol = cfg.get("protocol") or {}
     classes = [f"{k} {OmegaConf.to_container(protocol[k]) if OmegaConf.is_config(protocol[k]) else protocol[k]}"
                for k in ("normal", "anomalous", "n_normal") if protocol.get(k) is not None]
-    method = provenance.choice("method") or str(cfg.method._target_).rsplit(".", 1)[-1]
-    protocol_name = provenance.choice("protocol") or str(protocol.get("_target_", "?")).rsplit(".", 1)[-1]
+    # the run config's own method and protocol (a table cell's may differ from the app's choices)
+    method = method_name(cfg)
+    protocol_name = str(protocol_class_name(cfg) or provenance.choice("protocol") or "?")
     parts = [f"{method} on {cfg.dataset.name}", protocol_name, *classes, f"seed {cfg.seed}"]
     return f"train {' · '.join(parts)} → {output_dir}"
+
+
+def protocol_class_name(cfg: DictConfig) -> str | None:
+    """The `name` of the protocol class cfg.protocol builds (as the report names protocols)."""
+    from hydra.utils import get_class
+
+    target = OmegaConf.select(cfg, "protocol._target_", default=None)
+    return getattr(get_class(target), "name", None) if target else None
 
 
 def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **extra: Any) -> dict:

@@ -233,7 +233,7 @@ def paper_settings(cfg: DictConfig) -> dict[str, Any] | None:
         if used != value:
             overridden[key] = used
     return {"name": str(info.name), "source": str(info.get("source", "")), "keys": keys,
-            "overridden": overridden}
+            "overridden": overridden, **({"model": str(info.model)} if info.get("model") else {})}
 
 
 def paper_line(info: dict[str, Any] | None) -> str | None:
@@ -244,6 +244,8 @@ def paper_line(info: dict[str, Any] | None) -> str | None:
     line = f"paper settings: {info['source']} (conf/paper/{info['name']}.yaml): {', '.join(kept)}"
     if info["overridden"]:
         line += "; overridden: " + ", ".join(f"{k}={v}" for k, v in info["overridden"].items())
+    if info.get("model"):  # an experiment that trains another model of the paper on these settings
+        line += f"; this run trains {info['model']}"
     return line
 
 

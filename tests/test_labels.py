@@ -47,3 +47,12 @@ def test_a_log_that_is_no_terminal_gets_a_line_per_epoch(tmp_path):
     assert "\r" not in out  # no bar redrawn in place
     assert [line.split(" - ", 1)[1].split(" · ")[0] for line in out.splitlines() if " - epoch " in line] == \
         ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+
+def test_the_paper_settings_line_says_which_model_an_experiment_trains():
+    from anomaly.config import compose
+    from anomaly import provenance
+
+    cfg = compose(CONF_DIR.parent / "outputs", ["experiment=arae_mnist_p2"])
+    line = provenance.paper_line(provenance.paper_settings(cfg))
+    assert "this run trains the published PyTorch union model" in line and cfg.method.attack == "union"

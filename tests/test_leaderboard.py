@@ -131,6 +131,12 @@ def test_ranks_the_friedman_test_and_the_critical_difference(bench_runs):
     assert "| arae | **0.952 ± 0.002** |" in text
     assert "the 5 classes every method has" in text and "| vae |" in text and "| — | 0.722 | 4.00 |" in text
     assert "Deep SVDD 0.948 (Ruff et al., ICML 2018)" in text  # the field's published means
+    # the diagram says what it ranks, over which blocks, and gives each method's rank by its name
+    from anomaly.report.leaderboard import cd_labels, cd_title
+
+    title = cd_title(board)
+    assert "average rank of test AUROC" in title and "over 5 classes × 2 seeds" in title and "CD = 2.10" in title
+    assert cd_labels(board)["arae"] == "ARAE (1.0)" and cd_labels(board)["vae"] == "VAE (4.0)"
 
 
 def test_a_suspect_number_still_ranks_and_is_marked_and_named(bench_runs, capsys):

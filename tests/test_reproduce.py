@@ -78,6 +78,7 @@ def test_every_table_lists_with_its_grid_budgets_and_cost():
     # every table's name whole on a line of its own: names that differ only at the end stay apart
     assert {line.split()[0] for line in out.stdout.splitlines() if line.split()} >= names
     assert "(n=" in out.stdout  # minutes measured by the kept results, where there are some
+    assert "limit_train_batches=2" in out.stdout  # a setting is never cut mid-word
 
 
 @pytest.mark.slow

@@ -241,6 +241,28 @@ def field_line(board: Leaderboard) -> str:
     return "Published means on this protocol (full budgets, not run here unless `ours` says so): " + "; ".join(parts) + "."
 
 
+# the methods as their papers name them (the diagram's labels; tables keep the config ids)
+METHOD_TITLES = {"ae": "AE", "adae": "ADAE", "anogan": "AnoGAN", "arae": "ARAE", "deep_svdd": "Deep SVDD",
+                 "fanogan": "f-AnoGAN", "geom": "GEOM", "gpnd": "GPND", "ocsvm": "OC-SVM", "vae": "VAE"}
+
+
+def cd_labels(board: Leaderboard) -> dict[str, str]:
+    """Each method of the diagram by its name and its average rank, as the leaderboard gives them."""
+    return {m: f"{METHOD_TITLES.get(m, m)} ({board.ranks[m]:.1f})" for m in board.ranks}
+
+
+def cd_title(board: Leaderboard) -> str:
+    """What the diagram ranks: the table and budget, the metric, the blocks (classes × seeds), the
+    Friedman p and the Nemenyi CD."""
+    from anomaly.report.render import metric_title
+
+    seeds = board.seeds()
+    return (f"{board.table} · budget {board.budget}: average rank of test {metric_title(board.metric)}\n"
+            f"over {board.test.n_classes} classes × {seeds} seed{'s' if seeds != 1 else ''}; Friedman "
+            f"p = {board.test.pvalue:.1g}; bars join methods within the Nemenyi CD = {board.test.cd:.2f} "
+            f"(α = {ALPHA})")
+
+
 def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
     """The critical-difference diagram (autorank's), or None without a test."""
     if board.test is None or board.test.result is None:
@@ -253,9 +275,11 @@ def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
 
     from anomaly.report.plots import slug
 
+    result = board.test.result
+    result = result._replace(rankdf=result.rankdf.rename(index=cd_labels(board)))
     with contextlib.redirect_stdout(io.StringIO()):
-        axis = plot_stats(board.test.result, allow_insignificant=True)
-    axis.set_title(f"{board.title}: average rank, Nemenyi CD = {board.test.cd:.2f}", fontsize=9)
+        axis = plot_stats(result, allow_insignificant=True)
+    axis.set_title(cd_title(board), fontsize=9)
     path = out_dir / f"{slug(board.title)}_cd.png"
     axis.figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(axis.figure)

@@ -256,10 +256,12 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
     console.print("python -m anomaly.reproduce table=<name> budget=<budget>", style="bold", highlight=False)
     # borderless; a table's name on a line of its own (whole: rows that differ only at the end
     # stay apart), its budgets under it; the budgets' settings fold in the room that is left
-    view = RichTable(box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold underline")
+    view = RichTable(box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold underline")
     view.add_column("table / budget", no_wrap=True)
-    view.add_column("cells/tr.", no_wrap=True, justify="right")
-    view.add_column("settings", overflow="fold", min_width=14)
+    view.add_column("cells/tr", no_wrap=True, justify="right")
+    longest = max((len(f"{k.rsplit('.', 1)[-1]}={v}") for t in tables for b in t.budgets.values() for k, v in b.items()),
+                  default=14)
+    view.add_column("settings", overflow="fold", min_width=min(longest, 30))
     view.add_column("min/training CPU · GPU", overflow="fold", max_width=12)
     view.add_column("grid h CPU · GPU", overflow="fold", max_width=11)
     for table in tables:
@@ -278,7 +280,8 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
                     minutes = (table.minutes.get(budget) or {}).get(device)
                     per.append("?" if minutes is None else f"~{minutes:g}")
                 hours.append("?" if minutes is None else f"{trainings * minutes / 60:.1f}")
-            settings = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
+            # one setting a line: a setting is never cut mid-word
+            settings = "\n".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
             view.add_row(f"  {budget}", "", settings or "published", " · ".join(per), " · ".join(hours),
                          end_section=i == len(budgets) - 1)
     console.print(view)
