@@ -707,3 +707,25 @@ def test_classes_come_in_the_datasets_label_order(tmp_path):
         (path / "results.json").write_text(json.dumps(data))
     (table,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
     assert table.header[1:4] == ["T-shirt/top", "Trouser", "Ankle boot"]
+
+
+def test_a_mean_over_fewer_classes_than_the_papers_is_never_set_against_it(tmp_path, real_table_configs):
+    """GPND's MNIST F1 at 50 % outliers is a mean over the 10 digits: one digit of ours is shown
+    beside it as '1 of 10 classes', with no Δ, in the table and in the figure."""
+    def run(normal: int) -> None:
+        write(tmp_path / f"{normal}", 0.9, normal, budget="paper",
+              command="python -m anomaly.reproduce table=gpnd_mnist budget=paper",
+              reproduce={"table": "gpnd_mnist", "metric": "auroc", "paper_source": "GPND",
+                         "cell": {"protocol.normal": [normal], "protocol.fold": 0, "protocol.outlier_ratio": 0.5},
+                         "paper": {"auroc": 0.93}, "paper_mean": {}, "trained_in": f"n{normal}"})
+
+    run(3)
+    lines, table = paper_rows(report([tmp_path], plots=False, echo=False), "f1_paper")
+    assert lines["outlier_ratio=0.5 · 3"][3:] == ["—", "—"]  # the paper's number is the digits' mean
+    assert lines["outlier_ratio=0.5 · mean (1 of 10 classes)"][3:] == ["0.932", "n/a"]
+    assert table.numbers[-1][2] is None  # no Δ in the CSV either
+    for normal in range(10):
+        if normal != 3:
+            run(normal)
+    lines, _ = paper_rows(report([tmp_path], plots=False, echo=False), "f1_paper")
+    assert lines["outlier_ratio=0.5 · mean"][3:] == ["0.932", "-0.132 no spread"]  # every digit: compared

@@ -558,10 +558,15 @@ class Comparison:
     paper: float | None
     failed: int = 0
     suspect: list[Run] = field(default_factory=list)  # a class cell's flagged runs (a mean's: none)
+    # a mean of ours over fewer classes than the paper's mean covers ("1 of 10 classes"): shown
+    # beside the paper's number, never set against it (no Δ)
+    partial: str | None = None
 
     @property
     def delta(self) -> float | None:
-        return None if self.ours is None or self.paper is None else self.ours - self.paper
+        if self.partial or self.ours is None or self.paper is None:
+            return None
+        return self.ours - self.paper
 
     @property
     def mark(self) -> str:
@@ -674,6 +679,11 @@ class PaperTable:
         (a `where` that names no class: the paper's mean over them), in a table with a row of
         several classes. Its class cells are then left without a paper number (the number is not
         theirs) and each row's mean is set against it."""
+        config = table_config(self.table)
+        keys = {metric, *(r.metric_key(metric) for r in self.runs)}  # f1_paper: the F1 the paper reports
+        entries = [e for e in (config.paper if config is not None else []) if keys & set(e)]
+        if entries:  # the table says it: no published number of this metric names a class
+            return not any(k in CELL_CLASS for e in entries for k in (e.get("where") or {}))
         numbered = [list(row.per_class(metric).values()) for row in self.rows]
         numbered = [values for values in numbered if any(v is not None for v in values)]
         return (bool(numbered) and any(len(row.cells) > 1 for row in self.rows)
@@ -700,10 +710,11 @@ class PaperTable:
             columns = sorted(row.cells, key=natural)
             for column in columns:
                 out.append((row.label, column, compare_cell(row.cells[column], metric, per_class[column])))
-            if row_number is not None:
-                mean = compare_mean([row.cells[c] for c in columns], metric, row_number)
-            elif published is not None and len(self.rows) == 1:
-                mean = compare_mean([row.cells[c] for c in columns], metric, published)
+            if row_number is not None or (published is not None and len(self.rows) == 1):
+                # the paper's mean over the grid's classes: ours only where it covers them all
+                mean = compare_mean([row.cells[c] for c in columns], metric,
+                                    row_number if row_number is not None else published)
+                mean.partial = self.partial(row, metric)
             else:
                 both = [c for c in columns if per_class[c] is not None
                         and compare_cell(row.cells[c], metric, None).ours is not None]
@@ -711,9 +722,23 @@ class PaperTable:
                 mean = compare_mean([row.cells[c] for c in (both or columns)], metric, paper)
             out.append((row.label, "mean", mean))
         if published is not None and len(self.rows) > 1:
-            out.append(("", "all", compare_mean([runs for row in self.rows for runs in row.cells.values()],
-                                                metric, published)))
+            every = compare_mean([runs for row in self.rows for runs in row.cells.values()], metric, published)
+            every.partial = next(filter(None, (self.partial(row, metric) for row in self.rows)), None)
+            out.append(("", "all", every))
         return out
+
+    def grid_classes(self) -> int | None:
+        """How many classes the table's grid holds (what the paper's means are over); None where
+        its classes are drawn, not listed (COIL-100), or the table is unknown."""
+        config = table_config(self.table)
+        counts = [len(v) for k, v in (config.grid.items() if config is not None else ()) if k in CELL_CLASS]
+        return int(np.prod(counts)) if counts else None
+
+    def partial(self, row: PaperRow, metric: str) -> str | None:
+        """'k of n classes' where ours covers fewer of the grid's classes than the paper's mean."""
+        expected = self.grid_classes()
+        covered = sum(compare_cell(runs, metric, None).ours is not None for runs in row.cells.values())
+        return f"{covered} of {expected} classes" if expected and covered < expected else None
 
     def row_level(self, row: PaperRow) -> bool:
         """Whether the paper has numbers for this row only as a whole (or none): its class lines

@@ -158,7 +158,8 @@ def plot_paper(tables: Sequence[PaperTable], metrics_of, out_dir: Path) -> list[
                 written.append(plots.plot_vs_setting(
                     xs, [m.ours if m else None for m in means], [m.spread if m else None for m in means],
                     [m.paper if m else None for m in means], path, title=f"{table.title}",
-                    ylabel=name, xlabel=axis, bounded=metric in BOUNDED, percent=percent))
+                    ylabel=name, xlabel=axis, bounded=metric in BOUNDED, percent=percent,
+                    apart=[m.partial if m else None for m in means]))
                 continue
             published = table.published_mean(metric)
             series = []

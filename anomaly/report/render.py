@@ -139,6 +139,8 @@ def compare_tables(runs: list[Run], metric: str) -> list[Table]:
 
 # ---- ours against the paper ----------------------------------------------------------------------
 def delta_text(comparison: Comparison) -> str:
+    if comparison.partial:
+        return "n/a"  # not the paper's cells
     if comparison.delta is None:
         return "—"
     return f"{comparison.delta:+.3f}" + (f" {comparison.mark}" if comparison.mark else "")
@@ -158,12 +160,16 @@ def paper_table(table: PaperTable, metrics: Sequence[str], compact: bool = False
     by_metric = {m: {(row, col): c for row, col, c in table.lines(m)} for m in metrics}
     order = list(dict.fromkeys(key for m in metrics for key in by_metric[m]))
     collapsed = {row.label for row in table.rows if table.row_level(row)} if compact else set()
+    single = {row.label for row in table.rows if len(row.cells) == 1}  # its mean line repeats its class line
     header = ["cell", "n"]
     for metric in metrics:
         header += [f"{SHORT_NAMES.get(metric, metric)} ours", "paper", "Δ"]
     rows, numbers, flagged = [], [], []
     for row, col in order:
         if row in collapsed and col not in ("mean", "all"):
+            continue
+        if col == "mean" and row in single and row not in collapsed and not any(
+                (c := by_metric[m].get((row, col))) is not None and c.partial for m in metrics):
             continue
         if col == "all":
             label = "all cells"
@@ -172,6 +178,9 @@ def paper_table(table: PaperTable, metrics: Sequence[str], compact: bool = False
         else:
             label = " · ".join(filter(None, [row, col]))
         comparisons = [by_metric[m].get((row, col)) for m in metrics]
+        partial = next((c.partial for c in comparisons if c and c.partial), None)
+        if partial:  # a mean over a subset of the classes the paper's mean covers: said, and no Δ
+            label += f" ({partial})"
         line = [label, str(max((c.n for c in comparisons if c), default=0))]
         for c in comparisons:
             line += [ours_text(c), number(c.paper), delta_text(c)] if c else ["—", "—", "—"]
