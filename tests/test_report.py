@@ -729,3 +729,21 @@ def test_a_mean_over_fewer_classes_than_the_papers_is_never_set_against_it(tmp_p
             run(normal)
     lines, _ = paper_rows(report([tmp_path], plots=False, echo=False), "f1_paper")
     assert lines["outlier_ratio=0.5 · mean"][3:] == ["0.932", "-0.132 no spread"]  # every digit: compared
+
+
+def test_every_table_says_the_schedule_its_numbers_ran(tmp_path):
+    """A cut-down schedule is never invisible: '6/80 ep' (epochs done of the paper's) once in a
+    table's title where its runs share it, else on each row."""
+    paper = {"keys": {"trainer.max_epochs": 80}}
+    for a in (1, 2):
+        reproduced(tmp_path / f"a{a}", 0.8, a, 0, paper=0.85, epochs=6, paper_settings=paper)
+    out = report([tmp_path], plots=False, echo=False)
+    (table,) = out["paper"]["auroc"]
+    assert table.title.endswith("· 6/80 ep")
+    (classes,) = out["tables"]["auroc"]
+    assert classes.title.endswith("6/80 ep") and classes.rows[0][0] == "adae"
+    # a run of the same table and budget at another schedule: each row says its own
+    reproduced(tmp_path / "a3", 0.8, 3, 1, paper=0.85, epochs=80, paper_settings=paper)
+    (classes,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
+    assert sorted(row[0] for row in classes.rows) == ["adae · 6/80 ep", "adae · 80/80 ep"]
+    assert "ep" not in classes.title

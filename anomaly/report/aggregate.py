@@ -136,6 +136,8 @@ class Run:
     created: str | None = None
     # the images the run's copy of the dataset held against the release's (results.json dataset_size)
     dataset_size: dict | None = None
+    # epochs trained against the paper's schedule for the method × dataset ("6/80 ep", "20 ep")
+    schedule: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -310,7 +312,25 @@ def run_from_results(path: Path, data: dict) -> Run:
                command=data.get("command") if isinstance(data.get("command"), str) else None,
                column_ids=class_ids(protocol), suspect=tuple(recorded_flags(data)),
                config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"),
-               dataset_size=data.get("dataset_size") if isinstance(data.get("dataset_size"), dict) else None)
+               dataset_size=data.get("dataset_size") if isinstance(data.get("dataset_size"), dict) else None,
+               schedule=schedule_text(data))
+
+
+def schedule_text(data: dict) -> str | None:
+    """'6/80 ep': the epochs a run trained against its paper's schedule (conf/paper's
+    trainer.max_epochs for the method × dataset); '20 ep' where no paper gives one; None where
+    the run records no epochs."""
+    epochs = data.get("epochs")
+    if not isinstance(epochs, int):
+        return None
+    paper = ((data.get("paper_settings") or {}).get("keys") or {}).get("trainer.max_epochs")
+    return f"{epochs}/{paper} ep" if isinstance(paper, int) else f"{epochs} ep"
+
+
+def shared_schedule(runs: Iterable[Run]) -> str | None:
+    """The schedule every run shares (None: they differ, or none is known)."""
+    found = {r.schedule for r in runs}
+    return found.pop() if len(found) == 1 else None
 
 
 def run_identity(data: dict) -> str | None:
@@ -425,11 +445,14 @@ def assign_rows(runs: list[Run]) -> None:
     """Row = method, dataset, protocol, flags (debug / rescore) and the settings that differ."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.method, run.dataset, run.protocol, run.flags)].append(run)
+        # a reproduced table's runs are rows of that table × budget alone (their settings differ
+        # from another budget's, which is another table)
+        table = (run.reproduce or {}).get("table")
+        groups[(run.method, run.dataset, run.protocol, run.flags, table, run.budget if table else None)].append(run)
     for key, members in groups.items():
         keys = split_keys(members)
         for run in members:
-            run.row = key + (split_values(run, members, keys),)
+            run.row = key[:4] + (split_values(run, members, keys),)
 
 
 def setting_text(key: str, value: Any) -> str:
@@ -508,9 +531,27 @@ def columns_of(runs: Iterable[Run]) -> list[str]:
 
 
 def protocol_group(run: Run) -> tuple:
-    """Dataset × protocol × its differing protocol settings: one table, compare table and set of plots."""
+    """Dataset × protocol × its differing protocol settings: one table, compare table and set of
+    plots. A reproduced table's run: dataset × protocol × its table and budget × the grid keys of
+    its row (GPND's outlier share), never a setting that one of its variants carries (a method's
+    own val_fraction in a benchmark)."""
     method, dataset, protocol, flags, settings = run.row
+    table = (run.reproduce or {}).get("table")
+    if table:
+        cell = (run.reproduce or {}).get("cell") or {}
+        grid = tuple(sorted((k, _hashable(v)) for k, v in cell.items()
+                            if k != "variant" and k not in CELL_SWEPT | CELL_CLASS))
+        return (dataset, protocol, (("table", table), ("budget", str(run.budget)), *grid))
     return (dataset, protocol, tuple(s for s in settings if s[0].startswith("protocol.")))
+
+
+def _row_settings(run: Run) -> list[tuple]:
+    """The settings that set a run's row apart within its group (a reproduced table's variant's
+    protocol settings too: they are not the group's)."""
+    method, dataset, protocol, flags, settings = run.row
+    grouped = {k for k, _ in protocol_group(run)[2]}
+    own = bool((run.reproduce or {}).get("table"))
+    return [s for s in settings if s[0] not in grouped and (own or not s[0].startswith("protocol."))]
 
 
 def protocol_groups(runs: Iterable[Run]) -> list[tuple[tuple, list[Run]]]:
@@ -526,13 +567,13 @@ def row_name(run: Run) -> str:
     """A row of its dataset × protocol table: the method, its flags and the settings that set
     the row apart (`gpnd · trainer.max_epochs=10`)."""
     method, dataset, protocol, flags, settings = run.row
-    return " · ".join([method, *flags] + [settings_text([s]) for s in settings if not s[0].startswith("protocol.")])
+    return " · ".join([method, *flags] + [settings_text([s]) for s in _row_settings(run)])
 
 
 def method_label(run: Run) -> str:
     """The method with whatever else sets its row apart within a protocol group."""
     method, dataset, protocol, flags, settings = run.row
-    extra = [settings_text([s], "") for s in settings if not s[0].startswith("protocol.")]
+    extra = [settings_text([s], "") for s in _row_settings(run)]
     return " · ".join([method, *flags]) + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -646,7 +687,9 @@ class PaperTable:
     @property
     def title(self) -> str:
         parts = [self.table, f"budget {self.budget}" if self.budget else "no budget", *self.flags]
-        return " · ".join(parts + ([settings_text(self.split)] if self.split else []))
+        schedule = shared_schedule(self.runs)
+        return " · ".join(parts + ([settings_text(self.split)] if self.split else [])
+                          + ([schedule] if schedule else []))
 
     @property
     def columns(self) -> list[str]:
@@ -806,6 +849,15 @@ def _row_of(run: Run) -> tuple:
     return tuple((k, v) for k, v in _cell_of(run) if k not in CELL_SWEPT | CELL_CLASS)
 
 
+def _with_schedule(label: str, cells_: dict[str, list[Run]], uniform: str | None) -> str:
+    """A row's label with its schedule where the table's rows do not share one (a table that
+    does says it once, in its title)."""
+    if uniform is not None or not any(r.schedule for runs in cells_.values() for r in runs):
+        return label
+    own = shared_schedule(r for runs in cells_.values() for r in runs) or "mixed schedules"
+    return " · ".join(filter(None, [label, own]))
+
+
 def paper_tables(runs: Sequence[Run]) -> list[PaperTable]:
     """The runs that carry `reproduce`, by table × budget × flags (× any setting that differs
     among the runs of one cell); rows by the cell keys other than classes and repetitions,
@@ -826,7 +878,9 @@ def paper_tables(runs: Sequence[Run]) -> list[PaperTable]:
         for run in members:
             by_split[split_values(run, members, keys)][_row_of(run)].setdefault(run.column, []).append(run)
         for split, rows in by_split.items():
-            paper_rows = [PaperRow(settings_text(row), cells_, row) for row, cells_ in rows.items()]
+            uniform = shared_schedule(r for cells_ in rows.values() for runs in cells_.values() for r in runs)
+            paper_rows = [PaperRow(_with_schedule(settings_text(row), cells_, uniform), cells_, row)
+                          for row, cells_ in rows.items()]
             paper_rows.sort(key=lambda r: natural(r.label))
             tables.append(PaperTable(table, budget, flags, split, paper_rows))
     return sorted(tables, key=lambda t: (t.table, str(t.budget), t.flags, str(t.split)))

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
-                                      paper_tables, setting_text, table_config)
+                                      paper_tables, setting_text, shared_schedule, table_config)
 from anomaly.report.suspect import legend, marked
 
 ALPHA = 0.05
@@ -60,6 +60,8 @@ class Leaderboard:
     why_no_test: str | None
     field_means: list[dict]
     flags: tuple[str, ...] = ()
+    # per method, the epochs it trained against its paper's schedule ("2/80 ep"; "mixed")
+    schedules: dict[str, str] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -94,9 +96,13 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
     """The leaderboard of one benchmark table × budget: a row per variant (method), a column per
     class (`block_of`), each cell the mean over its seeds (and draws)."""
     cells: dict[str, dict[str, Cell]] = {}
+    runs_of: dict[str, list[Run]] = {}
     for run in paper.runs:
         method = str(((run.reproduce or {}).get("cell") or {}).get("variant", run.method))
         cells.setdefault(method, {}).setdefault(block_of(run), Cell([])).add(run, metric)
+        runs_of.setdefault(method, []).append(run)
+    schedules = {m: shared_schedule(runs) or ("mixed" if any(r.schedule for r in runs) else "?")
+                 for m, runs in runs_of.items()}
     classes = ordered_columns(paper.runs, column=block_of)
     methods = sorted(cells)
     complete = [c for c in classes if all(c in cells[m] and cells[m][c].mean is not None for m in methods)]
@@ -113,7 +119,7 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
     config = table_config(paper.table)
     field_means = [dict(e) for e in config.field_means] if config is not None else []
     return Leaderboard(paper.table, paper.budget, metric, methods, classes, cells, ranks, complete, test, why,
-                       field_means, paper.flags)
+                       field_means, paper.flags, schedules)
 
 
 def rank_test(matrix: np.ndarray, methods: Sequence[str]) -> tuple[RankTest | None, str | None]:
@@ -174,9 +180,10 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
             row.append(marked(f"{bold[0]}{text}{bold[1]}" if cell.mean == best[c] else text, cell.suspect))
         mean = board.mean(method)
         row += ["—" if mean is None else f"{mean:.3f}",
-                f"{board.ranks[method]:.2f}" if method in board.ranks else "—"]
+                f"{board.ranks[method]:.2f}" if method in board.ranks else "—",
+                board.schedules.get(method, "?")]
         rows.append(row)
-        numbers.append(values + [mean, board.ranks.get(method)])
+        numbers.append(values + [mean, board.ranks.get(method), None])
     seeds = board.seeds()
     over = (f"the {len(board.complete)} classes every method has" if len(board.complete) < len(board.classes)
             else "the classes")
@@ -189,7 +196,7 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
     flagged = legend((m, c, board.cells[m][c].suspect) for m in board.methods for c in board.classes
                      if c in board.cells[m])
     notes += [""] + flagged if flagged else []
-    return Table(f"Leaderboard: {board.title}", ["method", *board.classes, "mean", "avg rank"], rows, numbers,
+    return Table(f"Leaderboard: {board.title}", ["method", *board.classes, "mean", "avg rank", "epochs"], rows, numbers,
                  notes)
 
 
@@ -202,16 +209,17 @@ def print_leaderboard(board: Leaderboard, width: int | None = None) -> None:
     table = as_table(board)
     rows, bold = [], []
     for method, numbers in zip(board.methods, table.numbers):
-        *per_class, mean, rank = numbers
+        *per_class, mean, rank, _ = numbers
         best = [v is not None and v == max((n[i] for n in table.numbers if n[i] is not None), default=None)
                 for i, v in enumerate(per_class)]
         flagged = [board.cells[method][c].suspect if c in board.cells[method] else [] for c in board.classes]
         rows.append([method, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
-                     "—" if rank is None else f"{rank:.1f}",
+                     "—" if rank is None else f"{rank:.1f}", board.schedules.get(method, "?"),
                      *[("—" if v is None else marked(f"{v:.3f}".removeprefix("0"), runs))
                        for v, runs in zip(per_class, flagged)]])
-        bold.append([False, False, False, *best])
-    view = Table(f"Leaderboard: {board.title}", ["method", "mean", "rank", *board.classes], rows, [], table.notes)
+        bold.append([False, False, False, False, *best])
+    view = Table(f"Leaderboard: {board.title}", ["method", "mean", "rank", "epochs", *board.classes], rows, [],
+                 table.notes)
     print_table(view, width, gap=1, strong=bold)
 
 

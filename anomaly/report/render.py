@@ -25,6 +25,7 @@ from anomaly.report.aggregate import (
     row_label,
     row_name,
     settings_text,
+    shared_schedule,
     summary,
 )
 from anomaly.report.suspect import MARK, flag_ids, legend, marked
@@ -82,7 +83,13 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
     the row's runs (`*`: a class of the table that this row lacks or failed, not averaged in)."""
     tables = []
     for group, members in protocol_groups(runs):
-        by_row = cells(members, metric, key=row_name)
+        uniform = shared_schedule(members)  # said once in the title, else per row
+        per_row = uniform is None and any(r.schedule for r in members)
+
+        def label_of(run: Run) -> str:
+            return " · ".join([row_name(run), run.schedule or "epochs unknown"]) if per_row else row_name(run)
+
+        by_row = cells(members, metric, key=label_of)
         columns = columns_of(members)
         rows, numbers, flagged = [], [], []
         for r, label in enumerate(sorted(by_row, key=natural)):
@@ -94,8 +101,8 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
             numbers.append([row_cells[c].mean if c in row_cells else None for c in columns] + [mean, std])
             flagged += [(r, i, label, c, row_cells[c].suspect) for i, c in enumerate(columns, 1)
                         if c in row_cells and row_cells[c].suspect]
-        tables.append(flag_cells(Table(f"{group_metric_title(metric, members)} · {group_title(group)}",
-                                       ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers),
+        title = " · ".join(filter(None, [group_metric_title(metric, members), group_title(group), uniform]))
+        tables.append(flag_cells(Table(title, ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers),
                                  flagged))
     return tables
 
