@@ -211,7 +211,7 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
             if position == 0 and resume:
                 # an earlier run of this table's command: this cell's newest checkpoint of the
                 # same run config (an interrupted training's last epoch, or a finished training)
-                found = newest_checkpoint(run_root.parent, config_hash(cfg))
+                found = newest_checkpoint(earlier_runs(cfg, table, budget, run_root), config_hash(cfg))
                 if found is not None:
                     with open_dict(cfg):
                         cfg.ckpt_path = str(found)
@@ -241,6 +241,18 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
         if results_dir is not None and distributed.process_rank() == 0:
             keep_results(cell_dir, results_dir / table.name / budget / name)
     return out
+
+
+def earlier_runs(cfg: DictConfig, table: Table, budget: str, run_root: Path) -> Path:
+    """Where the earlier runs of this table and budget lie: `<paths.log_dir>/reproduce/<table>/
+    <budget>`, every invocation's run dirs (a parallel job's run root is a folder of its
+    invocation's), for a run root below it (the reproduce config's own); else the run root's parent."""
+    root = Path(cfg.paths.log_dir) / "reproduce" / table.name / budget
+    try:
+        run_root.resolve().relative_to(root.resolve())
+    except ValueError:
+        return run_root.parent
+    return root
 
 
 # run-local paths that mean nothing in the repository copy
