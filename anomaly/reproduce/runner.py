@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from anomaly import AnomalyError, RunInterrupted, distributed
 from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
 from anomaly.methods.base import AnomalyModule, ScoredSplit
-from anomaly.checkpoints import newest_checkpoint
+from anomaly.checkpoints import RESUME_COMMAND, newest_checkpoint
 from anomaly.config import config_hash, instantiate
 from anomaly.loggers import WANDB_TARGET, table_group
 from anomaly.pipeline import build_datamodule, run_summary, train
@@ -184,7 +184,8 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
     training cell resumes the newest checkpoint of the same run config under paths.log_dir
     (`ckpt_path=last`: an interrupted training goes on from its last epoch, a finished one is
     loaded instead of trained again) unless `rerun` or the command line gives a ckpt_path.
-    `suffix` names the run settings given beside the grid (`-seed1`) in each cell's folder."""
+    `suffix` names the run settings given beside the grid (`-seed1`) in each cell's folder.
+    A run stopped by a signal (`RunInterrupted`) ends the table: its cell keeps no result."""
     names = [cell.slug() + suffix for cell in cells]
     if results_dir is not None and not rerun:
         kept = []
@@ -217,7 +218,9 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
                         cfg.ckpt_path = str(found)
             if position == 0:
                 first_dir = cell_dir
-                results = train(cfg, keep=state, extra=extra)
+                # a stopped training resumes with the same command, where resume finds checkpoints
+                results = train(cfg, keep=state, extra=extra,
+                                resume_command="the same command" if resume else RESUME_COMMAND)
                 state["train_hash"] = results["train_hash"]
                 state["run_dir"] = str(cell_dir)
                 state["epochs"] = results.get("epochs")
