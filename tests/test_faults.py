@@ -149,6 +149,31 @@ def test_a_second_signal_stops_at_once_and_one_after_training_keeps_the_training
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # the handlers before, back
 
 
+def test_ranks_stop_together_when_the_signal_reached_one():
+    """Under DDP the ranks agree at each epoch end (the strategy's reduce of a flag): a rank the
+    signal did not reach stops after the same epoch, with its checkpoint written there."""
+    from types import SimpleNamespace
+
+    from anomaly.callbacks import EpochEndCheckpoint, StopAtEpochEnd
+
+    asked = []
+
+    def reduce_boolean_decision(decision: bool, all: bool = True) -> bool:
+        asked.append((decision, all))
+        return True  # another rank got SIGTERM
+
+    checkpoint = EpochEndCheckpoint(every_seconds=300)
+    progress = SimpleNamespace(current=SimpleNamespace(processed=2))
+    trainer = SimpleNamespace(checkpoint_callbacks=[checkpoint], fit_loop=SimpleNamespace(epoch_progress=progress),
+                              strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision))
+    stop = StopAtEpochEnd()
+    stop.on_train_epoch_end(trainer, None)
+    assert asked == [(False, False)] and checkpoint._save_now  # any rank's signal stops all
+    with pytest.raises(RunInterrupted, match="^run stopped by SIGTERM after epoch 2$") as stopped:
+        stop.on_train_epoch_start(trainer, None)
+    assert stopped.value.exit_code == 143 and stopped.value.where == "after epoch 2"
+
+
 @pytest.mark.slow
 def test_ckpt_path_last_in_a_fixed_run_dir(tmp_path):
     # first time: nothing to resume, trains from the start; again: resumes in place (all epochs
