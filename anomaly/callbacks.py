@@ -358,19 +358,23 @@ class StopAtEpochEnd(L.Callback):
         self._trainer: L.Trainer | None = None
         self._previous: dict[int, Any] = {}
         self._stopping = False
+        self._decided = -1  # the last epoch whose end has decided whether to stop
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # here, not at fit start: Lightning installs its SIGTERM handler after on_fit_start
-        self.signum, self._trainer, self._stopping = None, trainer, False
+        self.signum, self._trainer, self._stopping, self._decided = None, trainer, False, -1
         self._previous = handle_stop_signals(self._received)
 
     def _received(self, signum: int, frame: Any) -> None:
         trainer = self._trainer
         if self.signum is None:
             self.signum = signum
-            epoch = trainer.current_epoch + 1 if trainer is not None else "?"
-            log.warning("%s: stopping at the end of epoch %s, after writing its checkpoint (a second signal "
-                        "stops at once)", signal.Signals(signum).name, epoch)
+            if trainer is not None:  # past this epoch's decision (its end hooks), the next epoch's end stops
+                epoch = trainer.current_epoch + 1
+                if self._decided == trainer.current_epoch and not _last_epoch(trainer):
+                    epoch += 1
+                log.warning("%s: stopping at the end of epoch %d, after writing its checkpoint (a second signal "
+                            "stops at once)", signal.Signals(signum).name, epoch)
             return
         launcher = trainer.strategy.launcher if trainer is not None else None
         if launcher is not None:  # the other ranks Lightning started stop too, as on Ctrl-C
@@ -379,6 +383,7 @@ class StopAtEpochEnd(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # before the module's epoch-end hook and the checkpoint callbacks (Lightning calls those last)
+        self._decided = trainer.current_epoch
         if self._stopping or not trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
             return
         self._stopping = True
@@ -394,7 +399,9 @@ class StopAtEpochEnd(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
-        if self._stopping:  # the stop came in the last epoch
+        # a stop in the last epoch; or a signal after its decision (in the module's epoch-end hook
+        # or the checkpoint's writing): the last epoch's checkpoint is written in any case
+        if trainer.strategy.reduce_boolean_decision(self._stopping or self.signum is not None, all=False):
             self._stop(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -164,7 +164,8 @@ def test_ranks_stop_together_when_the_signal_reached_one():
 
     checkpoint = EpochEndCheckpoint(every_seconds=300)
     progress = SimpleNamespace(current=SimpleNamespace(processed=2))
-    trainer = SimpleNamespace(checkpoint_callbacks=[checkpoint], fit_loop=SimpleNamespace(epoch_progress=progress),
+    trainer = SimpleNamespace(checkpoint_callbacks=[checkpoint], current_epoch=1,
+                              fit_loop=SimpleNamespace(epoch_progress=progress),
                               strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision))
     stop = StopAtEpochEnd()
     stop.on_train_epoch_end(trainer, None)
