@@ -11,7 +11,6 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from anomaly.callbacks import StopAtEpochEnd
 from anomaly.methods.ae import Autoencoder
 
 
@@ -49,6 +48,8 @@ class WaitForSignal(L.Callback):
         self.marker_dir, self.epoch, self.batch, self.timeout = Path(marker_dir), int(epoch), int(batch), timeout
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        from anomaly.callbacks import StopAtEpochEnd
+
         if trainer.current_epoch != self.epoch or batch_idx != self.batch:
             return
         (stop,) = [c for c in trainer.callbacks if isinstance(c, StopAtEpochEnd)]
