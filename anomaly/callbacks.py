@@ -349,9 +349,10 @@ class StopAtEpochEnd(L.Callback):
     checkpoints are minutes apart: Lightning's own SIGTERM handler, which stops after the batch
     in progress, lost every epoch since the last one. This callback's handlers replace it from the
     start of training to its end; the previous ones come back after. Under DDP the ranks decide
-    together at each epoch end (one all-reduce of a flag: the signal may have reached one rank
-    only), so that all stop after the same epoch. The run ends after the checkpoint is written, at
-    the next epoch's start or at the end of training (after the last epoch)."""
+    together at each epoch end and at the end of training (an all-reduce of a flag: the signal
+    may have reached one rank only), so that all stop after the same epoch. The run ends after the
+    checkpoint is written, at the next epoch's start or at the end of training (after the last
+    epoch)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the first signal received
