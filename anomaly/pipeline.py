@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError, RunInterrupted
 from anomaly import config_schema, distributed
-from anomaly.checkpoints import interrupted_message, load_checkpoint, mark_resumed, resume_path
+from anomaly.checkpoints import RESUME_COMMAND, load_checkpoint, mark_resumed, resume_path, stop_message
 from anomaly.config import config_hash, instantiate, method_name
 from anomaly.console import print_config_tree, print_line, print_results, print_trial, tuning_metric
 from anomaly.data.datamodule import AnomalyDataModule
@@ -36,6 +37,7 @@ from anomaly.evaluation.thresholds import F1Threshold, Threshold
 from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
 from anomaly import provenance
 from anomaly.results import example_indices, plot_examples, run_title, write_results
+from anomaly.stop_signals import stop_at_once
 
 log = logging.getLogger("anomaly")
 
@@ -191,11 +193,13 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
     }
 
 
-def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) -> dict:
+def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None,
+          resume_command: str = RESUME_COMMAND) -> dict:
     """Fit, fit the threshold on validation, test, save the checkpoint and the results.
 
     keep: a dict that receives the trained `model`, its `dm` and `trainer` (anomaly.reproduce
-    evaluates further cells with them). extra: more results.json fields."""
+    evaluates further cells with them). extra: more results.json fields. resume_command: what
+    resumes the run, for the message of a run stopped by a signal (`_fit_test_write`)."""
     config_schema.check_train(cfg)  # every plain setting, before anything is written or loaded
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +230,7 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
         trainers.append(trainer)
         failed = True
         try:
-            results = _fit_test_write(cfg, dm, model, trainer, output_dir, resume, extra or {})
+            results = _fit_test_write(cfg, dm, model, trainer, output_dir, resume, extra or {}, resume_command)
             failed = False
             if keep is not None:
                 keep.update(model=model, dm=dm, trainer=trainer)
@@ -241,22 +245,41 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
 
 
 def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, trainer: L.Trainer,
-                    output_dir: Path, resume: str | None, extra: dict) -> dict:
+                    output_dir: Path, resume: str | None, extra: dict, resume_command: str) -> dict:
+    """Fit, then `_test_write`. SIGTERM or SIGINT ends the run with a `RunInterrupted` that says
+    what its checkpoint keeps and what `resume_command` does with it: during training at the end
+    of the epoch in progress (the StopAtEpochEnd callback), elsewhere, or at a second signal, at
+    once (`stop_at_once`)."""
     log_config(trainer.loggers, cfg)
-    start = time.perf_counter()
+    last = output_dir / "checkpoints" / "last.ckpt"
+    fitted = False
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
-    except SIGTERMException:
-        # Lightning stops at the end of the batch in progress; the epoch-end last.ckpt stays
-        # (a mid-epoch one would not resume to the same result)
-        raise RunInterrupted(interrupted_message(trainer, output_dir)) from None
-    except Exception as err:
-        # a method's code that failed on a diverged network (see anomaly.callbacks)
-        diagnosis = getattr(err, "anomaly_diagnosis", None)
-        if diagnosis:
-            raise AnomalyError(diagnosis) from err
-        raise
-    train_seconds = time.perf_counter() - start
+        with stop_at_once():
+            start = time.perf_counter()
+            try:
+                trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
+            except Exception as err:
+                # a method's code that failed on a diverged network (see anomaly.callbacks)
+                diagnosis = getattr(err, "anomaly_diagnosis", None)
+                if diagnosis:
+                    raise AnomalyError(diagnosis) from err
+                raise
+            fitted = True  # its last epoch's checkpoint is written (EpochEndCheckpoint)
+            return _test_write(cfg, dm, model, trainer, output_dir, resume, extra, time.perf_counter() - start)
+    except (RunInterrupted, SIGTERMException) as stop:
+        # SIGTERMException: Lightning's own handler stopped after the batch in progress, where
+        # StopAtEpochEnd's was not in place (a run configured without it). StopAtEpochEnd says
+        # where it stopped (after an epoch); stopped at once, the run was where it was
+        signum = getattr(stop, "signum", signal.SIGTERM)
+        where = getattr(stop, "where", None) or ("after training" if fitted else
+                                                 f"in epoch {trainer.current_epoch + 1}")
+        raise RunInterrupted(stop_message(signal.Signals(signum).name, where, last, trainer.max_epochs,
+                                          resume_command), signum) from None
+
+
+def _test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, trainer: L.Trainer,
+                output_dir: Path, resume: str | None, extra: dict, train_seconds: float) -> dict:
+    """Fit the threshold on validation, test, save the final checkpoint, write the results."""
     start = time.perf_counter()
     trainer.validate(model, datamodule=dm, verbose=False)  # threshold of the final weights
     validate_seconds = time.perf_counter() - start

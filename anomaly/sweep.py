@@ -8,8 +8,8 @@ recorded instead of ending the sweep, and a summary when the sweep ends.
 - `job_errors(cfg)`: a failing job writes `results.json` with `status: failed` and the error, so
   the report shows it; in a sweep the error is logged (traceback in the job's log) and the other
   jobs go on; a single run prints an `AnomalyError` as one line and exits 2. A run stopped by
-  SIGTERM (`RunInterrupted`) records `status: interrupted`, prints one line and exits 143, in a
-  sweep too (the scheduler wants the whole job gone); `ckpt_path=last` resumes it.
+  SIGTERM or SIGINT (`RunInterrupted`) records `status: interrupted`, prints one line and exits
+  143 or 130, in a sweep too (the scheduler wants the whole job gone); `ckpt_path=last` resumes it.
 - `SweepSummary`: a Hydra callback that, when a multirun ends, counts the jobs' results (ok,
   failed, missing), prints the command that turns them into a report, and exits 1 if any job
   failed. (Handing the exception to Hydra instead would also keep the other jobs running, but
@@ -259,7 +259,7 @@ def job_errors(cfg: DictConfig) -> Iterator[None]:
     try:
         yield
     except RunInterrupted as err:
-        # a signal to stop (a scheduler's pre-emption or time limit): the whole sweep stops too
+        # a signal to stop (a scheduler's pre-emption or time limit, Ctrl-C): the whole sweep stops too
         if _is_rank_zero():
             write_failure(cfg, err, status="interrupted")
         runlog.error(str(err))  # on stderr and in the job's log

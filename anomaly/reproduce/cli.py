@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,13 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly import AnomalyError
+from anomaly import AnomalyError, RunInterrupted, runlog
 from anomaly.config import config_hash
 from anomaly.console import user_errors
 from anomaly.loggers import has_wandb, log_comparison, table_group
 from anomaly.provenance import CONF_DIR
 from anomaly.reproduce.fanout import job_slots, progress_line, run_parallel
 from anomaly.reproduce.tables import Table, _key, _text
+from anomaly.stop_signals import stop_at_once
 from anomaly.sweep import configure_job
 
 log = logging.getLogger("anomaly")
@@ -105,6 +107,19 @@ def check_cells(table: Table, cells: list, budget: str, passed: list[str], run_r
 
 
 def run(cfg: DictConfig) -> None:
+    """The table's cells; SIGTERM or SIGINT stops it with one `error:` line and exit 143 / 130: a
+    training at the end of its epoch in progress (with its checkpoint), anything else at once; the
+    same command goes on where it stopped."""
+    try:
+        with stop_at_once():
+            run_table(cfg)
+    except RunInterrupted as stop:
+        runlog.error(str(stop) or f"table stopped by {signal.Signals(stop.signum).name}; the same command goes "
+                     "on where it stopped (finished trainings are not trained again)")
+        sys.exit(stop.exit_code)
+
+
+def run_table(cfg: DictConfig) -> None:
     # here, not at the top: `--help`, `--list` and `--cfg job` answer without torch and Lightning
     import torch
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from anomaly import AnomalyError, RunInterrupted, config_schema, distributed
 from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
 from anomaly.methods.base import AnomalyModule, ScoredSplit
+from anomaly.checkpoints import RESUME_COMMAND
 from anomaly.config import config_hash, instantiate
 from anomaly.loggers import WANDB_TARGET, table_group
 from anomaly.pipeline import build_datamodule, run_summary, train
@@ -216,7 +217,8 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
     paths.log_dir (`ckpt_path=last`: an interrupted training goes on from its last epoch, a
     finished one is loaded instead of trained again; a job of an earlier fan-out too) unless
     `rerun` or the command line gives a ckpt_path. `suffix` names the run settings given beside
-    the grid (`-seed1`) in each cell's folder."""
+    the grid (`-seed1`) in each cell's folder.
+    A run stopped by a signal (`RunInterrupted`) ends the table: its cell keeps no result."""
     names = [cell.slug() + suffix for cell in cells]
     data = data or DataCache()
     targets = [results_dir / table.name / budget / name if results_dir is not None else None for name in names]
@@ -289,7 +291,9 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
                     cfg.ckpt_path = "last"
             if position == 0:
                 first_dir = cell_dir
-                results = train(cfg, keep=state, extra=extra)
+                # a stopped training resumes with the same command, where resume finds checkpoints
+                results = train(cfg, keep=state, extra=extra,
+                                resume_command="the same command" if resume else RESUME_COMMAND)
                 state["train_hash"] = results["train_hash"]
                 state["run_dir"] = str(cell_dir)
                 state["epochs"] = results.get("epochs")
