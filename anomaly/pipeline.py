@@ -189,6 +189,8 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "dataset_size": dm.data.size(),
         "image_shape": list(dm.image_shape),
         "config_hash": config_hash(cfg),
+        # what the method chose with labelled validation anomalies (None: nothing; ocsvm_tuned: its γ)
+        "labelled_selection": model.labelled_selection,
         **extra,
     }
 

@@ -136,6 +136,9 @@ class AnomalyModule(L.LightningModule):
                 " + ".join(f"method.{k} ({v})" for k, v in stages.items()), total, loop.max_epochs, total)
             loop.max_epochs = total
 
+    # why a method chose something with labelled validation anomalies (None: it chose nothing so)
+    labelled_selection: str | None = None
+
     def manual_step(self, optimizer, loss: torch.Tensor) -> None:
         """One update of one optimiser, for methods with manual optimisation (GANs alternating
         several optimisers): zero its gradients, backward through Lightning, step."""
