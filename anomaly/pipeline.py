@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError, RunInterrupted
-from anomaly import config_schema, distributed
+from anomaly import config_schema, cost, distributed
 from anomaly.checkpoints import RESUME_COMMAND, load_checkpoint, mark_resumed, resume_path, stop_message
 from anomaly.config import config_hash, instantiate, method_name
 from anomaly.console import print_config_tree, print_line, print_results, print_trial, tuning_metric
@@ -95,12 +95,14 @@ def build_method(cfg: DictConfig, dm: AnomalyDataModule | None, threshold: Thres
 
 
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: bool = True,
-                  identity: dict | None = None, model: AnomalyModule | None = None) -> L.Trainer:
-    """The Trainer of cfg.trainer with cfg.callbacks and cfg.logger. identity: the run's
-    {name, group, tags} for loggers that show them (W&B; see `run_identity`). model: the module
-    it will fit (its optimisation decides the DDP strategy, see `distributed.strategy_for`)."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()
-                 if c is not None and "_target_" in c] if with_callbacks else []
+                  identity: dict | None = None, model: AnomalyModule | None = None,
+                  extra_callbacks: tuple[L.Callback, ...] = ()) -> L.Trainer:
+    """The Trainer of cfg.trainer with cfg.callbacks (and `extra_callbacks`) and cfg.logger.
+    identity: the run's {name, group, tags} for loggers that show them (W&B; see `run_identity`).
+    model: the module it will fit (its optimisation decides the DDP strategy, see
+    `distributed.strategy_for`)."""
+    callbacks = [*extra_callbacks, *([instantiate(c) for c in (cfg.get("callbacks") or {}).values()
+                                      if c is not None and "_target_" in c] if with_callbacks else [])]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = build_loggers(cfg.get("logger"), identity) if with_logger else []
@@ -227,8 +229,12 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None,
     if rank_zero:  # the whole config: in the run dir, on the terminal with print_config=true (after
         # every refusal of bad input, so that an error is never below a page of config)
         print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", False))
+    plan = cost.plan_for(cfg, model, dm)  # with compute.max_flops: where to stop (None: no budget)
     with distributed.processes() as trainers:
-        trainer = build_trainer(cfg, identity=run_identity(cfg, dm, model), model=model)
+        # every fit counts its cost (and stops at a budget's batch, its schedule shortened first)
+        trainer = build_trainer(cfg, identity=run_identity(cfg, dm, model), model=model,
+                                extra_callbacks=(cost.TrainingCost(plan),))
+        cost.apply_plan(plan, model, trainer)
         trainers.append(trainer)
         failed = True
         try:
@@ -293,9 +299,10 @@ def _test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, tr
     trainer.save_checkpoint(ckpt_path, weights_only=False)  # optimiser state kept: resumable
     if not trainer.is_global_zero:
         return {}
+    spent = cost.spent(trainer, model, cfg, dm, train=train_seconds, validate=validate_seconds, score=score_seconds)
     summary = run_summary(cfg, dm, model, train_seconds=round(train_seconds, 3),
                           validate_seconds=round(validate_seconds, 3),
-                          score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch,
+                          score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch, cost=spent,
                           # where it trained (not part of what the run is: see provenance.topology)
                           accelerator=trainer.strategy.root_device.type, world_size=trainer.world_size,
                           run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume,

@@ -22,7 +22,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # the trainer settings that change what a run computes (the rest is hardware and bookkeeping)
 SCHEDULE_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches",
                  "limit_test_batches", "fast_dev_run", "precision", "accumulate_grad_batches")
-RESULT_KEYS = ("seed", "dataset", "protocol", "method", "data", "threshold")
+# (compute: a compute budget, anomaly.cost; absent from runs without one)
+RESULT_KEYS = ("seed", "dataset", "protocol", "method", "data", "threshold", "compute")
 
 
 def schedule(cfg: DictConfig) -> dict[str, Any]:

@@ -86,6 +86,9 @@ class OneClassSVM(AnomalyModule):
     """
 
     name = "ocsvm"
+    # its schedule is one epoch, whatever trainer.max_epochs says (see on_fit_start)
+    stage_settings: ClassVar[dict[str, str]] = {"fit": "method.fit_epochs"}
+    fit_epochs = 1
     # the keys of conf/method/ocsvm.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
         "nu": Float(low=0, high=1, low_open=True),

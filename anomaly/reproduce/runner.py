@@ -128,7 +128,7 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
     model.apply_test(cache.split(dm, "test"))
     score_seconds = time.perf_counter() - start
     summary = run_summary(cfg, dm, model, validate_seconds=round(validate_seconds, 3),
-                          score_seconds=round(score_seconds, 3), epochs=state["epochs"],
+                          score_seconds=round(score_seconds, 3), epochs=state["epochs"], cost=state.get("cost"),
                           run_dir=str(output_dir), checkpoint=state["checkpoint"],
                           **provenance.record(cfg), **extra)
     return write_results(output_dir, summary, model.test_scores, float(model.threshold), plots=True)
@@ -298,6 +298,7 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
                 state["run_dir"] = str(cell_dir)
                 state["epochs"] = results.get("epochs")
                 state["checkpoint"] = results.get("checkpoint")
+                state["cost"] = results.get("cost")  # the shared training's, for every cell it serves
                 cache = ScoreCache(state["model"], state["dm"], int(cfg.data.get("eval_batch_size") or 512))
                 cache.add(state["model"].val_scores)
                 cache.add(state["model"].test_scores)
