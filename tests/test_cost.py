@@ -15,6 +15,7 @@ from anomaly import RunInterrupted
 from anomaly.cost import TotalFlops, plan_budget
 from anomaly.pipeline import train
 from tests.conftest import TINY, compose_config
+from tests.test_reproduce import EXTRA, QUIET, run_app
 
 
 def test_the_counter_counts_forward_backward_and_input_gradients():
@@ -53,6 +54,41 @@ def test_milestones_and_stages_move_with_the_epochs_a_method_gets():
     model.rescale_schedule({"pretrain": (150, 15), "svdd": (150, 7.5)})
     assert (model.pretrain_epochs, model.svdd_epochs) == (15, 8)  # the last stage's partial epoch runs
     assert model.ae_lr_milestones == [5] and model.lr_milestones == [2]  # a third of each stage, as in 50/150
+
+
+@pytest.fixture(scope="module")
+def data_root(every_dataset_root):
+    return every_dataset_root
+
+
+@pytest.mark.slow
+def test_two_methods_stop_within_5_percent_of_the_same_counted_flops(tmp_path, data_root):
+    """benchmark_mnist at budget=compute on the tiny generated digits, its budget made small: the
+    autoencoder (100 epochs) and the VAE (300) both stop at the budget, within 5 % of it, their
+    milestone-free schedules cut; Deep SVDD's whole 150 + 150 epochs cost less: it stops at its
+    schedule."""
+    budget = 4.0e10
+    common = ["table=benchmark_mnist", "budget=compute", "protocol.normal=[0]", f"++compute.max_flops={budget}",
+              *QUIET, f"paths.data_dir={data_root}", "dataset.loader.download=false", *EXTRA["benchmark_mnist"]]
+    cost = {}
+    for variant in ("ae", "vae", "deep_svdd"):
+        (results,) = run_app(tmp_path / variant, [*common, f"variant={variant}"])
+        assert results["status"] == "ok" and results["budget"] == "compute", results.get("error")
+        assert results["config"]["compute"] == {"max_flops": budget}  # part of what the run is
+        cost[variant] = results["cost"]
+    for variant in ("ae", "vae"):
+        spent = cost[variant]
+        assert spent["stopped_by"] == "budget" and spent["budget_flops"] == budget
+        assert 0.95 * budget <= spent["training_flops"] <= budget, spent
+        assert spent["optimizer_updates"] == spent["training_batches"] > 0  # one update a batch
+        assert 0 < spent["schedule_share"] < 1 and spent["stages"]["train"]["epochs"] < spent["stages"]["train"]["published"]
+    assert abs(cost["ae"]["training_flops"] - cost["vae"]["training_flops"]) <= 0.05 * budget
+    svdd = cost["deep_svdd"]
+    assert svdd["stopped_by"] == "schedule" and svdd["training_flops"] < budget and svdd["schedule_share"] == 1.0
+    assert svdd["stages"] == {"pretrain": {"epochs": 150.0, "published": 150}, "svdd": {"epochs": 150.0, "published": 150}}
+    assert svdd["share_of"] == "conf/paper/deep_svdd_mnist.yaml"
+    assert set(svdd["flops_per_image"]) == {"pretrain", "svdd"}  # each stage's step counted
+    assert svdd["flops_per_image"]["pretrain"] > svdd["flops_per_image"]["svdd"]  # the decoder too
 
 
 # the default run (ae on digits, 4 batches an epoch) with noise, so that a resumed run must draw

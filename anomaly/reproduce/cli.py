@@ -274,7 +274,7 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
     view = RichTable(box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold underline")
     view.add_column("table / budget", no_wrap=True)
     view.add_column("cells/tr", no_wrap=True, justify="right")
-    longest = max((len(f"{k.rsplit('.', 1)[-1]}={v}") for t in tables for b in t.budgets.values() for k, v in b.items()),
+    longest = max((len(f"{k.rsplit('.', 1)[-1]}={_short_number(v)}") for t in tables for b in t.budgets.values() for k, v in b.items()),
                   default=14)
     view.add_column("settings", overflow="fold", min_width=min(longest, 30))
     view.add_column("min/training CPU · GPU", overflow="fold", max_width=12)
@@ -287,21 +287,61 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
             measured = measured_minutes(table.name, budget, results_dir)
             trainings = len(table.groups(table.cells(table.budget_restrictions(budget))))  # reduced: one seed
             per, hours = [], []
+            counted = counted_cost(table, budget, results_dir)
             for device in ("cpu", "gpu"):
                 if device in measured:
                     minutes, n = measured[device]
                     per.append(f"{minutes:.1f} (n={n})")
+                elif device == "cpu" and counted is not None and "cpu" not in (table.minutes.get(budget) or {}):
+                    # no estimate of the whole training (scoring too): the training's, from its counted FLOPs
+                    minutes = counted[1]
+                    per.append(f"f{minutes:.3g}")
                 else:
                     minutes = (table.minutes.get(budget) or {}).get(device)
                     per.append("?" if minutes is None else f"~{minutes:g}")
                 hours.append("?" if minutes is None else f"{trainings * minutes / 60:.1f}")
             # one setting a line: a setting is never cut mid-word
-            settings = "\n".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
+            settings = "\n".join(f"{k.rsplit('.', 1)[-1]}={_short_number(v)}" for k, v in table.budgets[budget].items())
+            if counted is not None:
+                settings += ("\n" if settings else "") + f"FLOPs/tr={_short_number(counted[0])}"
             view.add_row(f"  {budget}", "", settings or "published", " · ".join(per), " · ".join(hours),
                          end_section=i == len(budgets) - 1)
     console.print(view)
-    console.print("min/training: measured (n trainings kept in reproduced/) or ~ estimated; grid h: every "
-                  "training of the grid", highlight=False)
+    console.print("min/training: measured (n trainings kept in reproduced/), f from the training FLOPs counted "
+                  "(FLOPs/tr: a training's mean, reproduced/training_flops.json) at the CPU seconds per FLOP measured "
+                  "with them (training only), or ~ estimated; grid h: every training of the grid", highlight=False)
+
+
+def counted_cost(table: Table, budget: str, results_dir: Path) -> tuple[float, float] | None:
+    """(training FLOPs, CPU minutes) of a training at a budget, averaged over the table's variants,
+    from the FLOPs per image and CPU seconds per batch `--measure-flops` counted
+    (results_dir/training_flops.json); a compute budget's FLOPs capped at its max_flops. None
+    where a variant was not measured."""
+    try:
+        data = json.loads((results_dir / "training_flops.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found = ((data.get("tables") or {}).get(table.name) or {}).get(budget) or {}
+    variants = list(table.grid.get("variant") or [])
+    if not variants or any(v not in found for v in variants):
+        return None
+    cap = table.budgets[budget].get("compute.max_flops")
+    flops, minutes = [], []
+    for variant in variants:
+        entry = found[variant]
+        full = float(entry["schedule_flops"])
+        share = min(1.0, float(cap) / full) if cap and full else 1.0
+        flops.append(full * share)
+        minutes.append(float(entry.get("schedule_cpu_seconds") or 0.0) * share / 60)
+    return sum(flops) / len(flops), sum(minutes) / len(minutes)
+
+
+def _short_number(value):
+    """A large number as 5.0e12 (a FLOP budget), anything else as it is."""
+    if isinstance(value, float) and abs(value) >= 1e6:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return value
 
 
 def _hours(value: float | None) -> str:
