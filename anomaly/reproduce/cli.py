@@ -321,7 +321,7 @@ def counted_cost(table: Table, budget: str, results_dir: Path) -> tuple[float, f
         data = json.loads((results_dir / "training_flops.json").read_text())
     except (OSError, ValueError):
         return None
-    found = ((data.get("tables") or {}).get(table.name) or {}).get(budget) or {}
+    found = (((data.get("tables") or {}).get(table.name) or {}).get(budget) or {}).get("variants") or {}
     variants = list(table.grid.get("variant") or [])
     if not variants or any(v not in found for v in variants):
         return None

@@ -110,12 +110,12 @@ def main(argv: list[str]) -> int:
                              "thread (CPU time) on the machine named, by table, budget and variant; written by "
                              "python -m anomaly.reproduce --measure-flops")
     entry = data.setdefault("tables", {}).setdefault(table.name, {}).setdefault(budget, {})
-    measured = {"command": " ".join(["python -m anomaly.reproduce --measure-flops",
-                                     *(shlex.quote(a) for a in argv if not a.startswith(("--", "data_dir=", "out=")))]),
-                "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "threads": 1,
-                "load_average": machine_load(), "torch": torch.__version__}
-    for variant, record in found.items():
-        entry[variant] = {**record, "measured": measured}
+    entry["measured"] = {"command": " ".join(["python -m anomaly.reproduce --measure-flops",
+                                              *(shlex.quote(a) for a in argv
+                                                if not a.startswith(("--", "data_dir=", "out=")))]),
+                         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "threads": 1,
+                         "load_average": machine_load(), "torch": torch.__version__}
+    entry.setdefault("variants", {}).update(found)
     write_json(out, data)
     print(f"written: {out}")
     return 0
