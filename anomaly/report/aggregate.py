@@ -138,6 +138,10 @@ class Run:
     dataset_size: dict | None = None
     # epochs trained against the paper's schedule for the method × dataset ("6/80 ep", "20 ep")
     schedule: str | None = None
+    # what the run chose with labelled validation anomalies (None: nothing; see labelled_choice)
+    labelled_selection: str | None = None
+    # what its training cost (results.json `cost`, anomaly.cost: FLOPs, updates, seconds, share)
+    cost: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -313,7 +317,20 @@ def run_from_results(path: Path, data: dict) -> Run:
                column_ids=class_ids(protocol), suspect=tuple(recorded_flags(data)),
                config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"),
                dataset_size=data.get("dataset_size") if isinstance(data.get("dataset_size"), dict) else None,
-               schedule=schedule_text(data))
+               schedule=schedule_text(data), labelled_selection=labelled_choice(data),
+               cost=data.get("cost") if isinstance(data.get("cost"), dict) else None)
+
+
+def labelled_choice(data: dict) -> str | None:
+    """What a run chose with labelled validation anomalies: results.json's `labelled_selection`;
+    for an OC-SVM kept before runs recorded it, its γ grid where it has several values (it was
+    chosen by validation AUROC then)."""
+    if "labelled_selection" in data:
+        return data["labelled_selection"]
+    gammas = (data.get("method_settings") or {}).get("gammas")
+    if data.get("method") == "ocsvm" and isinstance(gammas, list) and len(gammas) > 1:
+        return f"γ chosen from {gammas} by validation AUROC"
+    return None
 
 
 def schedule_text(data: dict) -> str | None:

@@ -135,6 +135,7 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         pngs, not_drawn = plot_groups(runs, plot_dir)
         pngs += plot_paper(shown, paper_metrics, plot_dir)
         pngs += [p for p in (plot_cd(b, plot_dir) for b in boards) if p is not None]
+        pngs += [p for p in (leaderboard.plot_cost(b, plot_dir) for b in boards) if p is not None]
         parts += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in pngs] + [""]
         parts += [f"- {line}" for line in not_drawn] + ([""] if not_drawn else [])
         if echo and not_drawn:
