@@ -316,3 +316,61 @@ def test_the_leaderboard_shows_each_methods_flops_and_share_and_draws_them(tmp_p
                for n in table.notes)
     figure = plot_cost(board, tmp_path)
     assert figure.name == "benchmark_mnist_budget_reduced_flops.png" and figure.stat().st_size > 5000
+
+
+def test_datasets_as_blocks_two_are_too_few_to_decide(tmp_path):
+    """Two benchmarks at one budget: each method's mean per dataset, its average rank over the
+    datasets, and no p-value: with 2 blocks the signed-rank test's smallest two-sided p is 0.5."""
+    from anomaly.report.across import across_boards, as_table, verdict
+
+    root = tmp_path / "runs"
+    fixed_runs(root / "mnist")
+    fixed_runs(root / "fashion", table="benchmark_fashion_mnist", shift=-0.05)
+    boards = leaderboards(report([root], echo=False, plots=False)["runs"])
+    (result,) = across_boards(boards)
+    assert result.datasets == ["benchmark_fashion_mnist", "benchmark_mnist"] or \
+        result.datasets == ["benchmark_mnist", "benchmark_fashion_mnist"]
+    assert result.methods == ["ae", "arae", "gpnd", "vae"] and result.left_out == ["ocsvm_tuned"]
+    assert result.means["ae"]["benchmark_mnist"] == pytest.approx(sum(FIXED["ae"]) / 6)
+    assert result.means["ae"]["benchmark_fashion_mnist"] == pytest.approx(sum(FIXED["ae"]) / 6 - 0.05)
+    assert result.ranks == {"ae": 1.0, "arae": 2.0, "gpnd": 3.0, "vae": 4.0}
+    assert result.smallest_p == 0.5 and not result.decidable and result.datasets_needed() == 8
+    text = verdict(result)
+    assert text.startswith("Too few datasets to decide: with 2 datasets as the blocks, the smallest two-sided "
+                           "p-value a signed-rank test can reach is 2/2^2 = 0.5, and Holm over the 6 pairs")
+    assert "p =" not in text and "at least 8 datasets" in text
+    assert "Left out (tuned on labelled anomalies, or without a mean on every dataset): ocsvm_tuned." in \
+        as_table(result).notes
+    # the README's section says it under the leaderboards
+    path = tmp_path / "README.md"
+    path.write_text(README)
+    main([str(root), "--readme", str(path)])
+    section = path.read_text().split(START)[1].split(END)[0]
+    assert "#### Across datasets · budget reduced" in section and "Too few datasets to decide" in section
+    assert "benchmark_mnist_budget_reduced_flops.png" in section
+
+
+def test_datasets_as_blocks_signed_rank_with_holm_on_a_fixed_input():
+    """Seven datasets: a beats c on every one (exact two-sided p = 2/2⁷), b and c trade places;
+    Holm over the three pairs, checked against scipy's exact test."""
+    from scipy.stats import wilcoxon
+
+    from anomaly.report.across import compare, holm, verdict
+
+    datasets = [f"d{i}" for i in range(7)]
+    a = [0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96]
+    b = [0.853, 0.861, 0.872, 0.905, 0.845, 0.958, 0.881]
+    c = [0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92]
+    means = {m: dict(zip(datasets, v)) for m, v in (("a", a), ("b", b), ("c", c))}
+    result = compare(means, datasets)
+    assert result.decidable and result.smallest_p == 2 / 2 ** 7
+    raw = {(p.a, p.b): p.pvalue for p in result.pairs}
+    for (x, y), p in raw.items():
+        diff = [u - v for u, v in zip(means[x].values(), means[y].values())]
+        assert p == pytest.approx(wilcoxon(diff, method="exact").pvalue)
+    assert raw[("a", "c")] == pytest.approx(2 / 2 ** 7)
+    adjusted = {(p.a, p.b): p.holm for p in result.pairs}
+    assert list(adjusted.values()) == pytest.approx(holm(list(raw.values())))
+    assert adjusted[("a", "c")] == pytest.approx(3 * 2 / 2 ** 7)  # the smallest p, times the 3 pairs
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert "significant at α = 0.05: a above c (p = 0.047)" in verdict(result)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from anomaly.report import leaderboard, render
+from anomaly.report import across, leaderboard, render
 from anomaly.report.aggregate import (
     LeftOut,
     ReportError,
@@ -106,6 +106,10 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         parts += [markdown(as_table(board), level="##"), ""]
         if echo:
             print_leaderboard(board)
+    for result in across.across_boards(boards):  # datasets as the blocks
+        parts += [markdown(across.as_table(result), level="##"), ""]
+        if echo:
+            print_table(across.as_table(result))
     if shown:
         parts += ["## Ours vs the paper", "", MARKS, ""]
         for t in shown:

@@ -10,7 +10,7 @@ Ranks and the test use the classes every ranked method has a number for (a compl
 design); a class some method lacks is shown but left out of them, and said so. A method that
 chose something with labelled validation anomalies (`ocsvm_tuned`: results.json
 `labelled_selection`) is shown apart, marked, and left out of the ranks and the test: the others
-see no labelled anomaly.
+see no labelled anomaly. Datasets as blocks: `anomaly.report.across`.
 """
 
 from __future__ import annotations
@@ -419,7 +419,9 @@ def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
 def readme_section(boards: Sequence[Leaderboard], command: str, figure_dir: Path, readme_dir: Path) -> str:
     """The Markdown between the README's leaderboard markers: per benchmark table and budget the
     leaderboard, its notes, its critical-difference diagram and its figure of the metric against
-    the training FLOPs (written to figure_dir) and the command that runs it again."""
+    the training FLOPs (written to figure_dir) and the command that runs it again; then, per
+    budget that several benchmarks share, the comparison across datasets (anomaly.report.across)."""
+    from anomaly.report.across import across_boards, as_table as across_table
     from anomaly.report.render import markdown as table_markdown
 
     parts = [f"<!-- written by `{command}` from the results files: edit those, not this section -->", ""]
@@ -436,4 +438,7 @@ def readme_section(boards: Sequence[Leaderboard], command: str, figure_dir: Path
             parts += ["", f"![{board.title}: mean AUROC against training FLOPs]({figure.relative_to(readme_dir)})"]
         rerun = f"python -m anomaly.reproduce table={board.table} budget={board.budget}"
         parts += ["", f"Re-run: `{rerun}` (one method: `variant=<name>`; kept cells are skipped).", ""]
+    for result in across_boards(boards):
+        table = across_table(result)
+        parts += [f"#### {table.title}", ""] + table_markdown(table).split("\n", 2)[2].rstrip("\n").split("\n") + [""]
     return "\n".join(parts).rstrip("\n")
