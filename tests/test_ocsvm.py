@@ -120,6 +120,7 @@ def test_ocsvm_end_to_end_one_epoch_gamma_from_validation(tmp_path, mnist_root):
     assert results["labelled_selection"].startswith(f"γ = {float(state['gamma'])} chosen from [0.5, 0.05, 0.005]")
 
 
+@pytest.mark.slow
 def test_the_default_ocsvm_never_reads_a_validation_label(tmp_path, mnist_root, monkeypatch):
     """By default the SVM sees its normal training images and nothing else, as the deep methods
     do: its fit never asks for the labelled validation images, and validation labels that change
