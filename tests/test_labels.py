@@ -56,3 +56,15 @@ def test_the_paper_settings_line_says_which_model_an_experiment_trains():
     cfg = compose(CONF_DIR.parent / "outputs", ["experiment=arae_mnist_p2"])
     line = provenance.paper_line(provenance.paper_settings(cfg))
     assert "this run trains the published PyTorch union model" in line and cfg.method.attack == "union"
+
+
+def test_train_help_lists_its_own_config_groups_only():
+    def groups(entry: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-m", entry, "--help"], cwd=CONF_DIR.parent, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return {line.split(":", 1)[0] for line in proc.stdout.splitlines() if ": " in line}
+
+    train = groups("anomaly.train")
+    assert {"method", "dataset", "protocol", "threshold"} <= train and "table" not in train
+    assert "table" in groups("anomaly.reproduce")  # where the tables are chosen

@@ -770,6 +770,27 @@ class PaperTable:
             out.append(("", "all", every))
         return out
 
+    def why_no_delta(self, metric: str) -> str | None:
+        """Why no line of the table is set against the paper (None where one is): the table has
+        no published numbers (its config says why), they are for cells not run here (another
+        variant), or ours covers fewer classes than the paper's means."""
+        lines = self.lines(metric)
+        if any(c.delta is not None for _, _, c in lines):
+            return None
+        config = table_config(self.table)
+        if config is not None and config.variants_from is not None:
+            return "a benchmark of every method: its leaderboard ranks them (the field's means beside it)"
+        if config is not None and not config.paper and not config.paper_mean:
+            return config.no_paper or "no published numbers for this table"
+        partial = next((c.partial for _, _, c in lines if c.partial), None)
+        if partial:
+            return f"ours covers {partial} of the paper's means"
+        if config is not None:
+            variants = sorted({str(e["where"]["variant"]) for e in config.paper if "variant" in (e.get("where") or {})})
+            if variants:
+                return f"the paper's numbers are for {', '.join(variants)}, not run here"
+        return "no published number for the cells run here"
+
     def grid_classes(self) -> int | None:
         """How many classes the table's grid holds (what the paper's means are over); None where
         its classes are drawn, not listed (COIL-100), or the table is unknown."""

@@ -208,6 +208,9 @@ def paper_caption(table: PaperTable) -> str:
     subset = data_line(table.runs)
     if subset:
         parts.append(subset)
+    why = next(filter(None, (table.why_no_delta(m) for m in table.metrics()[:1])), None)
+    if why:
+        parts.append(f"no Δ: {why}")
     return " · ".join(parts)
 
 
