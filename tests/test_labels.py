@@ -68,3 +68,21 @@ def test_train_help_lists_its_own_config_groups_only():
     train = groups("anomaly.train")
     assert {"method", "dataset", "protocol", "threshold"} <= train and "table" not in train
     assert "table" in groups("anomaly.reproduce")  # where the tables are chosen
+
+
+def test_the_table_runner_never_sets_one_class_against_a_mean_over_classes():
+    from anomaly.reproduce.runner import comparison_rows
+    from anomaly.reproduce.tables import Table
+
+    def table(where: dict) -> Table:
+        return Table(name="t", source="s", metric="auroc", grid={}, test_keys=[], paper=[{"where": where, "auroc": 0.93}],
+                     budgets={"paper": {}, "reduced": {}, "smoke": {}})
+
+    result = {"status": "ok", "metrics": {"auroc": 0.90}, "epochs": 6,
+              "paper_settings": {"keys": {"trainer.max_epochs": 80}},
+              "reproduce": {"cell": {"protocol.normal": [3], "protocol.outlier_ratio": 0.5}, "paper": {"auroc": 0.93}}}
+    # GPND's numbers are per outlier share, means over the digits: no Δ for digit 3 alone
+    assert comparison_rows(table({"protocol.outlier_ratio": 0.5}), [result]) == \
+        [("normal=3, outlier_ratio=0.5", "6/80 ep", "0.900", "0.930 (mean)", "")]
+    # a class's own published number: set against it
+    assert comparison_rows(table({"protocol.normal": [3]}), [result])[0][3:] == ("0.930", "-0.030")

@@ -188,7 +188,7 @@ def run_table(cfg: DictConfig) -> None:
 def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path) -> None:
     """logger=wandb: the table's ours | paper | Δ per cell and the report's figure of it (ours
     against the paper) in a `comparison` run of the cells' W&B group."""
-    from anomaly.reproduce.runner import comparison_rows
+    from anomaly.reproduce.runner import COMPARISON_COLUMNS, comparison_rows
 
     images = {}
     try:
@@ -199,7 +199,7 @@ def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path
                                                                          or p.name.endswith("_cd.png"))}
     except SystemExit as err:  # the report found nothing to draw (every cell failed): the table alone
         log.warning("logger=wandb: no figure for the comparison run (%s)", err)
-    log_comparison(cfg.logger, table_group(table.name, cfg.budget), ("cell", "ours", "paper", "Δ"),
+    log_comparison(cfg.logger, table_group(table.name, cfg.budget), COMPARISON_COLUMNS,
                    comparison_rows(table, results), images, run_root)
 
 

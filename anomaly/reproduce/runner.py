@@ -319,20 +319,30 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
     return out
 
 
-def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, str, str, str]]:
-    """(cell, ours, paper, Δ) for the table's metric, per cell."""
+def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, ...]]:
+    """(cell, epochs, ours, paper, Δ) for the table's metric, per cell. A published number that is
+    a mean over the classes (its `where` names none) is shown as such, never set against one
+    class: `0.932 (mean)`, no Δ (the report sets a mean of ours over every class against it)."""
+    from anomaly.report.aggregate import CELL_CLASS, schedule_text
+
+    means_only = bool(table.paper) and not any(k in CELL_CLASS for e in table.paper for k in (e.get("where") or {}))
     rows = []
     for data in results:
         info = data.get("reproduce") or {}
         cell = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in (info.get("cell") or {}).items())
+        epochs = schedule_text(data) or "—"
         ours = (data.get("metrics") or {}).get(table.metric)
         paper = (info.get("paper") or {}).get(table.metric)
+        shown = _num(paper) + (" (mean)" if means_only and paper is not None else "")
         if data.get("status") != "ok" or ours is None:
-            rows.append((cell, data.get("status", "failed"), _num(paper), ""))
+            rows.append((cell, epochs, data.get("status", "failed"), shown, ""))
             continue
-        delta = f"{ours - paper:+.3f}" if paper is not None else ""
-        rows.append((cell, f"{ours:.3f}", _num(paper), delta))
+        delta = f"{ours - paper:+.3f}" if paper is not None and not means_only else ""
+        rows.append((cell, epochs, f"{ours:.3f}", shown, delta))
     return rows
+
+
+COMPARISON_COLUMNS = ("cell", "epochs", "ours", "paper", "Δ")
 
 
 def _num(value: float | None) -> str:
@@ -348,7 +358,7 @@ def print_comparison(table: Table, budget: str, results: list[dict]) -> None:
     from rich.table import Table as RichTable
 
     view = RichTable(title=f"{table.name} · budget {budget} · {table.metric}: ours vs {table.source}")
-    for column in ("cell", "ours", "paper", "Δ"):
+    for column in COMPARISON_COLUMNS:
         view.add_column(column, justify="left" if column == "cell" else "right")
     for row in comparison_rows(table, results):
         view.add_row(*row)
