@@ -656,6 +656,8 @@ def test_run_titles_name_protocol_ratio_and_seed():
     summary = {"method": "gpnd", "dataset": "mnist", "seed": 2,
                "protocol": {"name": "gpnd_folds", "normal": ["3"], "outlier_ratio": 0.3, "fold": 1}}
     assert run_title(summary) == "gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.3 · fold 1 · seed 2"
+    summary.update(epochs=6, paper_settings={"keys": {"trainer.max_epochs": 80}})  # and what it trained
+    assert run_title(summary).endswith("· seed 2 · 6/80 ep")
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from anomaly.evaluation.suspect import recorded_flags
+from anomaly.provenance import schedule_text
 from anomaly.plots import protocol_classes
 
 
@@ -314,17 +315,6 @@ def run_from_results(path: Path, data: dict) -> Run:
                config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"),
                dataset_size=data.get("dataset_size") if isinstance(data.get("dataset_size"), dict) else None,
                schedule=schedule_text(data))
-
-
-def schedule_text(data: dict) -> str | None:
-    """'6/80 ep': the epochs a run trained against its paper's schedule (conf/paper's
-    trainer.max_epochs for the method × dataset); '20 ep' where no paper gives one; None where
-    the run records no epochs."""
-    epochs = data.get("epochs")
-    if not isinstance(epochs, int):
-        return None
-    paper = ((data.get("paper_settings") or {}).get("keys") or {}).get("trainer.max_epochs")
-    return f"{epochs}/{paper} ep" if isinstance(paper, int) else f"{epochs} ep"
 
 
 def shared_schedule(runs: Iterable[Run]) -> str | None:

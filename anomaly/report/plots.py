@@ -23,6 +23,7 @@ from anomaly.report.aggregate import (
     cells,
     columns_of,
     group_title,
+    shared_schedule,
     method_label,
     natural,
     protocol_groups,
@@ -64,7 +65,7 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[
     written, skipped = [], []
     for group, members in protocol_groups(runs):
         name = slug(group_title(group).replace(" · ", "_"))
-        title = group_title(group)
+        title = " · ".join(filter(None, [group_title(group), shared_schedule(members)]))  # what the runs trained
         by_method = cells(members, metric, key=method_label)
         methods = sorted(by_method, key=natural)
         columns = columns_of(members)[:plots.MAX_PANELS]
