@@ -643,7 +643,10 @@ def compare_mean(cell_runs: Sequence[Sequence[Run]], metric: str, paper: float |
     variances = [float(np.var(c.values)) for c, _ in used if c.n > 1]
     spread = (float(np.std(complete)) if len(complete) > 1
               else float(np.sqrt(np.mean(variances))) if variances else None)
-    return Comparison(float(np.mean([c.mean for c, _ in used])), spread, sum(c.n for c, _ in used), paper, failed)
+    # a mean over a flagged (suspect or stale) cell is marked too: a compact table may show it alone
+    flagged = [r for c, _ in used for r in c.suspect]
+    return Comparison(float(np.mean([c.mean for c, _ in used])), spread, sum(c.n for c, _ in used), paper, failed,
+                      flagged)
 
 
 @dataclass
