@@ -86,3 +86,16 @@ def test_the_table_runner_never_sets_one_class_against_a_mean_over_classes():
         [("normal=3, outlier_ratio=0.5", "6/80 ep", "0.900", "0.930 (mean)", "")]
     # a class's own published number: set against it
     assert comparison_rows(table({"protocol.normal": [3]}), [result])[0][3:] == ("0.930", "-0.030")
+
+
+def test_a_cut_of_the_data_every_run_shares_is_said():
+    from types import SimpleNamespace
+
+    from anomaly.report.aggregate import data_limits
+
+    def run(n_train):
+        return SimpleNamespace(settings={"protocol.n_train": n_train, "protocol.n_test": 1000})
+
+    assert data_limits([run(1000), run(1000)]) == "1,000 training images · 1,000 test images"
+    assert data_limits([run(1000), run(500)]) == "1,000 test images"  # differing: the rows say it
+    assert data_limits([SimpleNamespace(settings={})]) is None

@@ -317,6 +317,22 @@ def run_from_results(path: Path, data: dict) -> Run:
                schedule=schedule_text(data))
 
 
+# protocol settings that cut the data below the dataset's (a benchmark's reduced budget)
+DATA_LIMITS = (("protocol.n_train", "training images"), ("protocol.n_test", "test images"))
+
+
+def data_limits(runs: Iterable[Run]) -> str | None:
+    """'1,000 training images · 1,000 test images' where every run shares such a cut; None else."""
+    runs = list(runs)
+    parts = []
+    for key, words in DATA_LIMITS:
+        values = {r.settings.get(key) for r in runs}
+        value = values.pop() if len(values) == 1 else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{value:,} {words}")
+    return " · ".join(parts) or None
+
+
 def shared_schedule(runs: Iterable[Run]) -> str | None:
     """The schedule every run shares (None: they differ, or none is known)."""
     found = {r.schedule for r in runs}
@@ -680,9 +696,9 @@ class PaperTable:
     @property
     def title(self) -> str:
         parts = [self.table, f"budget {self.budget}" if self.budget else "no budget", *self.flags]
-        schedule = shared_schedule(self.runs)
+        schedule, limits = shared_schedule(self.runs), data_limits(self.runs)
         return " · ".join(parts + ([settings_text(self.split)] if self.split else [])
-                          + ([schedule] if schedule else []))
+                          + [x for x in (schedule, limits) if x])
 
     @property
     def columns(self) -> list[str]:

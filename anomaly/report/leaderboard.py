@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
-                                      paper_tables, setting_text, shared_schedule, table_config)
+                                      data_limits, paper_tables, setting_text, shared_schedule, table_config)
 from anomaly.report.suspect import legend, marked
 
 ALPHA = 0.05
@@ -62,6 +62,7 @@ class Leaderboard:
     flags: tuple[str, ...] = ()
     # per method, the epochs it trained against its paper's schedule ("2/80 ep"; "mixed")
     schedules: dict[str, str] = field(default_factory=dict)
+    data_limits: str | None = None  # a cut of the data every method shares ("1,000 training images")
 
     @property
     def title(self) -> str:
@@ -119,7 +120,7 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
     config = table_config(paper.table)
     field_means = [dict(e) for e in config.field_means] if config is not None else []
     return Leaderboard(paper.table, paper.budget, metric, methods, classes, cells, ranks, complete, test, why,
-                       field_means, paper.flags, schedules)
+                       field_means, paper.flags, schedules, data_limits(paper.runs))
 
 
 def rank_test(matrix: np.ndarray, methods: Sequence[str]) -> tuple[RankTest | None, str | None]:
@@ -187,9 +188,10 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
     seeds = board.seeds()
     over = (f"the {len(board.complete)} classes every method has" if len(board.complete) < len(board.classes)
             else "the classes")
+    limits = f" Every method trained on {board.data_limits}." if board.data_limits else ""
     notes = [f"{metric_title(board.metric)} per class: mean" + (f" ± std over {seeds} seeds" if seeds > 1
                                                                  else " (one seed)")
-             + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.",
+             + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.{limits}",
              "", significance_line(board)]
     if board.field_means:
         notes += ["", field_line(board)]
