@@ -217,7 +217,8 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
     paths.log_dir (`ckpt_path=last`: an interrupted training goes on from its last epoch, a
     finished one is loaded instead of trained again; a job of an earlier fan-out too) unless
     `rerun` or the command line gives a ckpt_path. `suffix` names the run settings given beside
-    the grid (`-seed1`) in each cell's folder.
+    the grid (`-seed1`) in each cell's folder. `rerun="stale"`: refused groups are made again
+    (their kept results replaced), the rest skipped or resumed as without rerun.
     A run stopped by a signal (`RunInterrupted`) ends the table: its cell keeps no result."""
     names = [cell.slug() + suffix for cell in cells]
     data = data or DataCache()
@@ -232,6 +233,9 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
     try:
         if results_dir is not None:
             found = kept_or_refused(table, cells, names, targets, budget, user, run_root, rerun, data)
+            if found is None and rerun == "stale":
+                # only a stale cell's group trains; its cells of this config are made again with it
+                log.info("%s: re-made (rerun=stale: a kept result of another config or data)", targets[0])
             if found is not None:
                 return found
         return _run_cells(table, cells, names, targets, budget, user, run_root, rerun)
@@ -256,15 +260,15 @@ def kept_or_refused(table: Table, cells: list[Cell], names: list[str], targets: 
             kept.append(None)
         else:
             kept.append({**kept_results.read(target / "results.json"), "skipped": True})
-    if conflicts and not rerun:
+    if conflicts and rerun is False:
         out = []
         for cell, target, differ in conflicts:
             message = (f"{target} holds a result of another run config or data ({'; '.join(differ)}): "
-                       "kept as it is; rerun=true makes it again with today's settings")
+                       "kept as it is; rerun=stale makes the stale cells again with today's settings")
             log.error("cell %s refused: %s", cell.as_dict, message)
             out.append({"status": "refused", "error": message, "reproduce": {"cell": cell.as_dict}})
         return out
-    if not rerun and all(k is not None for k in kept):
+    if rerun is not True and all(k is not None for k in kept):  # rerun=stale: the cells of this config stay
         return kept
     return None
 
@@ -275,7 +279,7 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
     state: dict[str, Any] = {}
     cache: ScoreCache | None = None
     first_dir = None
-    resume = not rerun and not any(_key(o) == "ckpt_path" for o in user)
+    resume = rerun is not True and not any(_key(o) == "ckpt_path" for o in user)
     for position, (cell, name, target) in enumerate(zip(cells, names, targets)):
         cell_dir = run_root / name
         command = table.command(cell, budget, user)
@@ -315,7 +319,7 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
             results = failed_results(cfg, cell_dir, err, extra)
         out.append(results)
         if target is not None and distributed.process_rank() == 0:
-            kept_results.keep_results(cell_dir, target, rerun=rerun)
+            kept_results.keep_results(cell_dir, target, rerun=bool(rerun))
     return out
 
 
