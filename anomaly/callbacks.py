@@ -298,7 +298,7 @@ class EpochEndCheckpoint(ModelCheckpoint):
     the whole training while validation and test run; the pipeline saves the run's final
     checkpoint itself, after the test."""
 
-    def __init__(self, every_seconds: float = 300.0, **kwargs: Any) -> None:
+    def __init__(self, every_seconds: float = 60.0, **kwargs: Any) -> None:
         if float(every_seconds) < 0:
             raise AnomalyError(f"callbacks.model_checkpoint.every_seconds={every_seconds}: need ≥ 0 (0: every epoch)")
         super().__init__(save_on_train_epoch_end=True, **kwargs)

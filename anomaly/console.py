@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -138,6 +138,21 @@ def discard_unused_run_dir(run_dir: Path) -> bool:
 HYDRA_ONLY_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc",
                     "--experimental-rerun", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p"}  # flags that take the next argument
+
+
+def help_without(main: Callable[[], Any], groups: set[str]) -> None:
+    """Hydra's `--help`, without the config groups another entry point uses (`anomaly.train
+    --help` need not list `table:`, which only `anomaly.reproduce` reads)."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            main()
+    finally:
+        print("\n".join(line for line in buffer.getvalue().splitlines()
+                        if line.split(":", 1)[0] not in groups), flush=True)
 
 
 def check_command_line(config_name: str, argv: list[str]) -> None:

@@ -99,13 +99,17 @@ TITLE_KEYS = ("outlier_ratio", "anomaly_ratio", "contamination", "fold", "draw",
 
 def run_title(summary: dict[str, Any]) -> str:
     """A run's figure title: `gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.5 · fold 0 ·
-    seed 0` (the method, data, protocol, classes, the protocol's ratio / fold / draw, the seed)."""
+    seed 0 · 6/80 ep` (the method, data, protocol, classes, the protocol's ratio / fold / draw, the
+    seed, the epochs against the paper's)."""
     protocol = summary.get("protocol") or {}
     parts = [str(summary.get("method")), str(summary.get("dataset")), str(protocol.get("name", "?")),
              classes_text(protocol)]
     parts += [f"{k} {protocol[k]}" for k in TITLE_KEYS if protocol.get(k) is not None]
     parts.append(f"seed {summary.get('seed')}")
-    return " · ".join(parts)
+    from anomaly.provenance import schedule_text
+
+    schedule = schedule_text(summary)  # what the run trained ("6/80 ep")
+    return " · ".join(parts + ([schedule] if schedule else []))
 
 
 def auroc_text(auroc: float | None, std: float | None = None, n: int = 1) -> str:

@@ -128,6 +128,17 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def schedule_text(summary: dict) -> str | None:
+    """'6/80 ep': the epochs a run trained against its paper's schedule (conf/paper's
+    trainer.max_epochs for the method × dataset); '20 ep' where no paper gives one; None where
+    the run records no epochs."""
+    epochs = summary.get("epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool):
+        return None
+    paper = ((summary.get("paper_settings") or {}).get("keys") or {}).get("trainer.max_epochs")
+    return f"{epochs}/{paper} ep" if isinstance(paper, int) else f"{epochs} ep"
+
+
 SPLIT_WORDS = {"train": "training images", "test": "test images", "all": "images"}
 
 

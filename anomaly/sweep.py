@@ -270,8 +270,11 @@ def job_errors(cfg: DictConfig) -> Iterator[None]:
         # nothing (its run dir goes; `anomaly_protocol` marks an error from inside the training);
         # a job of a sweep always records its failure, so the sweep shows it
         refused = isinstance(err, AnomalyError) and not hasattr(err, "anomaly_protocol")
-        if _is_rank_zero() and (multirun or not (refused and _discard(cfg))):
-            write_failure(cfg, err)
+        if _is_rank_zero():
+            if multirun or not refused:
+                write_failure(cfg, err)
+            else:
+                _discard(cfg)
         if multirun:
             log.error("job failed: %s: %s", type(err).__name__, err,
                       exc_info=not isinstance(err, AnomalyError))

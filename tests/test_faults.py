@@ -20,9 +20,9 @@ from tests.helpers.faults import EpochProbe
 from tests.test_cli import error_line, run
 
 # the default run (ae on digits), 4 epochs of 4 batches; noise so that the resumed run must also
-# draw the uninterrupted run's random numbers; checkpoints at most every 300 s (the default: none
-# of these runs lasts that long, so a checkpoint at an epoch's end is a stop's own)
-RUN = ["trainer.max_epochs=4", "method.noise_std=0.2", "logger=none"]
+# draw the uninterrupted run's random numbers; checkpoints at most every hour (none of these runs
+# lasts that long, so a checkpoint at an epoch's end is a stop's own)
+RUN = ["trainer.max_epochs=4", "method.noise_std=0.2", "logger=none", "callbacks.model_checkpoint.every_seconds=3600"]
 EVERY_EPOCH = "callbacks.model_checkpoint.every_seconds=0"  # a checkpoint at every epoch's end
 PROBE = "+callbacks.probe._target_=tests.helpers.faults.EpochProbe"  # the epochs a run trains
 
@@ -46,7 +46,7 @@ def run_dirs(log_dir, method="ae"):
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_result(tmp_path, uninterrupted):
-    command = [*RUN, EVERY_EPOCH, "threads=1", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
+    command = [*RUN[:-1], EVERY_EPOCH, "threads=1", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
     proc = run("anomaly.train", *command, *kill_at(signal.SIGKILL), cwd=tmp_path)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     (killed,) = run_dirs(tmp_path)

@@ -56,3 +56,46 @@ def test_the_paper_settings_line_says_which_model_an_experiment_trains():
     cfg = compose(CONF_DIR.parent / "outputs", ["experiment=arae_mnist_p2"])
     line = provenance.paper_line(provenance.paper_settings(cfg))
     assert "this run trains the published PyTorch union model" in line and cfg.method.attack == "union"
+
+
+def test_train_help_lists_its_own_config_groups_only():
+    def groups(entry: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-m", entry, "--help"], cwd=CONF_DIR.parent, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return {line.split(":", 1)[0] for line in proc.stdout.splitlines() if ": " in line}
+
+    train = groups("anomaly.train")
+    assert {"method", "dataset", "protocol", "threshold"} <= train and "table" not in train
+    assert "table" in groups("anomaly.reproduce")  # where the tables are chosen
+
+
+def test_the_table_runner_never_sets_one_class_against_a_mean_over_classes():
+    from anomaly.reproduce.runner import comparison_rows
+    from anomaly.reproduce.tables import Table
+
+    def table(where: dict) -> Table:
+        return Table(name="t", source="s", metric="auroc", grid={}, test_keys=[], paper=[{"where": where, "auroc": 0.93}],
+                     budgets={"paper": {}, "reduced": {}, "smoke": {}})
+
+    result = {"status": "ok", "metrics": {"auroc": 0.90}, "epochs": 6,
+              "paper_settings": {"keys": {"trainer.max_epochs": 80}},
+              "reproduce": {"cell": {"protocol.normal": [3], "protocol.outlier_ratio": 0.5}, "paper": {"auroc": 0.93}}}
+    # GPND's numbers are per outlier share, means over the digits: no Δ for digit 3 alone
+    assert comparison_rows(table({"protocol.outlier_ratio": 0.5}), [result]) == \
+        [("normal=3, outlier_ratio=0.5", "6/80 ep", "0.900", "0.930 (mean)", "")]
+    # a class's own published number: set against it
+    assert comparison_rows(table({"protocol.normal": [3]}), [result])[0][3:] == ("0.930", "-0.030")
+
+
+def test_a_cut_of_the_data_every_run_shares_is_said():
+    from types import SimpleNamespace
+
+    from anomaly.report.aggregate import data_limits
+
+    def run(n_train):
+        return SimpleNamespace(settings={"protocol.n_train": n_train, "protocol.n_test": 1000})
+
+    assert data_limits([run(1000), run(1000)]) == "1,000 training images · 1,000 test images"
+    assert data_limits([run(1000), run(500)]) == "1,000 test images"  # differing: the rows say it
+    assert data_limits([SimpleNamespace(settings={})]) is None

@@ -656,6 +656,8 @@ def test_run_titles_name_protocol_ratio_and_seed():
     summary = {"method": "gpnd", "dataset": "mnist", "seed": 2,
                "protocol": {"name": "gpnd_folds", "normal": ["3"], "outlier_ratio": 0.3, "fold": 1}}
     assert run_title(summary) == "gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.3 · fold 1 · seed 2"
+    summary.update(epochs=6, paper_settings={"keys": {"trainer.max_epochs": 80}})  # and what it trained
+    assert run_title(summary).endswith("· seed 2 · 6/80 ep")
 
 
 @pytest.fixture
@@ -747,3 +749,27 @@ def test_every_table_says_the_schedule_its_numbers_ran(tmp_path):
     (classes,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
     assert sorted(row[0] for row in classes.rows) == ["adae · 6/80 ep", "adae · 80/80 ep"]
     assert "ep" not in classes.title
+
+
+@pytest.mark.slow
+def test_the_terminal_report_on_the_kept_results_leads_with_a_summary(tmp_path):
+    """`python -m anomaly.report reproduced` at 80 columns: a summary line per reproduced table
+    (with why a table has no Δ), the leaderboards, at most 300 lines; the Markdown holds every
+    table, benchmark_mnist as one table of its 10 methods."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "anomaly.report", "reproduced", "--no-plots", "--out", str(tmp_path)],
+                          cwd=root, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 300 and max(len(line) for line in lines if not line.startswith("report: ")) <= 80  # a path is whole
+    assert "Reproduced tables (every table: report.md, or --full)" in proc.stdout
+    assert "no Δ, anogan_mnist: ours covers 1 of 10 classes of the paper's means" in " ".join(proc.stdout.split())
+    text = (tmp_path / "report.md").read_text()
+    blocks = text.split("\n\n")
+    (at,) = [i for i, block in enumerate(blocks) if block.startswith("### AUROC · mnist · one_class · table=benchmark_mnist")]
+    methods = [row.split("|")[1].strip() for row in blocks[at + 1].splitlines()[2:]]
+    assert len(methods) == 10 and methods[0].startswith("adae"), blocks[at + 1]

@@ -47,6 +47,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from anomaly.evaluation.suspect import recorded_flags
+from anomaly.provenance import schedule_text
 from anomaly.plots import protocol_classes
 
 
@@ -333,15 +334,20 @@ def labelled_choice(data: dict) -> str | None:
     return None
 
 
-def schedule_text(data: dict) -> str | None:
-    """'6/80 ep': the epochs a run trained against its paper's schedule (conf/paper's
-    trainer.max_epochs for the method × dataset); '20 ep' where no paper gives one; None where
-    the run records no epochs."""
-    epochs = data.get("epochs")
-    if not isinstance(epochs, int):
-        return None
-    paper = ((data.get("paper_settings") or {}).get("keys") or {}).get("trainer.max_epochs")
-    return f"{epochs}/{paper} ep" if isinstance(paper, int) else f"{epochs} ep"
+# protocol settings that cut the data below the dataset's (a benchmark's reduced budget)
+DATA_LIMITS = (("protocol.n_train", "training images"), ("protocol.n_test", "test images"))
+
+
+def data_limits(runs: Iterable[Run]) -> str | None:
+    """'1,000 training images · 1,000 test images' where every run shares such a cut; None else."""
+    runs = list(runs)
+    parts = []
+    for key, words in DATA_LIMITS:
+        values = {r.settings.get(key) for r in runs}
+        value = values.pop() if len(values) == 1 else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{value:,} {words}")
+    return " · ".join(parts) or None
 
 
 def shared_schedule(runs: Iterable[Run]) -> str | None:
@@ -670,7 +676,10 @@ def compare_mean(cell_runs: Sequence[Sequence[Run]], metric: str, paper: float |
     variances = [float(np.var(c.values)) for c, _ in used if c.n > 1]
     spread = (float(np.std(complete)) if len(complete) > 1
               else float(np.sqrt(np.mean(variances))) if variances else None)
-    return Comparison(float(np.mean([c.mean for c, _ in used])), spread, sum(c.n for c, _ in used), paper, failed)
+    # a mean over a flagged (suspect or stale) cell is marked too: a compact table may show it alone
+    flagged = [r for c, _ in used for r in c.suspect]
+    return Comparison(float(np.mean([c.mean for c, _ in used])), spread, sum(c.n for c, _ in used), paper, failed,
+                      flagged)
 
 
 @dataclass
@@ -704,9 +713,9 @@ class PaperTable:
     @property
     def title(self) -> str:
         parts = [self.table, f"budget {self.budget}" if self.budget else "no budget", *self.flags]
-        schedule = shared_schedule(self.runs)
+        schedule, limits = shared_schedule(self.runs), data_limits(self.runs)
         return " · ".join(parts + ([settings_text(self.split)] if self.split else [])
-                          + ([schedule] if schedule else []))
+                          + [x for x in (schedule, limits) if x])
 
     @property
     def columns(self) -> list[str]:
@@ -786,6 +795,27 @@ class PaperTable:
             every.partial = next(filter(None, (self.partial(row, metric) for row in self.rows)), None)
             out.append(("", "all", every))
         return out
+
+    def why_no_delta(self, metric: str) -> str | None:
+        """Why no line of the table is set against the paper (None where one is): the table has
+        no published numbers (its config says why), they are for cells not run here (another
+        variant), or ours covers fewer classes than the paper's means."""
+        lines = self.lines(metric)
+        if any(c.delta is not None for _, _, c in lines):
+            return None
+        config = table_config(self.table)
+        if config is not None and config.variants_from is not None:
+            return "a benchmark of every method: its leaderboard ranks them (the field's means beside it)"
+        if config is not None and not config.paper and not config.paper_mean:
+            return config.no_paper or "no published numbers for this table"
+        partial = next((c.partial for _, _, c in lines if c.partial), None)
+        if partial:
+            return f"ours covers {partial} of the paper's means"
+        if config is not None:
+            variants = sorted({str(e["where"]["variant"]) for e in config.paper if "variant" in (e.get("where") or {})})
+            if variants:
+                return f"the paper's numbers are for {', '.join(variants)}, not run here"
+        return "no published number for the cells run here"
 
     def grid_classes(self) -> int | None:
         """How many classes the table's grid holds (what the paper's means are over); None where

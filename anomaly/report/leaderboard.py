@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
-                                      paper_tables, setting_text, shared_schedule, table_config)
+                                      data_limits, paper_tables, setting_text, shared_schedule, table_config)
 from anomaly.report.suspect import legend, marked
 
 ALPHA = 0.05
@@ -72,6 +72,7 @@ class Leaderboard:
     # per method, its runs' mean training FLOPs and mean share of the published schedule (None: not recorded)
     costs: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     budget_flops: float | None = None  # a compute budget's training FLOPs, where the runs had one
+    data_limits: str | None = None  # a cut of the data every method shares ("1,000 training images")
 
     @property
     def ranked(self) -> list[str]:
@@ -137,7 +138,8 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
     return Leaderboard(paper.table, paper.budget, metric, ranked + sorted(tuned), classes, cells, ranks, complete,
                        test, why, field_means, paper.flags, schedules, tuned,
                        {m: run_costs(runs) for m, runs in runs_of.items()},
-                       next((r.cost["budget_flops"] for r in paper.runs if r.cost and r.cost.get("budget_flops")), None))
+                       next((r.cost["budget_flops"] for r in paper.runs if r.cost and r.cost.get("budget_flops")), None),
+                       data_limits(paper.runs))
 
 
 def average_ranks(matrix: np.ndarray) -> np.ndarray:
@@ -225,9 +227,10 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
     seeds = board.seeds()
     over = (f"the {len(board.complete)} classes every method has" if len(board.complete) < len(board.classes)
             else "the classes")
+    limits = f" Every method trained on {board.data_limits}." if board.data_limits else ""
     notes = [f"{metric_title(board.metric)} per class: mean" + (f" ± std over {seeds} seeds" if seeds > 1
                                                                  else " (one seed)")
-             + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.",
+             + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.{limits}",
              "", significance_line(board)]
     if board.tuned:
         notes += ["", tuned_line(board)]

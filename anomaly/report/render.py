@@ -18,6 +18,7 @@ from anomaly.report.aggregate import (
     Run,
     cells,
     columns_of,
+    data_limits,
     group_title,
     method_label,
     natural,
@@ -101,7 +102,8 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
             numbers.append([row_cells[c].mean if c in row_cells else None for c in columns] + [mean, std])
             flagged += [(r, i, label, c, row_cells[c].suspect) for i, c in enumerate(columns, 1)
                         if c in row_cells and row_cells[c].suspect]
-        title = " · ".join(filter(None, [group_metric_title(metric, members), group_title(group), uniform]))
+        title = " · ".join(filter(None, [group_metric_title(metric, members), group_title(group), uniform,
+                                         data_limits(members)]))
         tables.append(flag_cells(Table(title, ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers),
                                  flagged))
     return tables
@@ -208,6 +210,9 @@ def paper_caption(table: PaperTable) -> str:
     subset = data_line(table.runs)
     if subset:
         parts.append(subset)
+    why = next(filter(None, (table.why_no_delta(m) for m in table.metrics()[:1])), None)
+    if why:
+        parts.append(f"no Δ: {why}")
     return " · ".join(parts)
 
 

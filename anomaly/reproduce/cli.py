@@ -88,6 +88,15 @@ def run_suffix(table: Table, cell, budget: str, passed: list[str]) -> str:
     return "".join(f"-{p}" for p in parts).replace("/", "_").replace(" ", "")
 
 
+def rerun_mode(value) -> bool | str:
+    """`rerun`: false (skip kept cells, resume stopped trainings, refuse a kept result of another
+    config), true (train and score every cell again), or "stale" (re-make only the cells whose
+    kept result is of another config or data: skip the others, resume stopped trainings)."""
+    if value in (True, False, "stale"):
+        return value
+    raise AnomalyError(f"rerun={value}: choose false, true or stale (re-make only the stale cells)")
+
+
 def check_cells(table: Table, cells: list, budget: str, passed: list[str], run_root: Path) -> None:
     """Every setting of the cells refused before anything trains or is written: the first cell
     of each variant is composed and checked as `anomaly.train` checks its config (the grid's
@@ -142,7 +151,7 @@ def run_table(cfg: DictConfig) -> None:
             log.info("budget=smoke: results are not kept in %s (smoke runs only check that a table runs)",
                      results_dir)
             results_dir = None
-        rerun = bool(cfg.get("rerun", False))
+        rerun = rerun_mode(cfg.get("rerun", False))
         suffix = run_suffix(table, cells[0], cfg.budget, passed)
         check_cells(table, cells, cfg.budget, passed, run_root)
         log.info("table %s, budget %s: %d cells from %d trainings (%s)", table.name, cfg.budget, len(cells),
@@ -188,7 +197,7 @@ def run_table(cfg: DictConfig) -> None:
 def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path) -> None:
     """logger=wandb: the table's ours | paper | Δ per cell and the report's figure of it (ours
     against the paper) in a `comparison` run of the cells' W&B group."""
-    from anomaly.reproduce.runner import comparison_rows
+    from anomaly.reproduce.runner import COMPARISON_COLUMNS, comparison_rows
 
     images = {}
     try:
@@ -199,7 +208,7 @@ def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path
                                                                          or p.name.endswith("_cd.png"))}
     except SystemExit as err:  # the report found nothing to draw (every cell failed): the table alone
         log.warning("logger=wandb: no figure for the comparison run (%s)", err)
-    log_comparison(cfg.logger, table_group(table.name, cfg.budget), ("cell", "ours", "paper", "Δ"),
+    log_comparison(cfg.logger, table_group(table.name, cfg.budget), COMPARISON_COLUMNS,
                    comparison_rows(table, results), images, run_root)
 
 

@@ -362,6 +362,6 @@ def main(argv: list[str]) -> int:
     for line in render(found):
         print(line)
     stale = sum(s.state == "stale" for s in found)
-    print(f"\n{stale} stale cell{'s' * (stale != 1)}" + (": the same command with rerun=true re-makes each"
+    print(f"\n{stale} stale cell{'s' * (stale != 1)}" + (": `python -m anomaly.reproduce table=… rerun=stale` re-makes them"
                                                         if stale else "; every kept cell re-makes from its command"))
     return 1 if stale else 0
