@@ -14,6 +14,9 @@
 - The bookkeeping around the steps, on a cadence so that it stays a few percent of training
   (GPU steps take milliseconds): `EpochEndCheckpoint` (at most every few minutes), and
   `ValidationCadence` (about every 200 batches), `ProgressBar` (its numbers read once a second).
+- `StopAtEpochEnd`: SIGTERM or SIGINT (Ctrl-C) during training finishes the epoch in progress,
+  writes its epoch-end checkpoint and ends the run (`RunInterrupted`, saying what is kept); a
+  second signal ends it at once (outside training: `anomaly.stop_signals.stop_at_once`).
 
 No callback reads a device value on the host in a training step: on a GPU such a read waits for
 every queued kernel (tests/helpers/syncs.py counts them).
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 import time
 from typing import Any, Mapping
 
@@ -33,7 +37,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 
-from anomaly import AnomalyError
+from anomaly import AnomalyError, RunInterrupted
+from anomaly.stop_signals import handle_stop_signals, restore_handlers
 
 log = logging.getLogger("anomaly")
 
@@ -265,6 +270,12 @@ class ResumableRNG(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
         log.info("resumed the random number generators of the checkpoint")
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a checkpoint of the training's last epoch (a run stopped then) leaves no epoch to train:
+        # Lightning skips on_train_start, and validation and test (which may sample: the VAE's
+        # scores) draw from the generators as the uninterrupted run left them
+        self.on_train_start(trainer, pl_module)
+
 
 def seed_rank_streams(seed: int, epoch: int, rank: int) -> None:
     """Seed torch (CPU and CUDA), NumPy and Python for one rank's epoch: independent streams per
@@ -276,21 +287,28 @@ def seed_rank_streams(seed: int, epoch: int, rank: int) -> None:
 
 
 class EpochEndCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, written only at the end of an epoch and at most every
-    `every_seconds` of training (0: every epoch).
+    """Lightning's ModelCheckpoint, written only at the end of an epoch: at most every
+    `every_seconds` of training (0: every epoch), and at the end of the training's last epoch
+    and of the epoch a stop waits for (`StopAtEpochEnd`, via `save_at_this_epoch_end`).
 
     A 1,000-epoch schedule of 9-batch epochs would otherwise write its checkpoint 1,000 times
     (ARAE's MLP on COIL-100: 42 MB each). Never mid-epoch or after a mid-epoch validation: a
     resume from an epoch end is exact (batch order and RNG states are functions of the epoch,
-    see `ResumableRNG`); one from inside an epoch would not be. The pipeline saves the run's final
+    see `ResumableRNG`); one from inside an epoch would not be. The last epoch's checkpoint keeps
+    the whole training while validation and test run; the pipeline saves the run's final
     checkpoint itself, after the test."""
 
-    def __init__(self, every_seconds: float = 300.0, **kwargs: Any) -> None:
+    def __init__(self, every_seconds: float = 60.0, **kwargs: Any) -> None:
         if float(every_seconds) < 0:
             raise AnomalyError(f"callbacks.model_checkpoint.every_seconds={every_seconds}: need ≥ 0 (0: every epoch)")
         super().__init__(save_on_train_epoch_end=True, **kwargs)
         self.every_seconds = float(every_seconds)
         self._since = time.monotonic()
+        self._save_now = False
+
+    def save_at_this_epoch_end(self) -> None:
+        """Write the checkpoint at the end of the epoch in progress, whatever the cadence."""
+        self._save_now = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -303,10 +321,105 @@ class EpochEndCheckpoint(ModelCheckpoint):
         return  # validation may run mid-epoch; its epoch's end saves
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if time.monotonic() - self._since < self.every_seconds:
+        due = self._save_now or _last_epoch(trainer) or time.monotonic() - self._since >= self.every_seconds
+        self._save_now = False
+        if not due:
             return
         super().on_train_epoch_end(trainer, pl_module)
         self._since = time.monotonic()
+
+
+def _last_epoch(trainer: L.Trainer) -> bool:
+    """Whether the epoch ending now is the training's last (in on_train_epoch_end, where the fit
+    loop has counted it as processed; its own `done` would log what it finds)."""
+    loop = trainer.fit_loop
+    epochs, steps = loop.max_epochs, loop.max_steps
+    return (bool(trainer.should_stop) or (epochs is not None and 0 <= epochs <= loop.epoch_progress.current.processed)
+            or (steps is not None and 0 <= steps <= trainer.global_step))
+
+
+# ---- stopping on a signal ---------------------------------------------------------------------------
+class StopAtEpochEnd(L.Callback):
+    """SIGTERM or SIGINT (Ctrl-C) during training: the epoch in progress finishes, its epoch-end
+    checkpoint is written (`EpochEndCheckpoint`, whatever its cadence) and the run ends with a
+    `RunInterrupted` (its `where`: "after epoch 3"; anomaly.pipeline adds what the checkpoint
+    keeps); a second signal ends the run at once (the last checkpoint written stays).
+
+    Only an epoch end is a point a resume is exact from (see `EpochEndCheckpoint`), and timed
+    checkpoints are minutes apart: Lightning's own SIGTERM handler, which stops after the batch
+    in progress, lost every epoch since the last one. This callback's handlers replace it from the
+    start of training to its end; the previous ones come back after. Under DDP the ranks decide
+    together at each epoch end and at the end of training (an all-reduce of a flag: the signal
+    may have reached one rank only), so that all stop after the same epoch. The run ends after the
+    checkpoint is written, at the next epoch's start or at the end of training (after the last
+    epoch)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the first signal received
+        self._trainer: L.Trainer | None = None
+        self._previous: dict[int, Any] = {}
+        self._stopping = False
+        self._decided = -1  # the last epoch whose end has decided whether to stop
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # here, not at fit start: Lightning installs its SIGTERM handler after on_fit_start
+        self.signum, self._trainer, self._stopping, self._decided = None, trainer, False, -1
+        self._previous = handle_stop_signals(self._received)
+
+    def _received(self, signum: int, frame: Any) -> None:
+        trainer = self._trainer
+        if self.signum is None:
+            self.signum = signum
+            if trainer is not None:  # past this epoch's decision (its end hooks), the next epoch's end stops
+                epoch = trainer.current_epoch + 1
+                if self._decided == trainer.current_epoch and not _last_epoch(trainer):
+                    epoch += 1
+                log.warning("%s: stopping at the end of epoch %d, after writing its checkpoint (a second signal "
+                            "stops at once)", signal.Signals(signum).name, epoch)
+            return
+        launcher = trainer.strategy.launcher if trainer is not None else None
+        if launcher is not None:  # the other ranks Lightning started stop too, as on Ctrl-C
+            launcher.kill(signal.SIGKILL)
+        raise RunInterrupted(signum=signum)  # anomaly.pipeline says where it stopped and what is kept
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # before the module's epoch-end hook and the checkpoint callbacks (Lightning calls those last)
+        self._decided = trainer.current_epoch
+        if self._stopping or not trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
+            return
+        self._stopping = True
+        if self.signum is None:  # a rank the signal did not reach stops for the one it reached
+            self.signum = int(signal.SIGTERM)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, EpochEndCheckpoint):
+                callback.save_at_this_epoch_end()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._stopping:
+            self._stop(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+        # a stop in the last epoch; or a signal after its decision (in the module's epoch-end hook
+        # or the checkpoint's writing): the last epoch's checkpoint is written in any case
+        if trainer.strategy.reduce_boolean_decision(self._stopping or self.signum is not None, all=False):
+            self._stop(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        previous, self._previous, self._trainer = self._previous, {}, None
+        restore_handlers(previous)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        self._restore()
+        signum, self.signum, self._stopping = int(self.signum or signal.SIGTERM), None, False
+        where = f"after epoch {trainer.fit_loop.epoch_progress.current.processed}"
+        raise RunInterrupted(f"run stopped by {signal.Signals(signum).name} {where}", signum, where=where)
 
 
 class ValidationCadence(L.Callback):
@@ -333,6 +446,16 @@ class ValidationCadence(L.Callback):
         trainer.check_val_every_n_epoch = max(int(every), math.ceil(self.every_n_batches / batches))
 
 
+def _is_terminal() -> bool:
+    """Whether the bars' stream (stderr, as tqdm's) is a terminal."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class ProgressBar(TQDMProgressBar):
     """Lightning's tqdm bars, without a host read per training step: the bar advances every batch
     (tqdm draws it at most every `mininterval`), and its numbers (`show`: values logged in
@@ -340,11 +463,40 @@ class ProgressBar(TQDMProgressBar):
     at most every `refresh_seconds`. Lightning reads every prog_bar=True value on the host after
     each batch, so training values reach the bar through this class instead."""
 
-    def __init__(self, refresh_seconds: float = 1.0, show: tuple[str, ...] | list[str] = ("train/loss",)) -> None:
+    def __init__(self, refresh_seconds: float = 1.0, show: tuple[str, ...] | list[str] = ("train/loss",),
+                 line_seconds: float = 60.0) -> None:
         super().__init__(refresh_rate=1)
         self.refresh_seconds = float(refresh_seconds)
         self.show = tuple(show)
         self._read_at = -math.inf
+        # where the output is no terminal (a SLURM log, a pipe, CI), a bar's carriage returns make
+        # one line of tens of kilobytes: a plain line at an epoch's end instead, at most every
+        # line_seconds (and at the last epoch)
+        self.line_seconds = float(line_seconds)
+        self.lines: bool | None = None  # decided at setup
+        self._line_at = -math.inf
+        self._fit_start = 0.0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.lines is None:
+            self.lines = not _is_terminal()
+        if self.lines:
+            self.disable()
+
+    def _epoch_line(self, trainer: L.Trainer, last: bool = False) -> None:
+        now = time.monotonic()
+        if not last and now - self._line_at < self.line_seconds:
+            return
+        self._line_at = now
+        logged = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        for name in (*self.show, "val/auroc"):
+            value = logged.get(f"{name}_epoch", logged.get(f"{name}_step", logged.get(name)))
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                parts.append(f"{name} {float(value):.4g}")
+        parts.append(f"{now - self._fit_start:.0f} s")
+        log.info(" · ".join(parts))
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
@@ -358,6 +510,7 @@ class ProgressBar(TQDMProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._read_at = time.monotonic()  # the first numbers after refresh_seconds, not at batch 0
+        self._fit_start = self._line_at = time.monotonic()  # the first line after line_seconds
 
     def _refresh_numbers(self, trainer: L.Trainer, pl_module: L.LightningModule, force: bool = False) -> None:
         now = time.monotonic()
@@ -374,6 +527,9 @@ class ProgressBar(TQDMProgressBar):
         self._refresh_numbers(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.lines:
+            self._epoch_line(trainer, last=trainer.current_epoch + 1 >= (trainer.max_epochs or 0))
+            return
         bar = self.train_progress_bar
         if bar is not None and not bar.disable:
             self._refresh_numbers(trainer, pl_module)
@@ -382,6 +538,8 @@ class ProgressBar(TQDMProgressBar):
             bar.close()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.lines:
+            return
         bar = self.train_progress_bar
         if bar is not None and not bar.disable:  # the bar left on screen shows the last numbers
             self._refresh_numbers(trainer, pl_module, force=True)

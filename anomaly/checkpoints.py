@@ -7,7 +7,8 @@ and the bookkeeping of a resumed or interrupted run.
   `find_last_checkpoint` finds for `ckpt_path=last`), refused if it is another method's or
   another image size's.
 - `mark_resumed`: the failed or interrupted run that a resume finished says so in its results.json.
-- `interrupted_message`: the `error:` line of a run stopped by SIGTERM (where to resume from).
+- `stop_message`: the `error:` line of a run stopped by SIGTERM or SIGINT (what its checkpoint
+  keeps, where the same command resumes).
 
 What a checkpoint holds beyond Lightning's own entries (its `anomaly` entry: method, image shape,
 run config, config hash, threshold fit record) is written by `AnomalyModule.on_save_checkpoint`.
@@ -20,7 +21,6 @@ import logging
 import re
 from pathlib import Path
 
-import lightning as L
 import torch
 from omegaconf import DictConfig
 
@@ -154,7 +154,7 @@ def checkpoint_info(path: Path) -> dict:
                     if str(err).strip() else type(err).__name__)
         return {}
     info = ckpt.get("anomaly") if isinstance(ckpt, dict) else None
-    return {**info, "epoch": ckpt.get("epoch")} if isinstance(info, dict) else {}
+    return {**info, "epoch": ckpt.get("epoch"), "epochs_done": epochs_done(ckpt)} if isinstance(info, dict) else {}
 
 
 def mark_resumed(old_dir: Path, new_dir: Path) -> None:
@@ -174,12 +174,20 @@ def mark_resumed(old_dir: Path, new_dir: Path) -> None:
         write_json(path, data)
 
 
-def interrupted_message(trainer: L.Trainer, output_dir: Path) -> str:
-    """The one line of a run stopped by SIGTERM: where it stopped and how to resume it."""
-    where = f"run interrupted by SIGTERM in epoch {trainer.current_epoch} (global step {trainer.global_step})"
-    last = output_dir / "checkpoints" / "last.ckpt"
-    epoch = checkpoint_info(last).get("epoch") if last.is_file() else None
-    if epoch is None:
-        return f"{where}; no epoch had finished, so the same command with ckpt_path=last starts over"
-    return (f"{where}; {last} holds the end of epoch {epoch}: run the same command with "
-            "ckpt_path=last to resume from it")
+RESUME_COMMAND = "the same command with ckpt_path=last"
+
+
+def stop_message(signal_name: str, where: str, last: Path, max_epochs: int | None,
+                 resume_command: str = RESUME_COMMAND) -> str:
+    """The one line of a run stopped by a signal: where it stopped (`where`: "after epoch 3", "in
+    epoch 4", "after training"), what its checkpoint `last` holds on disk now (epochs counted from
+    1), and what `resume_command` does with it. max_epochs: the training's length (-1 or None:
+    none), to tell a finished training from one to go on with."""
+    head = f"run stopped by {signal_name} {where}"
+    done = (checkpoint_info(last).get("epochs_done") or 0) if last.is_file() else 0
+    if done < 1:
+        return f"{head}; no epoch was kept, so {resume_command} starts over"
+    kept = f"{done} epoch{'s' if done != 1 else ''} kept in {last}"
+    if max_epochs is not None and 0 < max_epochs <= done:
+        return f"{head}: {kept}, the whole training; {resume_command} validates and tests it without training again"
+    return f"{head}: {kept}; {resume_command} resumes at epoch {done + 1}"

@@ -241,6 +241,8 @@ RUN: dict[str, Rule] = {
     "dataset.image_size": Int(low=1, null="the images' own size"),
     "dataset.resize_mode": Choice(options=RESIZE_MODES),
     "dataset.loader.download": Bool(),
+    # a compute budget in training FLOPs (anomaly.cost); absent: the whole schedule
+    "compute.max_flops": positive(null="no budget: the whole schedule"),
 }
 
 TRAINER: dict[str, Rule] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -73,6 +73,28 @@ def print_results(results: dict) -> None:
     runlog.to_log("\n".join(runlog.render(line, 10_000 if isinstance(line, str) else 200) for line in lines))
 
 
+def tuning_metric() -> str | None:
+    """The validation metric a tuning sweep (hparams_search=optuna) optimises; None outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - outside a Hydra app
+        return None
+    if hc.runtime.choices.get("hydra/sweeper") != "optuna":
+        return None
+    return str(hc.get("job", {}).get("config", {}).get("optimized_metric", None) or "auroc")
+
+
+def print_trial(results: dict, metric: str) -> None:
+    """A tuning trial's line: its validation number, named as such (the test numbers stay in its
+    results.json: a table of them per trial invites choosing on the test split)."""
+    value = (results.get("val_metrics") or {}).get(metric)
+    shown = "—" if value is None else f"{value:.4f}"
+    print_line(f"trial: validation {METRIC_LABELS.get(metric, metric)} {shown} (the metric tuned); "
+               f"run dir: {results.get('run_dir')}")
+
+
 def print_line(text: str) -> None:
     """One plain line on stdout (never folded: paths stay whole), and in the run's log."""
     print(text, flush=True)
@@ -116,6 +138,21 @@ def discard_unused_run_dir(run_dir: Path) -> bool:
 HYDRA_ONLY_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc",
                     "--experimental-rerun", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p"}  # flags that take the next argument
+
+
+def help_without(main: Callable[[], Any], groups: set[str]) -> None:
+    """Hydra's `--help`, without the config groups another entry point uses (`anomaly.train
+    --help` need not list `table:`, which only `anomaly.reproduce` reads)."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            main()
+    finally:
+        print("\n".join(line for line in buffer.getvalue().splitlines()
+                        if line.split(":", 1)[0] not in groups), flush=True)
 
 
 def check_command_line(config_name: str, argv: list[str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,16 +27,17 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from anomaly import AnomalyError, RunInterrupted
-from anomaly import config_schema, distributed
-from anomaly.checkpoints import interrupted_message, load_checkpoint, mark_resumed, resume_path
+from anomaly import config_schema, cost, distributed
+from anomaly.checkpoints import RESUME_COMMAND, load_checkpoint, mark_resumed, resume_path, stop_message
 from anomaly.config import config_hash, instantiate, method_name
-from anomaly.console import print_config_tree, print_line, print_results
+from anomaly.console import print_config_tree, print_line, print_results, print_trial, tuning_metric
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_config, run_name, sweep_group
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
 from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
 from anomaly import provenance
 from anomaly.results import example_indices, plot_examples, run_title, write_results
+from anomaly.stop_signals import stop_at_once
 
 log = logging.getLogger("anomaly")
 
@@ -93,12 +95,14 @@ def build_method(cfg: DictConfig, dm: AnomalyDataModule | None, threshold: Thres
 
 
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True, with_logger: bool = True,
-                  identity: dict | None = None, model: AnomalyModule | None = None) -> L.Trainer:
-    """The Trainer of cfg.trainer with cfg.callbacks and cfg.logger. identity: the run's
-    {name, group, tags} for loggers that show them (W&B; see `run_identity`). model: the module
-    it will fit (its optimisation decides the DDP strategy, see `distributed.strategy_for`)."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()
-                 if c is not None and "_target_" in c] if with_callbacks else []
+                  identity: dict | None = None, model: AnomalyModule | None = None,
+                  extra_callbacks: tuple[L.Callback, ...] = ()) -> L.Trainer:
+    """The Trainer of cfg.trainer with cfg.callbacks (and `extra_callbacks`) and cfg.logger.
+    identity: the run's {name, group, tags} for loggers that show them (W&B; see `run_identity`).
+    model: the module it will fit (its optimisation decides the DDP strategy, see
+    `distributed.strategy_for`)."""
+    callbacks = [*extra_callbacks, *([instantiate(c) for c in (cfg.get("callbacks") or {}).values()
+                                      if c is not None and "_target_" in c] if with_callbacks else [])]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = build_loggers(cfg.get("logger"), identity) if with_logger else []
@@ -145,10 +149,19 @@ def run_header(cfg: DictConfig, output_dir: Path) -> str:
     protocol = cfg.get("protocol") or {}
     classes = [f"{k} {OmegaConf.to_container(protocol[k]) if OmegaConf.is_config(protocol[k]) else protocol[k]}"
                for k in ("normal", "anomalous", "n_normal") if protocol.get(k) is not None]
-    method = provenance.choice("method") or str(cfg.method._target_).rsplit(".", 1)[-1]
-    protocol_name = provenance.choice("protocol") or str(protocol.get("_target_", "?")).rsplit(".", 1)[-1]
+    # the run config's own method and protocol (a table cell's may differ from the app's choices)
+    method = method_name(cfg)
+    protocol_name = str(protocol_class_name(cfg) or provenance.choice("protocol") or "?")
     parts = [f"{method} on {cfg.dataset.name}", protocol_name, *classes, f"seed {cfg.seed}"]
     return f"train {' · '.join(parts)} → {output_dir}"
+
+
+def protocol_class_name(cfg: DictConfig) -> str | None:
+    """The `name` of the protocol class cfg.protocol builds (as the report names protocols)."""
+    from hydra.utils import get_class
+
+    target = OmegaConf.select(cfg, "protocol._target_", default=None)
+    return getattr(get_class(target), "name", None) if target else None
 
 
 def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **extra: Any) -> dict:
@@ -174,17 +187,23 @@ def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **
         "train_hash": dm.split.train_hash(),
         # the content of the images each split drew: with the config, what the run is
         "data_fingerprint": dm.fingerprint(),
+        # the images this copy of the dataset holds against the release's (MNIST here: a subset)
+        "dataset_size": dm.data.size(),
         "image_shape": list(dm.image_shape),
         "config_hash": config_hash(cfg),
+        # what the method chose with labelled validation anomalies (None: nothing; ocsvm_tuned: its γ)
+        "labelled_selection": model.labelled_selection,
         **extra,
     }
 
 
-def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) -> dict:
+def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None,
+          resume_command: str = RESUME_COMMAND) -> dict:
     """Fit, fit the threshold on validation, test, save the checkpoint and the results.
 
     keep: a dict that receives the trained `model`, its `dm` and `trainer` (anomaly.reproduce
-    evaluates further cells with them). extra: more results.json fields."""
+    evaluates further cells with them). extra: more results.json fields. resume_command: what
+    resumes the run, for the message of a run stopped by a signal (`_fit_test_write`)."""
     config_schema.check_train(cfg)  # every plain setting, before anything is written or loaded
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -210,12 +229,16 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
     if rank_zero:  # the whole config: in the run dir, on the terminal with print_config=true (after
         # every refusal of bad input, so that an error is never below a page of config)
         print_config_tree(cfg, output_dir / "config_tree.log", echo=cfg.get("print_config", False))
+    plan = cost.plan_for(cfg, model, dm)  # with compute.max_flops: where to stop (None: no budget)
     with distributed.processes() as trainers:
-        trainer = build_trainer(cfg, identity=run_identity(cfg, dm, model), model=model)
+        # every fit counts its cost (and stops at a budget's batch, its schedule shortened first)
+        trainer = build_trainer(cfg, identity=run_identity(cfg, dm, model), model=model,
+                                extra_callbacks=(cost.TrainingCost(plan),))
+        cost.apply_plan(plan, model, trainer)
         trainers.append(trainer)
         failed = True
         try:
-            results = _fit_test_write(cfg, dm, model, trainer, output_dir, resume, extra or {})
+            results = _fit_test_write(cfg, dm, model, trainer, output_dir, resume, extra or {}, resume_command)
             failed = False
             if keep is not None:
                 keep.update(model=model, dm=dm, trainer=trainer)
@@ -230,22 +253,41 @@ def train(cfg: DictConfig, keep: dict | None = None, extra: dict | None = None) 
 
 
 def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, trainer: L.Trainer,
-                    output_dir: Path, resume: str | None, extra: dict) -> dict:
+                    output_dir: Path, resume: str | None, extra: dict, resume_command: str) -> dict:
+    """Fit, then `_test_write`. SIGTERM or SIGINT ends the run with a `RunInterrupted` that says
+    what its checkpoint keeps and what `resume_command` does with it: during training at the end
+    of the epoch in progress (the StopAtEpochEnd callback), elsewhere, or at a second signal, at
+    once (`stop_at_once`)."""
     log_config(trainer.loggers, cfg)
-    start = time.perf_counter()
+    last = output_dir / "checkpoints" / "last.ckpt"
+    fitted = False
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
-    except SIGTERMException:
-        # Lightning stops at the end of the batch in progress; the epoch-end last.ckpt stays
-        # (a mid-epoch one would not resume to the same result)
-        raise RunInterrupted(interrupted_message(trainer, output_dir)) from None
-    except Exception as err:
-        # a method's code that failed on a diverged network (see anomaly.callbacks)
-        diagnosis = getattr(err, "anomaly_diagnosis", None)
-        if diagnosis:
-            raise AnomalyError(diagnosis) from err
-        raise
-    train_seconds = time.perf_counter() - start
+        with stop_at_once():
+            start = time.perf_counter()
+            try:
+                trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
+            except Exception as err:
+                # a method's code that failed on a diverged network (see anomaly.callbacks)
+                diagnosis = getattr(err, "anomaly_diagnosis", None)
+                if diagnosis:
+                    raise AnomalyError(diagnosis) from err
+                raise
+            fitted = True  # its last epoch's checkpoint is written (EpochEndCheckpoint)
+            return _test_write(cfg, dm, model, trainer, output_dir, resume, extra, time.perf_counter() - start)
+    except (RunInterrupted, SIGTERMException) as stop:
+        # SIGTERMException: Lightning's own handler stopped after the batch in progress, where
+        # StopAtEpochEnd's was not in place (a run configured without it). StopAtEpochEnd says
+        # where it stopped (after an epoch); stopped at once, the run was where it was
+        signum = getattr(stop, "signum", signal.SIGTERM)
+        where = getattr(stop, "where", None) or ("after training" if fitted else
+                                                 f"in epoch {trainer.current_epoch + 1}")
+        raise RunInterrupted(stop_message(signal.Signals(signum).name, where, last, trainer.max_epochs,
+                                          resume_command), signum) from None
+
+
+def _test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, trainer: L.Trainer,
+                output_dir: Path, resume: str | None, extra: dict, train_seconds: float) -> dict:
+    """Fit the threshold on validation, test, save the final checkpoint, write the results."""
     start = time.perf_counter()
     trainer.validate(model, datamodule=dm, verbose=False)  # threshold of the final weights
     validate_seconds = time.perf_counter() - start
@@ -257,9 +299,10 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
     trainer.save_checkpoint(ckpt_path, weights_only=False)  # optimiser state kept: resumable
     if not trainer.is_global_zero:
         return {}
+    spent = cost.spent(trainer, model, cfg, dm, train=train_seconds, validate=validate_seconds, score=score_seconds)
     summary = run_summary(cfg, dm, model, train_seconds=round(train_seconds, 3),
                           validate_seconds=round(validate_seconds, 3),
-                          score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch,
+                          score_seconds=round(score_seconds, 3), epochs=trainer.current_epoch, cost=spent,
                           # where it trained (not part of what the run is: see provenance.topology)
                           accelerator=trainer.strategy.root_device.type, world_size=trainer.world_size,
                           run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume,
@@ -269,7 +312,11 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
         mark_resumed(Path(resume).parent.parent, output_dir)
     write_examples(output_dir, model, dm, run_title(results))
     log_artifacts(trainer.loggers, results, output_dir, step=trainer.global_step)
-    print_results(results)
+    tuned = tuning_metric()
+    if tuned is None:
+        print_results(results)
+    else:  # a trial of a tuning sweep: its validation number only (SweepSummary shows the best's test)
+        print_trial(results, tuned)
     return results
 
 

@@ -99,13 +99,17 @@ TITLE_KEYS = ("outlier_ratio", "anomaly_ratio", "contamination", "fold", "draw",
 
 def run_title(summary: dict[str, Any]) -> str:
     """A run's figure title: `gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.5 · fold 0 ·
-    seed 0` (the method, data, protocol, classes, the protocol's ratio / fold / draw, the seed)."""
+    seed 0 · 6/80 ep` (the method, data, protocol, classes, the protocol's ratio / fold / draw, the
+    seed, the epochs against the paper's)."""
     protocol = summary.get("protocol") or {}
     parts = [str(summary.get("method")), str(summary.get("dataset")), str(protocol.get("name", "?")),
              classes_text(protocol)]
     parts += [f"{k} {protocol[k]}" for k in TITLE_KEYS if protocol.get(k) is not None]
     parts.append(f"seed {summary.get('seed')}")
-    return " · ".join(parts)
+    from anomaly.provenance import schedule_text
+
+    schedule = schedule_text(summary)  # what the run trained ("6/80 ep")
+    return " · ".join(parts + ([schedule] if schedule else []))
 
 
 def auroc_text(auroc: float | None, std: float | None = None, n: int = 1) -> str:
@@ -361,19 +365,30 @@ def plot_vs_paper(columns: Sequence[str], series: Sequence[dict], path: str | Pa
 
 def plot_vs_setting(x: Sequence[float], ours: Sequence[float | None], spread: Sequence[float | None],
                     paper: Sequence[float | None], path: str | Path, title: str = "", ylabel: str = "",
-                    xlabel: str = "", bounded: bool = True, percent: bool = False) -> Path:
+                    xlabel: str = "", bounded: bool = True, percent: bool = False,
+                    apart: Sequence[str | None] | None = None) -> Path:
     """Ours against the paper over the setting a table's rows vary (the outlier share, the objects
     drawn, the training size), as the papers draw it: our mean over the classes as a line with a
     band of ± the spread over folds / seeds / draws, the paper's numbers as a dashed black line.
-    `percent`: x is a share, shown in %."""
+    `percent`: x is a share, shown in %. `apart`: per point, a note where ours is not the paper's
+    mean ("1 of 10 classes"): such a point is drawn off the line, hollow, with its note."""
     def arr(values: Iterable[float | None]) -> np.ndarray:
         return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
 
     xs = arr(x) * (100 if percent else 1)
     ours_, spread_, paper_ = arr(ours), arr(spread), arr(paper)
+    notes = list(apart or [None] * len(xs))
+    off = np.array([bool(n) for n in notes])
+    on_line = np.where(off, np.nan, ours_)
     fig, (ax,) = figure(size=(4.6, 3.4))
-    ax.plot(xs, ours_, "o-", color="C0", lw=1.5, ms=4,
+    ax.plot(xs, on_line, "o-", color="C0", lw=1.5, ms=4,
             label="ours (mean)" if np.isfinite(spread_).any() else "ours (mean; one run per cell: no spread)")
+    if off.any():
+        ax.plot(xs[off], ours_[off], "o", mfc="none", color="C0", ms=6, label="ours over part of the classes (no Δ)")
+        for xv, yv, note in zip(xs[off], ours_[off], [n for n in notes if n]):
+            ax.annotate(note, (xv, yv), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=6,
+                        color="C0")
+        spread_ = np.where(off, np.nan, spread_)  # no band for a point that is not the table's
     if np.isfinite(spread_).any():
         band = np.nan_to_num(spread_)
         ax.fill_between(xs, ours_ - band, ours_ + band, color="C0", alpha=0.2, lw=0,

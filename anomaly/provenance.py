@@ -22,7 +22,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # the trainer settings that change what a run computes (the rest is hardware and bookkeeping)
 SCHEDULE_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_val_batches",
                  "limit_test_batches", "fast_dev_run", "precision", "accumulate_grad_batches")
-RESULT_KEYS = ("seed", "dataset", "protocol", "method", "data", "threshold")
+# (compute: a compute budget, anomaly.cost; absent from runs without one)
+RESULT_KEYS = ("seed", "dataset", "protocol", "method", "data", "threshold", "compute")
 
 
 def schedule(cfg: DictConfig) -> dict[str, Any]:
@@ -127,6 +128,30 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def schedule_text(summary: dict) -> str | None:
+    """'6/80 ep': the epochs a run trained against its paper's schedule (conf/paper's
+    trainer.max_epochs for the method × dataset); '20 ep' where no paper gives one; None where
+    the run records no epochs."""
+    epochs = summary.get("epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool):
+        return None
+    paper = ((summary.get("paper_settings") or {}).get("keys") or {}).get("trainer.max_epochs")
+    return f"{epochs}/{paper} ep" if isinstance(paper, int) else f"{epochs} ep"
+
+
+SPLIT_WORDS = {"train": "training images", "test": "test images", "all": "images"}
+
+
+def subset_line(size: dict | None) -> str | None:
+    """The parts of a dataset's recorded `dataset_size` that hold fewer images than its release,
+    as one phrase ('10,000 of the official 60,000 training images'); None where every part is
+    whole or the release's counts are unknown."""
+    official = (size or {}).get("official") or {}
+    parts = [f"{size[k]:,} of the official {n:,} {SPLIT_WORDS.get(k, k)}" for k, n in official.items()
+             if isinstance(size.get(k), int) and size[k] < n]
+    return "; ".join(parts) or None
+
+
 def config_differences(kept: dict[str, Any], now: dict[str, Any], limit: int = 4) -> list[str]:
     """The keys whose values differ between two result configs (`result_config`), as
     'key: kept → now' (at most `limit`, then '… and N more keys'). Differences that change no
@@ -220,7 +245,7 @@ def paper_settings(cfg: DictConfig) -> dict[str, Any] | None:
         if used != value:
             overridden[key] = used
     return {"name": str(info.name), "source": str(info.get("source", "")), "keys": keys,
-            "overridden": overridden}
+            "overridden": overridden, **({"model": str(info.model)} if info.get("model") else {})}
 
 
 def paper_line(info: dict[str, Any] | None) -> str | None:
@@ -231,6 +256,8 @@ def paper_line(info: dict[str, Any] | None) -> str | None:
     line = f"paper settings: {info['source']} (conf/paper/{info['name']}.yaml): {', '.join(kept)}"
     if info["overridden"]:
         line += "; overridden: " + ", ".join(f"{k}={v}" for k, v in info["overridden"].items())
+    if info.get("model"):  # an experiment that trains another model of the paper on these settings
+        line += f"; this run trains {info['model']}"
     return line
 
 

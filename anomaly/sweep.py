@@ -8,8 +8,8 @@ recorded instead of ending the sweep, and a summary when the sweep ends.
 - `job_errors(cfg)`: a failing job writes `results.json` with `status: failed` and the error, so
   the report shows it; in a sweep the error is logged (traceback in the job's log) and the other
   jobs go on; a single run prints an `AnomalyError` as one line and exits 2. A run stopped by
-  SIGTERM (`RunInterrupted`) records `status: interrupted`, prints one line and exits 143, in a
-  sweep too (the scheduler wants the whole job gone); `ckpt_path=last` resumes it.
+  SIGTERM or SIGINT (`RunInterrupted`) records `status: interrupted`, prints one line and exits
+  143 or 130, in a sweep too (the scheduler wants the whole job gone); `ckpt_path=last` resumes it.
 - `SweepSummary`: a Hydra callback that, when a multirun ends, counts the jobs' results (ok,
   failed, missing), prints the command that turns them into a report, and exits 1 if any job
   failed. (Handing the exception to Hydra instead would also keep the other jobs running, but
@@ -259,7 +259,7 @@ def job_errors(cfg: DictConfig) -> Iterator[None]:
     try:
         yield
     except RunInterrupted as err:
-        # a signal to stop (a scheduler's pre-emption or time limit): the whole sweep stops too
+        # a signal to stop (a scheduler's pre-emption or time limit, Ctrl-C): the whole sweep stops too
         if _is_rank_zero():
             write_failure(cfg, err, status="interrupted")
         runlog.error(str(err))  # on stderr and in the job's log
@@ -270,8 +270,11 @@ def job_errors(cfg: DictConfig) -> Iterator[None]:
         # nothing (its run dir goes; `anomaly_protocol` marks an error from inside the training);
         # a job of a sweep always records its failure, so the sweep shows it
         refused = isinstance(err, AnomalyError) and not hasattr(err, "anomaly_protocol")
-        if _is_rank_zero() and (multirun or not (refused and _discard(cfg))):
-            write_failure(cfg, err)
+        if _is_rank_zero():
+            if multirun or not refused:
+                write_failure(cfg, err)
+            else:
+                _discard(cfg)
         if multirun:
             log.error("job failed: %s: %s", type(err).__name__, err,
                       exc_info=not isinstance(err, AnomalyError))
@@ -314,6 +317,37 @@ class SweepSummary(Callback):
         if bad:
             message += " (" + "; ".join(f"{k}: jobs {', '.join(v)}" for k, v in bad.items()) + ")"
         print(message, file=sys.stderr if bad else sys.stdout, flush=True)
+        if OmegaConf.select(config, "hydra.sweeper._target_", default="") and "optuna" in str(config.hydra.sweeper._target_).lower():
+            print_best_trial(sweep_dir, str(config.get("optimized_metric") or "auroc"),
+                             str(OmegaConf.select(config, "hydra.sweeper.direction", default="maximize")))
         print(f"report: python -m anomaly.report {sweep_dir}", flush=True)
         if "failed" in status:
             sys.exit(1)
+
+
+def print_best_trial(sweep_dir: Path, metric: str, direction: str) -> dict | None:
+    """After a tuning sweep: the trial chosen by its validation number (named as such), then that
+    trial's test numbers, labelled as the one evaluation on the test split after the choice."""
+    from anomaly.console import print_results
+    from anomaly.evaluation import METRIC_LABELS
+
+    trials = []
+    for path in sweep_dir.glob("*/results.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        value = (data.get("val_metrics") or {}).get(metric)
+        if data.get("status") == "ok" and isinstance(value, (int, float)) and value == value:
+            trials.append((value, path.parent.name, data))
+    if not trials:
+        print(f"tuning: no trial has a validation {metric}", flush=True)
+        return None
+    value, job, best = (max if direction == "maximize" else min)(trials, key=lambda t: t[0])
+    settings = {k: v for k, v in (best.get("method_settings") or {}).items()}
+    print(f"best trial: job {job}, validation {METRIC_LABELS.get(metric, metric)} {value:.4f} (the metric tuned, "
+          f"{direction}d over {len(trials)} trials; chosen on validation, never on test)", flush=True)
+    print(f"its settings: {json.dumps(settings, default=str)}", flush=True)
+    print("the test split, once, for the chosen trial only:", flush=True)
+    print_results(best)
+    return best

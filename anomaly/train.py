@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from anomaly import config_schema, runlog
-from anomaly.console import check_command_line
+from anomaly.console import check_command_line, help_without
 from anomaly.sweep import configure_job, job_errors
 
 
@@ -44,4 +44,7 @@ def returned_value(results: dict, metric: str) -> float:
 if __name__ == "__main__":
     runlog.install_warning_filters()  # before Hydra composes the config (it warns then too)
     check_command_line("train", sys.argv[1:])  # a bad key or option: one line, exit 2
-    main()
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        help_without(main, {"table"})  # the tables are anomaly.reproduce's
+    else:
+        main()

@@ -109,10 +109,10 @@ def test_requeued_slurm_job_resumes_from_its_last_epoch(tmp_path):
     command = ["-m", *RUN, "threads=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}"]
     job = tmp_path / "sweep" / "0"
     ckpt = job / "checkpoints" / "last.ckpt"
-    # pre-empted: SIGTERM at batch 1 of epoch 1, after epoch 0's checkpoint
-    proc = run_in_slurm(*command, *kill_at(signal.SIGTERM, epoch=1), cwd=tmp_path, restarts=0)
+    # pre-empted: SIGTERM at batch 1 of epoch 0; the epoch finishes and its checkpoint is written
+    proc = run_in_slurm(*command, *kill_at(signal.SIGTERM, epoch=0), cwd=tmp_path, restarts=0)
     assert proc.returncode == 143, proc.stderr[-3000:]
-    assert error_line(proc).startswith("error: run interrupted by SIGTERM in epoch 1")
+    assert error_line(proc).startswith(f"error: run stopped by SIGTERM after epoch 1: 1 epoch kept in {ckpt}")
     assert json.loads((job / "results.json").read_text())["status"] == "interrupted"
     assert load_checkpoint(ckpt)["epoch"] == 0
 

@@ -1,7 +1,7 @@
-"""Faults on purpose: runs killed mid-epoch resume to the uninterrupted result, a diverging loss
-stops the run (and only its job in a sweep), collapsed scores are reported as such, checkpoints
-that do not belong are refused (every method's divergence and determinism:
-tests/test_method_contract.py)."""
+"""Faults on purpose: runs killed mid-epoch resume to the uninterrupted result, runs stopped by
+SIGTERM or SIGINT finish their epoch and keep it, a diverging loss stops the run (and only its job
+in a sweep), collapsed scores are reported as such, checkpoints that do not belong are refused
+(every method's divergence and determinism: tests/test_method_contract.py)."""
 
 import json
 import re
@@ -11,20 +11,24 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly import AnomalyError
-from anomaly.checkpoints import load_checkpoint
+from anomaly import AnomalyError, RunInterrupted
+from anomaly.checkpoints import epochs_done, load_checkpoint
 from anomaly.pipeline import train
 from anomaly.report import report
 from tests.conftest import TINY, compose_config
+from tests.helpers.faults import EpochProbe
 from tests.test_cli import error_line, run
 
-# the default run (ae on digits), 4 epochs of about 4 batches; noise so that the resumed run must
-# also draw the uninterrupted run's random numbers; a checkpoint at every epoch's end
-RUN = ["trainer.max_epochs=4", "method.noise_std=0.2", "logger=none", "callbacks.model_checkpoint.every_seconds=0"]
+# the default run (ae on digits), 4 epochs of 4 batches; noise so that the resumed run must also
+# draw the uninterrupted run's random numbers; checkpoints at most every hour (none of these runs
+# lasts that long, so a checkpoint at an epoch's end is a stop's own)
+RUN = ["trainer.max_epochs=4", "method.noise_std=0.2", "logger=none", "callbacks.model_checkpoint.every_seconds=3600"]
+EVERY_EPOCH = "callbacks.model_checkpoint.every_seconds=0"  # a checkpoint at every epoch's end
+PROBE = "+callbacks.probe._target_=tests.helpers.faults.EpochProbe"  # the epochs a run trains
 
 
 def kill_at(signum: int, epoch: int = 2) -> list[str]:
-    """Overrides that make the run send itself `signum` at batch 1 of `epoch`."""
+    """Overrides that make the run send itself `signum` at batch 1 of `epoch` (0-based)."""
     return ["+callbacks.fault._target_=tests.helpers.faults.SignalAt", f"+callbacks.fault.signum={int(signum)}",
             f"+callbacks.fault.epoch={epoch}"]
 
@@ -36,13 +40,13 @@ def uninterrupted(tmp_path_factory):
     return results, np.load(out / "scores.npz")["scores"]
 
 
-def run_dirs(log_dir):
-    return sorted(p for p in (log_dir / "runs" / "ae" / "digits").iterdir() if p.is_dir())
+def run_dirs(log_dir, method="ae"):
+    return sorted(p for p in (log_dir / "runs" / method / "digits").iterdir() if p.is_dir())
 
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_result(tmp_path, uninterrupted):
-    command = [*RUN, "threads=1", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
+    command = [*RUN[:-1], EVERY_EPOCH, "threads=1", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
     proc = run("anomaly.train", *command, *kill_at(signal.SIGKILL), cwd=tmp_path)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     (killed,) = run_dirs(tmp_path)
@@ -61,26 +65,30 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path, uninterrupted):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_and_resumes_to_the_same_result(tmp_path, uninterrupted):
-    proc = run("anomaly.train", *RUN, "threads=1", f"paths.log_dir={tmp_path}", *kill_at(signal.SIGTERM),
+def test_sigterm_finishes_the_epoch_keeps_it_and_resumes_to_the_same_result(tmp_path, uninterrupted):
+    # SIGTERM at batch 1 of the 2nd epoch, before any timed checkpoint: the epoch finishes and the
+    # stop writes its checkpoint there
+    proc = run("anomaly.train", *RUN, "threads=1", f"paths.log_dir={tmp_path}", *kill_at(signal.SIGTERM, epoch=1),
                cwd=tmp_path)
     assert proc.returncode == 143, proc.stderr[-2000:]
     (stopped,) = run_dirs(tmp_path)
     ckpt = stopped / "checkpoints" / "last.ckpt"
-    # Lightning stops at the end of the batch in progress (batch 1 of epoch 2, 4 batches an epoch)
-    assert error_line(proc) == (f"error: run interrupted by SIGTERM in epoch 2 (global step 10); {ckpt} holds "
-                                "the end of epoch 1: run the same command with ckpt_path=last to resume from it")
+    assert error_line(proc) == (f"error: run stopped by SIGTERM after epoch 2: 2 epochs kept in {ckpt}; the same "
+                                "command with ckpt_path=last resumes at epoch 3")
     failed = json.loads((stopped / "results.json").read_text())
-    assert failed["status"] == "interrupted" and "SIGTERM" in failed["problem"]
-    assert load_checkpoint(ckpt)["epoch"] == 1
+    assert failed["status"] == "interrupted" and "run stopped by SIGTERM after epoch 2" in failed["problem"]
+    kept = load_checkpoint(ckpt)
+    assert epochs_done(kept) == 2 and kept["global_step"] == 8  # both epochs whole, 4 batches each
 
     # a newer last.ckpt that is not one (a copy cut short, say) is passed over
     junk = tmp_path / "junk" / "checkpoints" / "last.ckpt"
     junk.parent.mkdir(parents=True)
     junk.write_bytes(ckpt.read_bytes()[:1000])
-    cfg = compose_config(tmp_path / "again", [*TINY, *RUN, "ckpt_path=last"])
+    cfg = compose_config(tmp_path / "again", [*TINY, *RUN, "ckpt_path=last", PROBE])
     cfg.paths.log_dir = str(tmp_path)
+    EpochProbe.trained = []
     results = train(cfg)
+    assert EpochProbe.trained == [2, 3]  # it goes on at epoch 3 (1-based): no epoch trained twice
     reference, scores = uninterrupted
     assert results["resumed_from"] == str(ckpt) and results["metrics"] == reference["metrics"]
     assert np.array_equal(np.load(tmp_path / "again" / "scores.npz")["scores"], scores)
@@ -89,6 +97,82 @@ def test_sigterm_stops_cleanly_and_resumes_to_the_same_result(tmp_path, uninterr
     assert old["status"] == "resumed" and old["resumed_in"] == str(tmp_path / "again")
     runs = report([tmp_path], plots=False, echo=False)["runs"]
     assert [r.status for r in runs] == ["ok"]
+
+
+@pytest.mark.slow
+def test_sigint_in_the_last_epoch_keeps_the_whole_training(tmp_path):
+    # Ctrl-C in the last epoch: the whole training is kept, and the resume only validates and
+    # tests, drawing what the uninterrupted run drew (the VAE's scores sample)
+    vae = ["method=vae", "method.score_samples=2", "trainer.max_epochs=2", "logger=none"]
+    reference = train(compose_config(tmp_path / "whole", [*TINY, *vae]))
+    logs = tmp_path / "logs"
+    proc = run("anomaly.train", *vae, "threads=1", f"paths.log_dir={logs}", *kill_at(signal.SIGINT, epoch=1),
+               cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    (stopped,) = run_dirs(logs, "vae")
+    ckpt = stopped / "checkpoints" / "last.ckpt"
+    assert error_line(proc) == (f"error: run stopped by SIGINT after epoch 2: 2 epochs kept in {ckpt}, the whole "
+                                "training; the same command with ckpt_path=last validates and tests it without "
+                                "training again")
+    assert json.loads((stopped / "results.json").read_text())["status"] == "interrupted"
+    cfg = compose_config(tmp_path / "again", [*TINY, *vae, "ckpt_path=last", PROBE])
+    cfg.paths.log_dir = str(logs)
+    EpochProbe.trained = []
+    results = train(cfg)
+    assert EpochProbe.trained == [] and results["resumed_from"] == str(ckpt)
+    assert results["metrics"] == reference["metrics"]
+    assert np.array_equal(np.load(tmp_path / "again" / "scores.npz")["scores"],
+                          np.load(tmp_path / "whole" / "scores.npz")["scores"])
+
+
+@pytest.mark.slow
+def test_a_second_signal_stops_at_once_and_one_after_training_keeps_the_training(tmp_path):
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    # a second SIGTERM in the epoch the first waits for: at once, with what is on disk (nothing:
+    # no timed checkpoint yet)
+    cfg = compose_config(tmp_path / "twice", [*TINY, *RUN, *kill_at(signal.SIGTERM), "+callbacks.fault.repeat=2"])
+    with pytest.raises(RunInterrupted) as stopped:
+        train(cfg)
+    assert str(stopped.value) == ("run stopped by SIGTERM in epoch 3; no epoch was kept, so the same command with "
+                                  "ckpt_path=last starts over")
+    assert stopped.value.exit_code == 143 and not (tmp_path / "twice" / "checkpoints").exists()
+    # a SIGTERM in the test, after training: at once; the last epoch's checkpoint keeps the training
+    cfg = compose_config(tmp_path / "test", [*TINY, *RUN,
+                                             "+callbacks.fault._target_=tests.helpers.faults.SignalInTest"])
+    with pytest.raises(RunInterrupted) as stopped:
+        train(cfg)
+    ckpt = tmp_path / "test" / "checkpoints" / "last.ckpt"
+    assert str(stopped.value) == (f"run stopped by SIGTERM after training: 4 epochs kept in {ckpt}, the whole "
+                                  "training; the same command with ckpt_path=last validates and tests it without "
+                                  "training again")
+    assert epochs_done(load_checkpoint(ckpt)) == 4
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # the handlers before, back
+
+
+def test_ranks_stop_together_when_the_signal_reached_one():
+    """Under DDP the ranks agree at each epoch end (the strategy's reduce of a flag): a rank the
+    signal did not reach stops after the same epoch, with its checkpoint written there."""
+    from types import SimpleNamespace
+
+    from anomaly.callbacks import EpochEndCheckpoint, StopAtEpochEnd
+
+    asked = []
+
+    def reduce_boolean_decision(decision: bool, all: bool = True) -> bool:
+        asked.append((decision, all))
+        return True  # another rank got SIGTERM
+
+    checkpoint = EpochEndCheckpoint(every_seconds=300)
+    progress = SimpleNamespace(current=SimpleNamespace(processed=2))
+    trainer = SimpleNamespace(checkpoint_callbacks=[checkpoint], current_epoch=1,
+                              fit_loop=SimpleNamespace(epoch_progress=progress),
+                              strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision))
+    stop = StopAtEpochEnd()
+    stop.on_train_epoch_end(trainer, None)
+    assert asked == [(False, False)] and checkpoint._save_now  # any rank's signal stops all
+    with pytest.raises(RunInterrupted, match="^run stopped by SIGTERM after epoch 2$") as stopped:
+        stop.on_train_epoch_start(trainer, None)
+    assert stopped.value.exit_code == 143 and stopped.value.where == "after epoch 2"
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def test_results_record_their_data_code_and_a_command_without_machine_paths(tmp_
     assert kept["data_fingerprint"] == result["data_fingerprint"]
 
 
-def test_a_kept_result_of_other_data_is_refused_until_rerun(tmp_path, data_root):
+def test_a_kept_result_of_other_data_is_refused_until_rerun_stale(tmp_path, data_root):
     table = ae_table([], {"variant": ["ae"]})
     kept = tmp_path / "kept"
     run_cells(tmp_path / "a", table, table.cells(), data_root, kept=kept)
@@ -68,7 +68,7 @@ def test_a_kept_result_of_other_data_is_refused_until_rerun(tmp_path, data_root)
     user = [*QUIET, f"paths.data_dir={data_root}", "dataset.loader.download=false", "data.batch_size=32",
             "dataset.image_size=16"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        (made,) = run_group(table, table.cells(), "smoke", user, tmp_path / "d" / "runs", kept, rerun=True)
+        (made,) = run_group(table, table.cells(), "smoke", user, tmp_path / "d" / "runs", kept, rerun="stale")
     assert made["status"] == "ok" and json.loads(path.read_text())["data_fingerprint"] == made["data_fingerprint"]
 
 

@@ -88,14 +88,15 @@ def test_a_malformed_benchmark_table_is_refused_in_one_line(extra, message):
 STRENGTH = {"arae": 0.95, "ae": 0.90, "gpnd": 0.80, "vae": 0.70}
 
 
-def bench_run(root: Path, method: str, normal: int, seed: int, auroc: float, budget: str = "reduced") -> Path:
-    info = {"table": "benchmark_mnist", "cell": {"variant": method, "protocol.normal": [normal], "seed": seed},
+def bench_run(root: Path, method: str, normal: int, seed: int, auroc: float, budget: str = "reduced",
+              table: str = "benchmark_mnist", **fields) -> Path:
+    info = {"table": table, "cell": {"variant": method, "protocol.normal": [normal], "seed": seed},
             "paper": {}, "paper_mean": {}, "metric": "auroc", "paper_source": "benchmark",
             "trained_in": f"{method}-{normal}-{seed}"}
     cfg = config(normal, seed)
     cfg["method"] = {"_target_": f"anomaly.methods.{method}.X"}
     return write(root / f"{method}-{normal}-{seed}", auroc, normal, seed, method=method, cfg=cfg, budget=budget,
-                 reproduce=info, command=f"python -m anomaly.reproduce table=benchmark_mnist budget={budget}")
+                 reproduce=info, command=f"python -m anomaly.reproduce table={table} budget={budget}", **fields)
 
 
 @pytest.fixture
@@ -131,6 +132,12 @@ def test_ranks_the_friedman_test_and_the_critical_difference(bench_runs):
     assert "| arae | **0.952 ± 0.002** |" in text
     assert "the 5 classes every method has" in text and "| vae |" in text and "| — | 0.722 | 4.00 |" in text
     assert "Deep SVDD 0.948 (Ruff et al., ICML 2018)" in text  # the field's published means
+    # the diagram says what it ranks, over which blocks, and gives each method's rank by its name
+    from anomaly.report.leaderboard import cd_labels, cd_title
+
+    title = cd_title(board)
+    assert "average rank of test AUROC" in title and "over 5 classes × 2 seeds" in title and "CD = 2.10" in title
+    assert cd_labels(board)["arae"] == "ARAE (1.0)" and cd_labels(board)["vae"] == "VAE (4.0)"
 
 
 def test_a_suspect_number_still_ranks_and_is_marked_and_named(bench_runs, capsys):
@@ -222,7 +229,8 @@ def test_every_method_of_a_benchmark_is_accepted_at_every_budget(tmp_path, name)
             cell = Cell.of({"variant": variant, **first})
             cfg = compose(tmp_path, table.overrides(cell, budget, []))
             check_train(cfg)
-            assert cfg.method._target_.split(".")[2] == variant  # anomaly.methods.<variant>.<Class>
+            # anomaly.methods.<variant>.<Class> (ocsvm_tuned: a setting of anomaly.methods.ocsvm)
+            assert variant.split("_tuned")[0] == cfg.method._target_.split(".")[2]
             if budget == "equal_steps":
                 assert cfg.data.batch_size == table.budgets[budget]["data.batch_size"]
                 assert cfg.trainer.max_epochs == table.budgets[budget]["trainer.max_epochs"], variant
@@ -245,3 +253,124 @@ def test_the_terminal_leaderboard_fits_the_window_with_long_class_names(bench_ru
         assert name in text
     first = text.splitlines()[1].split()
     assert first[:3] == ["method", "mean", "rank"]  # what decides the ranking comes first
+
+
+# ---- fair comparison: no labels unless the row says so, the cost beside the number, datasets as blocks --
+# a fixed classes × methods matrix (a tie in class 2) and a method tuned on labelled anomalies above all
+FIXED = {"ae": [0.90, 0.85, 0.80, 0.95, 0.70, 0.88], "arae": [0.85, 0.80, 0.80, 0.90, 0.75, 0.86],
+         "gpnd": [0.70, 0.90, 0.60, 0.85, 0.65, 0.80], "vae": [0.60, 0.70, 0.65, 0.70, 0.60, 0.75]}
+TUNED = "γ = 0.01 chosen from ['scale', 0.1, 0.01] by validation AUROC, on 449 labelled anomalies"
+
+
+def fixed_runs(root: Path, budget: str = "reduced", table: str = "benchmark_mnist", shift: float = 0.0) -> Path:
+    for method, values in FIXED.items():
+        for normal, auroc in enumerate(values):
+            flops = {"ae": 1e12, "arae": 4e13, "gpnd": 4e13, "vae": 2e13}[method]
+            cost = {"training_flops": flops, "schedule_share": 0.25 if method != "ae" else 1.0, "budget_flops": 4e13}
+            bench_run(root, method, normal, 0, auroc + shift, budget, table, cost=cost, labelled_selection=None)
+    for normal in range(len(FIXED["ae"])):
+        bench_run(root, "ocsvm_tuned", normal, 0, 0.99, budget, table, labelled_selection=TUNED,
+                  cost={"training_flops": 2e9, "schedule_share": 1.0})
+    return root
+
+
+def test_rank_statistics_are_autoranks_and_leave_out_the_method_tuned_on_labels(tmp_path):
+    """Our average ranks, Friedman p and Nemenyi CD on a fixed matrix are what autorank gives for the
+    methods that chose nothing with labels; the tuned one is shown apart, last, marked, unranked."""
+    import pandas as pd
+    from autorank import autorank
+    from scipy.stats import friedmanchisquare
+
+    from anomaly.report.leaderboard import as_table
+
+    (board,) = leaderboards(report([fixed_runs(tmp_path / "runs")], echo=False, plots=False)["runs"])
+    frame = pd.DataFrame(FIXED)
+    reference = autorank(frame, alpha=0.05, verbose=False, order="descending", force_mode="nonparametric")
+    assert board.ranks == pytest.approx(reference.rankdf["meanrank"].to_dict())
+    # by hand: class 2's tie shares rank 1.5
+    assert board.ranks == pytest.approx({"ae": 8.5 / 6, "arae": 11.5 / 6, "gpnd": 17 / 6, "vae": 23 / 6})
+    assert board.test.cd == pytest.approx(reference.cd) and board.test.pvalue == pytest.approx(reference.pvalue)
+    assert board.test.statistic == pytest.approx(friedmanchisquare(*frame.to_numpy().T).statistic)
+    assert board.ranked == ["ae", "arae", "gpnd", "vae"] and set(board.ranked) == set(reference.rankdf.index)
+    assert board.methods[-1] == "ocsvm_tuned"
+    assert board.tuned == {"ocsvm_tuned": TUNED}
+    table = as_table(board)
+    tuned_row = table.rows[-1]
+    assert tuned_row[0] == "ocsvm_tuned †" and tuned_row[len(board.classes) + 2] == "—"  # no rank
+    assert not any("**" in cell for cell in tuned_row)  # its 0.99s are not the best of a class
+    notes = "\n".join(table.notes)
+    assert "Friedman test over 6 classes × 4 methods" in notes and "Not in the test: ocsvm_tuned (†)" in notes
+    assert f"† tuned on labelled anomalies (ocsvm_tuned: {TUNED}): shown apart, not ranked" in notes
+
+
+def test_the_leaderboard_shows_each_methods_flops_and_share_and_draws_them(tmp_path):
+    from anomaly.report.leaderboard import as_table, plot_cost
+
+    (board,) = leaderboards(report([fixed_runs(tmp_path / "runs")], echo=False, plots=False)["runs"])
+    table = as_table(board)
+    assert table.header[-2:] == ["train FLOPs", "share"]
+    by_method = {row[0]: row for row in table.rows}
+    assert by_method["gpnd"][-2:] == ["4.0e13", "25 %"] and by_method["ae"][-2:] == ["1.0e12", "100 %"]
+    assert by_method["ocsvm_tuned †"][-2] == "2.0e9"
+    assert any(n.startswith("train FLOPs: training FLOPs of a run") and "the same 4.0e13 training FLOPs" in n
+               for n in table.notes)
+    figure = plot_cost(board, tmp_path)
+    assert figure.name == "benchmark_mnist_budget_reduced_flops.png" and figure.stat().st_size > 5000
+
+
+def test_datasets_as_blocks_two_are_too_few_to_decide(tmp_path):
+    """Two benchmarks at one budget: each method's mean per dataset, its average rank over the
+    datasets, and no p-value: with 2 blocks the signed-rank test's smallest two-sided p is 0.5."""
+    from anomaly.report.across import across_boards, as_table, verdict
+
+    root = tmp_path / "runs"
+    fixed_runs(root / "mnist")
+    fixed_runs(root / "fashion", table="benchmark_fashion_mnist", shift=-0.05)
+    boards = leaderboards(report([root], echo=False, plots=False)["runs"])
+    (result,) = across_boards(boards)
+    assert result.datasets == ["benchmark_fashion_mnist", "benchmark_mnist"] or \
+        result.datasets == ["benchmark_mnist", "benchmark_fashion_mnist"]
+    assert result.methods == ["ae", "arae", "gpnd", "vae"] and result.left_out == ["ocsvm_tuned"]
+    assert result.means["ae"]["benchmark_mnist"] == pytest.approx(sum(FIXED["ae"]) / 6)
+    assert result.means["ae"]["benchmark_fashion_mnist"] == pytest.approx(sum(FIXED["ae"]) / 6 - 0.05)
+    assert result.ranks == {"ae": 1.0, "arae": 2.0, "gpnd": 3.0, "vae": 4.0}
+    assert result.smallest_p == 0.5 and not result.decidable and result.datasets_needed() == 8
+    text = verdict(result)
+    assert text.startswith("Too few datasets to decide: with 2 datasets as the blocks, the smallest two-sided "
+                           "p-value a signed-rank test can reach is 2/2^2 = 0.5, and Holm over the 6 pairs")
+    assert "p =" not in text and "at least 8 datasets" in text
+    assert "Left out (tuned on labelled anomalies, or without a mean on every dataset): ocsvm_tuned." in \
+        as_table(result).notes
+    # the README's section says it under the leaderboards
+    path = tmp_path / "README.md"
+    path.write_text(README)
+    main([str(root), "--readme", str(path)])
+    section = path.read_text().split(START)[1].split(END)[0]
+    assert "#### Across datasets · budget reduced" in section and "Too few datasets to decide" in section
+    assert "benchmark_mnist_budget_reduced_flops.png" in section
+
+
+def test_datasets_as_blocks_signed_rank_with_holm_on_a_fixed_input():
+    """Seven datasets: a beats c on every one (exact two-sided p = 2/2⁷), b and c trade places;
+    Holm over the three pairs, checked against scipy's exact test."""
+    from scipy.stats import wilcoxon
+
+    from anomaly.report.across import compare, holm, verdict
+
+    datasets = [f"d{i}" for i in range(7)]
+    a = [0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96]
+    b = [0.853, 0.861, 0.872, 0.905, 0.845, 0.958, 0.881]
+    c = [0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92]
+    means = {m: dict(zip(datasets, v)) for m, v in (("a", a), ("b", b), ("c", c))}
+    result = compare(means, datasets)
+    assert result.decidable and result.smallest_p == 2 / 2 ** 7
+    raw = {(p.a, p.b): p.pvalue for p in result.pairs}
+    for (x, y), p in raw.items():
+        diff = [u - v for u, v in zip(means[x].values(), means[y].values())]
+        assert p == pytest.approx(wilcoxon(diff, method="exact").pvalue)
+    assert raw[("a", "c")] == pytest.approx(2 / 2 ** 7)
+    adjusted = {(p.a, p.b): p.holm for p in result.pairs}
+    assert list(adjusted.values()) == pytest.approx(holm(list(raw.values())))
+    assert adjusted[("a", "c")] == pytest.approx(3 * 2 / 2 ** 7)  # the smallest p, times the 3 pairs
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert "significant at α = 0.05: a above c (p = 0.047)" in verdict(result)

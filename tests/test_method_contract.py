@@ -56,7 +56,10 @@ def run_config(tmp_path: Path, mnist_root: Path, method: str, *extra: str):
 
 def method_class_name(method: str) -> str:
     """The name a method's checkpoints carry (its class's `name`)."""
-    return hydra.utils.get_class(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml")._target_).name
+    node = OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml")
+    while "_target_" not in node:  # a variant that extends another config of conf/method/ (ocsvm_tuned)
+        node = OmegaConf.load(CONF_DIR / "method" / f"{node.defaults[0]}.yaml")
+    return hydra.utils.get_class(node._target_).name
 
 
 def scores(run_dir: Path) -> np.ndarray:
@@ -94,7 +97,8 @@ def test_refuses_another_methods_checkpoint(trained, tmp_path, mnist_root):
     method, results, run_dir = trained
     name = results["method"]
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-    other = METHODS[(METHODS.index(method) + 1) % len(METHODS)]
+    at = METHODS.index(method)  # the next config of another method (a variant of this one is not)
+    other = next(m for m in METHODS[at + 1:] + METHODS[:at] if method_class_name(m) != name)
     other_name = method_class_name(other)
     # evaluate told to expect the other method
     cfg = compose_config(tmp_path / "eval", [f"ckpt_path={ckpt_path}", f"method={other}"], config_name="evaluate")

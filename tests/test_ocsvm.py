@@ -116,15 +116,47 @@ def test_ocsvm_end_to_end_one_epoch_gamma_from_validation(tmp_path, mnist_root):
     val_auroc = [roc_auc_score(dm.split.val_anomalous, -SkOneClassSVM(nu=0.1, gamma=g).fit(pixels(dm.split.train))
                                .decision_function(pixels(dm.split.val))) for g in (0.5, 0.05, 0.005)]
     assert float(state["gamma"]) == (0.5, 0.05, 0.005)[int(np.argmax(val_auroc))]
+    # a choice made with labelled anomalies says so (the leaderboard shows such a row apart)
+    assert results["labelled_selection"].startswith(f"γ = {float(state['gamma'])} chosen from [0.5, 0.05, 0.005]")
 
 
 @pytest.mark.slow
-def test_without_validation_anomalies_gamma_is_scale(tmp_path, mnist_root):
-    cfg = ocsvm_run(tmp_path, mnist_root, "protocol.val_anomalies=false", "method.nu=0.2")
-    results = train(cfg)
-    assert results["status"] == "ok" and results["metrics"]["auroc"] > AUROC_FLOOR
-    state = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
-    dm = build_datamodule(cfg)
-    dm.setup()
-    train_pixels = dm.data.images[torch.from_numpy(dm.split.train)].double() / 255
-    assert float(state["gamma"]) == pytest.approx(1 / (256 * train_pixels.var(unbiased=False).item()))
+def test_the_default_ocsvm_never_reads_a_validation_label(tmp_path, mnist_root, monkeypatch):
+    """By default the SVM sees its normal training images and nothing else, as the deep methods
+    do: its fit never asks for the labelled validation images, and validation labels that change
+    the tuned variant's choice (no image labelled anomalous: it falls back to scale) leave the
+    default's γ and support vectors as they were."""
+    from anomaly.data.datamodule import AnomalyDataModule
+
+    asked = []
+    read_labels = OneClassSVM._validation_images
+    monkeypatch.setattr(OneClassSVM, "_validation_images", lambda self: asked.append(1) or read_labels(self))
+    setup = AnomalyDataModule.setup
+
+    def setup_without_labels(self, stage=None):
+        fresh = self.split is None
+        setup(self, stage)
+        if fresh and self.hide_labels:
+            self.split.val_anomalous = np.zeros_like(self.split.val_anomalous)
+
+    monkeypatch.setattr(AnomalyDataModule, "setup", setup_without_labels)
+    fits = {}
+    # every γ separates these generated digits: with the labels the grid's first wins, without
+    # them the tuned variant falls back to scale
+    grids = {"ocsvm": [], "ocsvm_tuned": ["method.gammas=[3.0,scale]"]}
+    for method in ("ocsvm", "ocsvm_tuned"):
+        for hide in (False, True):
+            monkeypatch.setattr(AnomalyDataModule, "hide_labels", hide, raising=False)
+            run_dir = tmp_path / f"{method}-{hide}"
+            results = train(mnist_run(run_dir, mnist_root, f"method={method}", "protocol=one_class",
+                                      "protocol.normal=[5]", *grids[method]))
+            assert results["status"] == "ok"
+            # a choice made with labels says so (none was made without them)
+            assert (results.get("labelled_selection") is None) == (method == "ocsvm" or hide)
+            fits[method, hide] = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+        if method == "ocsvm":
+            assert asked == []  # the fit never asked for the labelled validation images
+    assert asked  # the tuned variant did
+    assert float(fits["ocsvm_tuned", False]["gamma"]) != float(fits["ocsvm_tuned", True]["gamma"])
+    assert float(fits["ocsvm", False]["gamma"]) == float(fits["ocsvm", True]["gamma"])
+    assert torch.equal(fits["ocsvm", False]["support_vectors"], fits["ocsvm", True]["support_vectors"])

@@ -656,6 +656,8 @@ def test_run_titles_name_protocol_ratio_and_seed():
     summary = {"method": "gpnd", "dataset": "mnist", "seed": 2,
                "protocol": {"name": "gpnd_folds", "normal": ["3"], "outlier_ratio": 0.3, "fold": 1}}
     assert run_title(summary) == "gpnd · mnist · gpnd_folds · normal 3 · outlier_ratio 0.3 · fold 1 · seed 2"
+    summary.update(epochs=6, paper_settings={"keys": {"trainer.max_epochs": 80}})  # and what it trained
+    assert run_title(summary).endswith("· seed 2 · 6/80 ep")
 
 
 @pytest.fixture
@@ -707,3 +709,67 @@ def test_classes_come_in_the_datasets_label_order(tmp_path):
         (path / "results.json").write_text(json.dumps(data))
     (table,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
     assert table.header[1:4] == ["T-shirt/top", "Trouser", "Ankle boot"]
+
+
+def test_a_mean_over_fewer_classes_than_the_papers_is_never_set_against_it(tmp_path, real_table_configs):
+    """GPND's MNIST F1 at 50 % outliers is a mean over the 10 digits: one digit of ours is shown
+    beside it as '1 of 10 classes', with no Δ, in the table and in the figure."""
+    def run(normal: int) -> None:
+        write(tmp_path / f"{normal}", 0.9, normal, budget="paper",
+              command="python -m anomaly.reproduce table=gpnd_mnist budget=paper",
+              reproduce={"table": "gpnd_mnist", "metric": "auroc", "paper_source": "GPND",
+                         "cell": {"protocol.normal": [normal], "protocol.fold": 0, "protocol.outlier_ratio": 0.5},
+                         "paper": {"auroc": 0.93}, "paper_mean": {}, "trained_in": f"n{normal}"})
+
+    run(3)
+    lines, table = paper_rows(report([tmp_path], plots=False, echo=False), "f1_paper")
+    assert lines["outlier_ratio=0.5 · 3"][3:] == ["—", "—"]  # the paper's number is the digits' mean
+    assert lines["outlier_ratio=0.5 · mean (1 of 10 classes)"][3:] == ["0.932", "n/a"]
+    assert table.numbers[-1][2] is None  # no Δ in the CSV either
+    for normal in range(10):
+        if normal != 3:
+            run(normal)
+    lines, _ = paper_rows(report([tmp_path], plots=False, echo=False), "f1_paper")
+    assert lines["outlier_ratio=0.5 · mean"][3:] == ["0.932", "-0.132 no spread"]  # every digit: compared
+
+
+def test_every_table_says_the_schedule_its_numbers_ran(tmp_path):
+    """A cut-down schedule is never invisible: '6/80 ep' (epochs done of the paper's) once in a
+    table's title where its runs share it, else on each row."""
+    paper = {"keys": {"trainer.max_epochs": 80}}
+    for a in (1, 2):
+        reproduced(tmp_path / f"a{a}", 0.8, a, 0, paper=0.85, epochs=6, paper_settings=paper)
+    out = report([tmp_path], plots=False, echo=False)
+    (table,) = out["paper"]["auroc"]
+    assert table.title.endswith("· 6/80 ep")
+    (classes,) = out["tables"]["auroc"]
+    assert classes.title.endswith("6/80 ep") and classes.rows[0][0] == "adae"
+    # a run of the same table and budget at another schedule: each row says its own
+    reproduced(tmp_path / "a3", 0.8, 3, 1, paper=0.85, epochs=80, paper_settings=paper)
+    (classes,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
+    assert sorted(row[0] for row in classes.rows) == ["adae · 6/80 ep", "adae · 80/80 ep"]
+    assert "ep" not in classes.title
+
+
+@pytest.mark.slow
+def test_the_terminal_report_on_the_kept_results_leads_with_a_summary(tmp_path):
+    """`python -m anomaly.report reproduced` at 80 columns: a summary line per reproduced table
+    (with why a table has no Δ), the leaderboards, at most 300 lines; the Markdown holds every
+    table, benchmark_mnist as one table of its 10 methods."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "anomaly.report", "reproduced", "--no-plots", "--out", str(tmp_path)],
+                          cwd=root, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 300 and max(len(line) for line in lines if not line.startswith("report: ")) <= 80  # a path is whole
+    assert "Reproduced tables (every table: report.md, or --full)" in proc.stdout
+    assert "no Δ, anogan_mnist: ours covers 1 of 10 classes of the paper's means" in " ".join(proc.stdout.split())
+    text = (tmp_path / "report.md").read_text()
+    blocks = text.split("\n\n")
+    (at,) = [i for i, block in enumerate(blocks) if block.startswith("### AUROC · mnist · one_class · table=benchmark_mnist")]
+    methods = [row.split("|")[1].strip() for row in blocks[at + 1].splitlines()[2:]]
+    assert len(methods) == 10 and methods[0].startswith("adae"), blocks[at + 1]

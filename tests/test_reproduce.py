@@ -1,19 +1,23 @@
 """`python -m anomaly.reproduce`: every table composes and runs at budget=smoke on generated files;
 cells that differ only in test keys share one training and score each image once, with the
 numbers a separate training of that cell gives; a cell whose setting changes the training
-images is refused."""
+images is refused; a table stopped by a signal keeps its trainings' epochs and goes on."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from anomaly import RunInterrupted
+from anomaly.checkpoints import epochs_done, load_checkpoint
 from anomaly.reproduce.cli import load_tables, run, run_suffix
 from anomaly.reproduce.kept import keep_results
 from anomaly.reproduce.runner import run_group
@@ -78,6 +82,7 @@ def test_every_table_lists_with_its_grid_budgets_and_cost():
     # every table's name whole on a line of its own: names that differ only at the end stay apart
     assert {line.split()[0] for line in out.stdout.splitlines() if line.split()} >= names
     assert "(n=" in out.stdout  # minutes measured by the kept results, where there are some
+    assert "limit_train_batches=2" in out.stdout  # a setting is never cut mid-word
 
 
 @pytest.mark.slow
@@ -282,18 +287,80 @@ def test_the_device_script_runs_a_table_at_smoke_on_the_cpu(tmp_path, data_root)
     assert (out / "log-gpnd_coil100.txt").is_file() and not (out / "results-gpnd_coil100.tgz").exists()
 
 
+# arae_mnist_p2 restricted to digit 0: two trainings (variants arae_linf and dae) of 3 one-batch epochs
+STOPPABLE = ["table=arae_mnist_p2", "budget=smoke", "protocol.normal=[0]", "trainer.max_epochs=3",
+             "dataset.loader.download=false", *QUIET]
+
+
 @pytest.mark.slow
-def test_a_table_fans_its_trainings_out_over_parallel_jobs(tmp_path, data_root):
-    """jobs=2: the table's two trainings as two processes, one line each, the same cells."""
-    proc = subprocess.run([sys.executable, "-m", "anomaly.reproduce", "table=arae_mnist_p2", "budget=smoke",
-                           "protocol.normal=[0]", "jobs=2", f"paths.data_dir={data_root}",
-                           "dataset.loader.download=false", f"paths.log_dir={tmp_path}", "results_dir=null", *QUIET],
-                          cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if "done ·" in line]
+def test_a_table_stopped_in_process_keeps_the_epoch_and_no_result(tmp_path, data_root, capsys):
+    cfg = compose_config(tmp_path / "runs", [*STOPPABLE, "variant=dae", f"paths.data_dir={data_root}",
+                                             "+callbacks.fault._target_=tests.helpers.faults.SignalAt",
+                                             f"+callbacks.fault.signum={int(signal.SIGTERM)}",
+                                             "+callbacks.fault.epoch=1", "+callbacks.fault.batch=0"],
+                         config_name="reproduce")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        with pytest.raises(SystemExit) as stopped:
+            run(cfg)
+    assert stopped.value.code == 143
+    (ckpt,) = (tmp_path / "runs").rglob("checkpoints/last.ckpt")
+    assert epochs_done(load_checkpoint(ckpt)) == 2
+    assert (f"error: run stopped by SIGTERM after epoch 2: 2 epochs kept in {ckpt}; the same command resumes at "
+            "epoch 3") in capsys.readouterr().err
+    assert not list(tmp_path.rglob("results.json")) and not list(tmp_path.rglob("cells.json"))
+
+
+@pytest.mark.slow
+def test_a_table_fans_its_trainings_out_and_a_sigterm_keeps_their_epochs(tmp_path, data_root):
+    """jobs=2: the table's two trainings as two processes, one line each. SIGTERM to the parent
+    while both train their 2nd epoch: each finishes it, keeps it and stops (a line each), the
+    parent exits 143; the same command again resumes both and ends with an uninterrupted run's
+    cells."""
+    logs, markers = tmp_path / "logs", tmp_path / "markers"
+    command = [sys.executable, "-m", "anomaly.reproduce", *STOPPABLE, "jobs=2", f"paths.data_dir={data_root}",
+               f"paths.log_dir={logs}", "results_dir=null"]
+    # each job waits in its 2nd epoch until the signal reached it
+    wait = ["+callbacks.wait._target_=tests.helpers.faults.WaitForSignal", f"+callbacks.wait.marker_dir={markers}"]
+    parent = subprocess.Popen([*command, *wait], cwd=CONF_DIR.parent, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while len(list(markers.glob("*"))) < 2 and parent.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGTERM)
+    out, err = parent.communicate(timeout=600)
+    assert parent.returncode == 143, out[-3000:] + err[-3000:]
+    ckpts = sorted(logs.rglob("checkpoints/last.ckpt"))
+    assert len(ckpts) == 2 and [epochs_done(load_checkpoint(c)) for c in ckpts] == [2, 2]
+    lines = [line for line in out.splitlines() if "· stopped]" in line]
+    assert len(lines) == 2, out[-3000:]
+    for ckpt in ckpts:  # the job's own error line, on the parent's line for it
+        variant = ckpt.parent.parent.name.split("-")[0]
+        assert any(line.endswith(f" variant={variant} protocol.normal=[0]: run stopped by SIGTERM after epoch 2: 2 "
+                                 f"epochs kept in {ckpt}; the same command resumes at epoch 3") for line in lines), out
+    assert ("error: table arae_mnist_p2 stopped by SIGTERM: 2 trainings stopped (the lines above), 0 not started; "
+            "the same command goes on where they stopped") in err
+    assert not list(logs.rglob("results.json"))  # nothing kept as a result
+
+    again = subprocess.run(command, cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    lines = [line for line in again.stdout.splitlines() if "done ·" in line]
     assert len(lines) == 2 and lines[-1].startswith("[2/2 done · 0 running · 0 left]")
-    (cells,) = list(tmp_path.rglob("reproduce/arae_mnist_p2/smoke/*/cells.json"))
-    assert sorted(c["reproduce"]["cell"]["variant"] for c in json.loads(cells.read_text())) == ["arae_linf", "dae"]
+    (cells,) = logs.glob("reproduce/arae_mnist_p2/smoke/*/cells.json")
+    resumed = {c["reproduce"]["cell"]["variant"]: c for c in json.loads(cells.read_text())}
+    assert sorted(resumed) == ["arae_linf", "dae"]
+    # each went on from its kept epochs: the 3rd epoch only
+    assert sorted(Path(c["resumed_from"]) for c in resumed.values()) == ckpts
+    assert all(c["epochs"] == 3 for c in resumed.values())
+    # an uninterrupted run of the same cells (in this process, with the jobs' threads)
+    threads = torch.get_num_threads()
+    try:
+        whole = run_app(tmp_path / "whole", [*STOPPABLE, f"paths.data_dir={data_root}",
+                                             f"threads={max(1, (os.cpu_count() or 1) // 2)}"])
+    finally:
+        torch.set_num_threads(threads)
+    assert {c["reproduce"]["cell"]["variant"]: c["metrics"] for c in whole} == \
+        {v: c["metrics"] for v, c in resumed.items()}
 
 
 def test_measured_minutes_tell_gpu_runs_by_their_recorded_accelerator(tmp_path):

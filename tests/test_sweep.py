@@ -150,6 +150,13 @@ def test_optuna_sweeper_sees_validation_numbers_only(tmp_path):
     test = [r["metrics"]["auroc"] for r in results]
     assert math.isclose(best, max(val), rel_tol=1e-9)
     assert not any(math.isclose(best, t, rel_tol=1e-9) for t in test)
+    # on the terminal: each trial's validation number, named as such; the test table once, for
+    # the trial chosen on validation, labelled as that
+    assert proc.stdout.count("trial: validation AUROC") == 2
+    assert proc.stdout.count("test metric") == 1
+    chosen = max(range(2), key=lambda i: val[i])
+    assert f"best trial: job {chosen}, validation AUROC {val[chosen]:.4f} (the metric tuned" in proc.stdout
+    assert proc.stdout.index("best trial") < proc.stdout.index("the test split, once") < proc.stdout.index("test metric")
 
 
 def test_the_value_returned_to_sweepers_is_a_validation_metric():

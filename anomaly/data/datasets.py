@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from anomaly import AnomalyError
+from anomaly.provenance import subset_line
 from anomaly.data.io import (IMAGE_SUFFIXES, check_idx_file, error_line, fetch_archive, gunzip_missing,
                              list_image_files, read_images)
 
@@ -43,6 +44,9 @@ class ImageSet:
     # per-image content digests of the images as decoded (anomaly.data.fingerprint), kept from
     # before any resizing: computed on first use
     digests: np.ndarray | None = field(default=None, repr=False)
+    # the official release's image counts ({"train": 60000, "test": 10000}; {"all": 7200} without
+    # a split), where this copy may hold fewer: said where the numbers are set against papers
+    official_size: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -59,6 +63,21 @@ class ImageSet:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def size(self) -> dict:
+        """{train, test, official}: the images here per official split (`all` without one) and the
+        release's own counts (None where unknown)."""
+        if self.official_test is None:
+            here = {"all": len(self)}
+        else:
+            test = int(self.official_test.sum())
+            here = {"train": len(self) - test, "test": test}
+        return {**here, "official": dict(self.official_size) if self.official_size else None}
+
+    def subset_line(self) -> str | None:
+        """'10,000 of the official 60,000 training images' where this copy holds fewer images than
+        the release (None where it is whole or the release's size is unknown)."""
+        return subset_line(self.size())
 
     def content_digests(self) -> np.ndarray:
         if self.digests is None:
@@ -101,7 +120,7 @@ def load_digits(test_fraction: float = 0.3) -> ImageSet:
 
 def _load_torchvision_idx(cls: Callable, name: str, root: str | Path, download: bool,
                           class_names: list[str], files: list[str] | None = None,
-                          **kwargs) -> ImageSet:
+                          official_size: dict[str, int] | None = None, **kwargs) -> ImageSet:
     """Read an IDX-format torchvision dataset (MNIST family), train and test splits pooled.
 
     torchvision reads `root/<ClassName>/raw/*-ubyte` when present and otherwise downloads the
@@ -141,15 +160,20 @@ def _load_torchvision_idx(cls: Callable, name: str, root: str | Path, download: 
     images = torch.cat([p[0] for p in parts])[:, None].contiguous()
     labels = torch.cat([torch.as_tensor(p[1]) for p in parts])
     official_test = torch.cat([torch.full((len(p[0]),), not p[2]) for p in parts])
-    return ImageSet(name=name, images=images, labels=labels, class_names=class_names,
-                    official_test=official_test)
+    data = ImageSet(name=name, images=images, labels=labels, class_names=class_names,
+                    official_test=official_test, official_size=official_size)
+    subset = data.subset_line()
+    if subset:  # a copy smaller than the papers' data: their numbers were made on more images
+        log.info("dataset %s: %s in %s (a subset of the papers' data)", name, subset, raw_dir)
+    return data
 
 
 def load_mnist(root: str | Path, download: bool = True) -> ImageSet:
     """MNIST through torchvision (official train + test, pooled; `official_test` marks the test)."""
     from torchvision.datasets import MNIST
 
-    return _load_torchvision_idx(MNIST, "mnist", root, download, [str(c) for c in range(10)])
+    return _load_torchvision_idx(MNIST, "mnist", root, download, [str(c) for c in range(10)],
+                                 official_size={"train": 60000, "test": 10000})
 
 
 def load_fashion_mnist(root: str | Path, download: bool = True) -> ImageSet:
@@ -157,7 +181,7 @@ def load_fashion_mnist(root: str | Path, download: bool = True) -> ImageSet:
     from torchvision.datasets import FashionMNIST
 
     return _load_torchvision_idx(FashionMNIST, "fashion_mnist", root, download,
-                                 list(FashionMNIST.classes))
+                                 list(FashionMNIST.classes), official_size={"train": 60000, "test": 10000})
 
 
 # ---- COIL-100 -------------------------------------------------------------------------------------
@@ -213,7 +237,7 @@ def load_coil100(root: str | Path, folder: str = "coil-100", image_size: int | N
     images = read_images([path for _, _, path in files], 3, image_size, resize_mode, "coil100")
     labels = torch.tensor([position[obj] for obj, _, _ in files], dtype=torch.int64)
     return ImageSet(name="coil100", images=images, labels=labels,
-                    class_names=[str(obj) for obj in objects])
+                    class_names=[str(obj) for obj in objects], official_size={"all": 7200})
 
 
 def _coil_files(directory: Path) -> list[tuple[int, int, Path]]:
@@ -245,7 +269,8 @@ def load_emnist_letters(root: str | Path, download: bool = True) -> ImageSet:
              for kind in ("images-idx3", "labels-idx1")]
     gunzip_missing(raw_dir, files)
     data = _load_torchvision_idx(EMNIST, "emnist_letters", root, download,
-                                 [chr(ord("A") + i) for i in range(26)], files, split="letters")
+                                 [chr(ord("A") + i) for i in range(26)], files,
+                                 official_size={"train": 124800, "test": 20800}, split="letters")
     bad = (data.labels < 1) | (data.labels > 26)
     if bool(bad.any()):
         raise AnomalyError(f"dataset emnist_letters: labels must be 1…26 (A…Z), found "

@@ -136,6 +136,37 @@ class AnomalyModule(L.LightningModule):
                 " + ".join(f"method.{k} ({v})" for k, v in stages.items()), total, loop.max_epochs, total)
             loop.max_epochs = total
 
+    # ---- the schedule in stages: what a compute budget (anomaly.cost) shortens ----------------------
+    # stage → the setting that holds its epochs, in training order; lr milestones (method
+    # attributes, in epochs of their stage) → their stage
+    stage_settings: ClassVar[dict[str, str]] = {"train": "trainer.max_epochs"}
+    milestone_settings: ClassVar[dict[str, str]] = {}
+    # training batches after which a step's FLOPs repeat (f-AnoGAN: one generator update per cycle)
+    flop_cycle: int = 1
+    # why a method chose something with labelled validation anomalies (None: it chose nothing so)
+    labelled_selection: str | None = None
+
+    @property
+    def training_stage(self) -> str:
+        """The stage the current epoch trains (a key of `stage_settings`)."""
+        return "train"
+
+    def rescale_schedule(self, epochs: dict[str, tuple[int, float]]) -> None:
+        """Each stage (→ its scheduled epochs, the epochs it gets) shortened to what it gets; its
+        lr milestones keep their place as fractions of it (budget-aware training, Li et al. 2020)."""
+        for stage, key in self.stage_settings.items():
+            if key.startswith("method.") and stage in epochs:
+                setattr(self, key.split(".", 1)[1], math.ceil(epochs[stage][1]))
+        for attr, stage in self.milestone_settings.items():
+            old, new = epochs.get(stage, (0, 0))
+            if old:
+                setattr(self, attr, [max(1, round(m * new / old)) for m in getattr(self, attr)])
+
+    def untracked_training_flops(self) -> float:
+        """FLOPs of training work outside torch's operators (the OC-SVM's libsvm fit), estimated;
+        torch's own are counted by `anomaly.cost.TrainingCost`."""
+        return 0.0
+
     def manual_step(self, optimizer, loss: torch.Tensor) -> None:
         """One update of one optimiser, for methods with manual optimisation (GANs alternating
         several optimisers): zero its gradients, backward through Lightning, step."""

@@ -100,6 +100,9 @@ class DeepSVDD(AnomalyModule):
     optimisers (autoencoder, encoder), manual optimisation, one MultiStepLR each."""
 
     name: ClassVar[str] = "deep_svdd"
+    # the two stages and their lr milestones (a compute budget shortens both: anomaly.cost)
+    stage_settings: ClassVar[dict[str, str]] = {"pretrain": "method.pretrain_epochs", "svdd": "method.svdd_epochs"}
+    milestone_settings: ClassVar[dict[str, str]] = {"ae_lr_milestones": "pretrain", "lr_milestones": "svdd"}
     config_rules: ClassVar[dict[str, Rule]] = {
         "objective": Choice(options=OBJECTIVES),
         "nu": Float(low=0, high=1, low_open=True),
@@ -173,6 +176,8 @@ class DeepSVDD(AnomalyModule):
     def stage(self) -> str:
         """"pretrain" for the first pretrain_epochs epochs, then "svdd"."""
         return "pretrain" if self.current_epoch < self.pretrain_epochs else "svdd"
+
+    training_stage = stage
 
     def configure_optimizers(self):
         autoencoder = torch.optim.Adam(chain(self.encoder.parameters(), self.decoder.parameters()),

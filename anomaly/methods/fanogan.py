@@ -84,6 +84,8 @@ class FAnoGAN(AnomalyModule):
     generator, encoder), manual optimisation."""
 
     name: ClassVar[str] = "fanogan"
+    # the two stages (a compute budget shortens both: anomaly.cost)
+    stage_settings: ClassVar[dict[str, str]] = {"gan": "method.gan_epochs", "encoder": "method.encoder_epochs"}
     # the keys of conf/method/fanogan.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
         "gan_epochs": Int(low=1),
@@ -153,6 +155,13 @@ class FAnoGAN(AnomalyModule):
     def stage(self) -> str:
         """"gan" for the first gan_epochs epochs, then "encoder"."""
         return "gan" if self.current_epoch < self.gan_epochs else "encoder"
+
+    training_stage = stage
+
+    @property
+    def flop_cycle(self) -> int:
+        # the GAN stage updates the generator every critic_steps batches; the encoder's cost is even
+        return self.critic_steps if self.stage == "gan" else 1
 
     def on_fit_start(self) -> None:
         self.follow_stage_epochs(gan_epochs=self.gan_epochs, encoder_epochs=self.encoder_epochs)

@@ -170,6 +170,8 @@ class GPND(AnomalyModule):
     """
 
     name = "gpnd"
+    # a compute budget (anomaly.cost) moves the lr milestones with the epochs the run gets
+    milestone_settings: ClassVar[dict[str, str]] = {"lr_milestones": "train"}
     # the keys of conf/method/gpnd.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
         "latent_discriminator_hidden": Ints(low=1),

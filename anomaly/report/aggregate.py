@@ -47,6 +47,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from anomaly.evaluation.suspect import recorded_flags
+from anomaly.provenance import schedule_text
 from anomaly.plots import protocol_classes
 
 
@@ -134,6 +135,14 @@ class Run:
     config_hash: str | None = None
     train_hash: str | None = None
     created: str | None = None
+    # the images the run's copy of the dataset held against the release's (results.json dataset_size)
+    dataset_size: dict | None = None
+    # epochs trained against the paper's schedule for the method × dataset ("6/80 ep", "20 ep")
+    schedule: str | None = None
+    # what the run chose with labelled validation anomalies (None: nothing; see labelled_choice)
+    labelled_selection: str | None = None
+    # what its training cost (results.json `cost`, anomaly.cost: FLOPs, updates, seconds, share)
+    cost: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -307,7 +316,44 @@ def run_from_results(path: Path, data: dict) -> Run:
                budget=data.get("budget"), reproduce=reproduce,
                command=data.get("command") if isinstance(data.get("command"), str) else None,
                column_ids=class_ids(protocol), suspect=tuple(recorded_flags(data)),
-               config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"))
+               config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"),
+               dataset_size=data.get("dataset_size") if isinstance(data.get("dataset_size"), dict) else None,
+               schedule=schedule_text(data), labelled_selection=labelled_choice(data),
+               cost=data.get("cost") if isinstance(data.get("cost"), dict) else None)
+
+
+def labelled_choice(data: dict) -> str | None:
+    """What a run chose with labelled validation anomalies: results.json's `labelled_selection`;
+    for an OC-SVM kept before runs recorded it, its γ grid where it has several values (it was
+    chosen by validation AUROC then)."""
+    if "labelled_selection" in data:
+        return data["labelled_selection"]
+    gammas = (data.get("method_settings") or {}).get("gammas")
+    if data.get("method") == "ocsvm" and isinstance(gammas, list) and len(gammas) > 1:
+        return f"γ chosen from {gammas} by validation AUROC"
+    return None
+
+
+# protocol settings that cut the data below the dataset's (a benchmark's reduced budget)
+DATA_LIMITS = (("protocol.n_train", "training images"), ("protocol.n_test", "test images"))
+
+
+def data_limits(runs: Iterable[Run]) -> str | None:
+    """'1,000 training images · 1,000 test images' where every run shares such a cut; None else."""
+    runs = list(runs)
+    parts = []
+    for key, words in DATA_LIMITS:
+        values = {r.settings.get(key) for r in runs}
+        value = values.pop() if len(values) == 1 else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{value:,} {words}")
+    return " · ".join(parts) or None
+
+
+def shared_schedule(runs: Iterable[Run]) -> str | None:
+    """The schedule every run shares (None: they differ, or none is known)."""
+    found = {r.schedule for r in runs}
+    return found.pop() if len(found) == 1 else None
 
 
 def run_identity(data: dict) -> str | None:
@@ -422,11 +468,14 @@ def assign_rows(runs: list[Run]) -> None:
     """Row = method, dataset, protocol, flags (debug / rescore) and the settings that differ."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.method, run.dataset, run.protocol, run.flags)].append(run)
+        # a reproduced table's runs are rows of that table × budget alone (their settings differ
+        # from another budget's, which is another table)
+        table = (run.reproduce or {}).get("table")
+        groups[(run.method, run.dataset, run.protocol, run.flags, table, run.budget if table else None)].append(run)
     for key, members in groups.items():
         keys = split_keys(members)
         for run in members:
-            run.row = key + (split_values(run, members, keys),)
+            run.row = key[:4] + (split_values(run, members, keys),)
 
 
 def setting_text(key: str, value: Any) -> str:
@@ -505,9 +554,27 @@ def columns_of(runs: Iterable[Run]) -> list[str]:
 
 
 def protocol_group(run: Run) -> tuple:
-    """Dataset × protocol × its differing protocol settings: one table, compare table and set of plots."""
+    """Dataset × protocol × its differing protocol settings: one table, compare table and set of
+    plots. A reproduced table's run: dataset × protocol × its table and budget × the grid keys of
+    its row (GPND's outlier share), never a setting that one of its variants carries (a method's
+    own val_fraction in a benchmark)."""
     method, dataset, protocol, flags, settings = run.row
+    table = (run.reproduce or {}).get("table")
+    if table:
+        cell = (run.reproduce or {}).get("cell") or {}
+        grid = tuple(sorted((k, _hashable(v)) for k, v in cell.items()
+                            if k != "variant" and k not in CELL_SWEPT | CELL_CLASS))
+        return (dataset, protocol, (("table", table), ("budget", str(run.budget)), *grid))
     return (dataset, protocol, tuple(s for s in settings if s[0].startswith("protocol.")))
+
+
+def _row_settings(run: Run) -> list[tuple]:
+    """The settings that set a run's row apart within its group (a reproduced table's variant's
+    protocol settings too: they are not the group's)."""
+    method, dataset, protocol, flags, settings = run.row
+    grouped = {k for k, _ in protocol_group(run)[2]}
+    own = bool((run.reproduce or {}).get("table"))
+    return [s for s in settings if s[0] not in grouped and (own or not s[0].startswith("protocol."))]
 
 
 def protocol_groups(runs: Iterable[Run]) -> list[tuple[tuple, list[Run]]]:
@@ -523,13 +590,13 @@ def row_name(run: Run) -> str:
     """A row of its dataset × protocol table: the method, its flags and the settings that set
     the row apart (`gpnd · trainer.max_epochs=10`)."""
     method, dataset, protocol, flags, settings = run.row
-    return " · ".join([method, *flags] + [settings_text([s]) for s in settings if not s[0].startswith("protocol.")])
+    return " · ".join([method, *flags] + [settings_text([s]) for s in _row_settings(run)])
 
 
 def method_label(run: Run) -> str:
     """The method with whatever else sets its row apart within a protocol group."""
     method, dataset, protocol, flags, settings = run.row
-    extra = [settings_text([s], "") for s in settings if not s[0].startswith("protocol.")]
+    extra = [settings_text([s], "") for s in _row_settings(run)]
     return " · ".join([method, *flags]) + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -555,10 +622,15 @@ class Comparison:
     paper: float | None
     failed: int = 0
     suspect: list[Run] = field(default_factory=list)  # a class cell's flagged runs (a mean's: none)
+    # a mean of ours over fewer classes than the paper's mean covers ("1 of 10 classes"): shown
+    # beside the paper's number, never set against it (no Δ)
+    partial: str | None = None
 
     @property
     def delta(self) -> float | None:
-        return None if self.ours is None or self.paper is None else self.ours - self.paper
+        if self.partial or self.ours is None or self.paper is None:
+            return None
+        return self.ours - self.paper
 
     @property
     def mark(self) -> str:
@@ -604,7 +676,10 @@ def compare_mean(cell_runs: Sequence[Sequence[Run]], metric: str, paper: float |
     variances = [float(np.var(c.values)) for c, _ in used if c.n > 1]
     spread = (float(np.std(complete)) if len(complete) > 1
               else float(np.sqrt(np.mean(variances))) if variances else None)
-    return Comparison(float(np.mean([c.mean for c, _ in used])), spread, sum(c.n for c, _ in used), paper, failed)
+    # a mean over a flagged (suspect or stale) cell is marked too: a compact table may show it alone
+    flagged = [r for c, _ in used for r in c.suspect]
+    return Comparison(float(np.mean([c.mean for c, _ in used])), spread, sum(c.n for c, _ in used), paper, failed,
+                      flagged)
 
 
 @dataclass
@@ -638,7 +713,9 @@ class PaperTable:
     @property
     def title(self) -> str:
         parts = [self.table, f"budget {self.budget}" if self.budget else "no budget", *self.flags]
-        return " · ".join(parts + ([settings_text(self.split)] if self.split else []))
+        schedule, limits = shared_schedule(self.runs), data_limits(self.runs)
+        return " · ".join(parts + ([settings_text(self.split)] if self.split else [])
+                          + [x for x in (schedule, limits) if x])
 
     @property
     def columns(self) -> list[str]:
@@ -671,6 +748,11 @@ class PaperTable:
         (a `where` that names no class: the paper's mean over them), in a table with a row of
         several classes. Its class cells are then left without a paper number (the number is not
         theirs) and each row's mean is set against it."""
+        config = table_config(self.table)
+        keys = {metric, *(r.metric_key(metric) for r in self.runs)}  # f1_paper: the F1 the paper reports
+        entries = [e for e in (config.paper if config is not None else []) if keys & set(e)]
+        if entries:  # the table says it: no published number of this metric names a class
+            return not any(k in CELL_CLASS for e in entries for k in (e.get("where") or {}))
         numbered = [list(row.per_class(metric).values()) for row in self.rows]
         numbered = [values for values in numbered if any(v is not None for v in values)]
         return (bool(numbered) and any(len(row.cells) > 1 for row in self.rows)
@@ -697,10 +779,11 @@ class PaperTable:
             columns = sorted(row.cells, key=natural)
             for column in columns:
                 out.append((row.label, column, compare_cell(row.cells[column], metric, per_class[column])))
-            if row_number is not None:
-                mean = compare_mean([row.cells[c] for c in columns], metric, row_number)
-            elif published is not None and len(self.rows) == 1:
-                mean = compare_mean([row.cells[c] for c in columns], metric, published)
+            if row_number is not None or (published is not None and len(self.rows) == 1):
+                # the paper's mean over the grid's classes: ours only where it covers them all
+                mean = compare_mean([row.cells[c] for c in columns], metric,
+                                    row_number if row_number is not None else published)
+                mean.partial = self.partial(row, metric)
             else:
                 both = [c for c in columns if per_class[c] is not None
                         and compare_cell(row.cells[c], metric, None).ours is not None]
@@ -708,9 +791,44 @@ class PaperTable:
                 mean = compare_mean([row.cells[c] for c in (both or columns)], metric, paper)
             out.append((row.label, "mean", mean))
         if published is not None and len(self.rows) > 1:
-            out.append(("", "all", compare_mean([runs for row in self.rows for runs in row.cells.values()],
-                                                metric, published)))
+            every = compare_mean([runs for row in self.rows for runs in row.cells.values()], metric, published)
+            every.partial = next(filter(None, (self.partial(row, metric) for row in self.rows)), None)
+            out.append(("", "all", every))
         return out
+
+    def why_no_delta(self, metric: str) -> str | None:
+        """Why no line of the table is set against the paper (None where one is): the table has
+        no published numbers (its config says why), they are for cells not run here (another
+        variant), or ours covers fewer classes than the paper's means."""
+        lines = self.lines(metric)
+        if any(c.delta is not None for _, _, c in lines):
+            return None
+        config = table_config(self.table)
+        if config is not None and config.variants_from is not None:
+            return "a benchmark of every method: its leaderboard ranks them (the field's means beside it)"
+        if config is not None and not config.paper and not config.paper_mean:
+            return config.no_paper or "no published numbers for this table"
+        partial = next((c.partial for _, _, c in lines if c.partial), None)
+        if partial:
+            return f"ours covers {partial} of the paper's means"
+        if config is not None:
+            variants = sorted({str(e["where"]["variant"]) for e in config.paper if "variant" in (e.get("where") or {})})
+            if variants:
+                return f"the paper's numbers are for {', '.join(variants)}, not run here"
+        return "no published number for the cells run here"
+
+    def grid_classes(self) -> int | None:
+        """How many classes the table's grid holds (what the paper's means are over); None where
+        its classes are drawn, not listed (COIL-100), or the table is unknown."""
+        config = table_config(self.table)
+        counts = [len(v) for k, v in (config.grid.items() if config is not None else ()) if k in CELL_CLASS]
+        return int(np.prod(counts)) if counts else None
+
+    def partial(self, row: PaperRow, metric: str) -> str | None:
+        """'k of n classes' where ours covers fewer of the grid's classes than the paper's mean."""
+        expected = self.grid_classes()
+        covered = sum(compare_cell(runs, metric, None).ours is not None for runs in row.cells.values())
+        return f"{covered} of {expected} classes" if expected and covered < expected else None
 
     def row_level(self, row: PaperRow) -> bool:
         """Whether the paper has numbers for this row only as a whole (or none): its class lines
@@ -778,6 +896,15 @@ def _row_of(run: Run) -> tuple:
     return tuple((k, v) for k, v in _cell_of(run) if k not in CELL_SWEPT | CELL_CLASS)
 
 
+def _with_schedule(label: str, cells_: dict[str, list[Run]], uniform: str | None) -> str:
+    """A row's label with its schedule where the table's rows do not share one (a table that
+    does says it once, in its title)."""
+    if uniform is not None or not any(r.schedule for runs in cells_.values() for r in runs):
+        return label
+    own = shared_schedule(r for runs in cells_.values() for r in runs) or "mixed schedules"
+    return " · ".join(filter(None, [label, own]))
+
+
 def paper_tables(runs: Sequence[Run]) -> list[PaperTable]:
     """The runs that carry `reproduce`, by table × budget × flags (× any setting that differs
     among the runs of one cell); rows by the cell keys other than classes and repetitions,
@@ -798,7 +925,9 @@ def paper_tables(runs: Sequence[Run]) -> list[PaperTable]:
         for run in members:
             by_split[split_values(run, members, keys)][_row_of(run)].setdefault(run.column, []).append(run)
         for split, rows in by_split.items():
-            paper_rows = [PaperRow(settings_text(row), cells_, row) for row, cells_ in rows.items()]
+            uniform = shared_schedule(r for cells_ in rows.values() for runs in cells_.values() for r in runs)
+            paper_rows = [PaperRow(_with_schedule(settings_text(row), cells_, uniform), cells_, row)
+                          for row, cells_ in rows.items()]
             paper_rows.sort(key=lambda r: natural(r.label))
             tables.append(PaperTable(table, budget, flags, split, paper_rows))
     return sorted(tables, key=lambda t: (t.table, str(t.budget), t.flags, str(t.split)))

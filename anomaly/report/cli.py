@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from anomaly.report import leaderboard, render
+from anomaly.report import across, leaderboard, render
 from anomaly.report.aggregate import (
     LeftOut,
     ReportError,
@@ -19,6 +19,7 @@ from anomaly.report.aggregate import (
     check_metrics,
     load_runs,
     paper_tables,
+    protocol_groups,
     select_runs,
 )
 from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, plot_cd, print_leaderboard
@@ -59,8 +60,9 @@ def _check_out(out_dir: Path) -> None:
 
 def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: bool = False,
            metrics: Sequence[str] = DEFAULT_METRICS, plots: bool = True, echo: bool = True,
-           include_debug: bool = False, include_rescores: bool = False) -> dict[str, Any]:
-    """Build the report; returns {"runs", "tables" (per metric, a `Table` per dataset × protocol), "compare" (per metric,
+           include_debug: bool = False, include_rescores: bool = False, full: bool = False) -> dict[str, Any]:
+    """Build the report (on the terminal, reproduced tables as one summary line each unless `full`;
+    the files always hold every table); returns {"runs", "tables" (per metric, a `Table` per dataset × protocol), "compare" (per metric,
     a list of tables), "paper" (per metric, the ours-vs-paper tables), "left_out", "files",
     "out_dir"}."""
     metrics = list(metrics)
@@ -87,13 +89,17 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
     compared: dict[str, list[render.Table]] = {}
     versus: dict[str, list[render.Table]] = {}
     files: list[Path] = []
+    # short: on the terminal, a reproduced table's class and paper tables give way to its summary line
+    short = echo and not full and bool(reproduced)
+    of_table = [any(k == "table" for k, _ in group[2]) for group, _ in protocol_groups(runs)]
     for metric in metrics:
         tables[metric] = render.class_tables(runs, metric)
         parts += [markdown(t) for t in tables[metric]]
         files.append(render.write_csv(tables[metric], out_dir / f"{'f1' if metric == 'f1_paper' else metric}.csv"))
         if echo:
-            for t in tables[metric]:
-                print_table(t)
+            for t, reproduced_group in zip(tables[metric], of_table):
+                if not (short and reproduced_group):
+                    print_table(t)
         if compare:
             compared[metric] = render.compare_tables(runs, metric)
             parts += ["## " + metric_title(metric) + " side by side", ""] + [markdown(t) + "\n" for t in compared[metric]]
@@ -106,6 +112,10 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         parts += [markdown(as_table(board), level="##"), ""]
         if echo:
             print_leaderboard(board)
+    for result in across.across_boards(boards):  # datasets as the blocks
+        parts += [markdown(across.as_table(result), level="##"), ""]
+        if echo:
+            print_table(across.as_table(result))
     if shown:
         parts += ["## Ours vs the paper", "", MARKS, ""]
         for t in shown:
@@ -115,9 +125,19 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
             references = render.references_line(t)
             parts += [markdown(rendered), render.paper_caption(t) + ". " + (f"{references} " if references else "")
                       + render.rerun_line(t), ""]
-            if echo:
+            if echo and not short:
                 print_table(rendered)
+                subset = render.data_line(t.runs)
+                if subset:  # said beside the ours-vs-paper numbers, not only in NOTES.md
+                    print(subset)
         files.append(render.write_paper_csv(shown, paper_metrics, out_dir / "paper.csv"))
+    if short:
+        from anomaly.report.summary import summary_table
+
+        overview = summary_table(reproduced, paper_metrics)
+        subsets = sorted({line for t in reproduced if (line := render.data_line(t.runs))})
+        overview.notes += subsets
+        print_table(overview, gap=1)
     if not_ok:  # no number to show, and their classes as asked for: apart from the tables
         parts += ["## Not in the tables: runs not ok", ""] + [f"- {line}" for line in not_ok_lines(not_ok)] + [""]
         if echo:
@@ -132,6 +152,7 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         pngs, not_drawn = plot_groups(runs, plot_dir)
         pngs += plot_paper(shown, paper_metrics, plot_dir)
         pngs += [p for p in (plot_cd(b, plot_dir) for b in boards) if p is not None]
+        pngs += [p for p in (leaderboard.plot_cost(b, plot_dir) for b in boards) if p is not None]
         parts += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in pngs] + [""]
         parts += [f"- {line}" for line in not_drawn] + ([""] if not_drawn else [])
         if echo and not_drawn:
@@ -202,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "protocol's paper reported): auroc, f1_paper, f1, f1_inlier, aupr_in, aupr_out, "
                              "fpr95, …")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--full", action="store_true",
+                        help="every table on the terminal too (by default a reproduced table is one summary "
+                             "line there; report.md always holds every table)")
     parser.add_argument("--include-debug", action="store_true",
                         help="also smoke / debug runs (debug=…, fast_dev_run, limit_*_batches), in rows of their own")
     parser.add_argument("--include-rescores", action="store_true",
@@ -213,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.readme:
             for given, flag in ((args.out, "--out"), (args.compare, "--compare"), (args.metrics, "--metric"),
-                                (args.no_plots, "--no-plots")):
+                                (args.no_plots, "--no-plots"), (args.full, "--full")):
                 if given:
                     raise ReportError(f"{flag} does not apply with --readme (which writes only the README "
                                       "section, with the metrics the paper gives)")
@@ -222,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             report(args.dirs, args.out, compare=args.compare, metrics=args.metrics or DEFAULT_METRICS,
                    plots=not args.no_plots, include_debug=args.include_debug,
-                   include_rescores=args.include_rescores)
+                   include_rescores=args.include_rescores, full=args.full)
     except ReportError as err:
         print(f"error: {err.message}", file=sys.stderr)
         sys.exit(2)

@@ -1,11 +1,16 @@
 """The leaderboard of a benchmark table (`variants_from: method`, conf/table/benchmark_*.yaml):
 every method's metric per class (mean ± std over seeds), its mean, its average rank over the
 classes, a Friedman test over the ranks with the Nemenyi post-hoc test and its critical-difference
-diagram (autorank: Demšar 2006's procedure), and the field's published means beside ours. A
-suspect number (`anomaly.report.suspect`) still ranks; its cell is marked and named under the table.
+diagram (autorank: Demšar 2006's procedure), what each method's training cost (FLOPs per run and
+the share of its published schedule: results.json `cost`, anomaly.cost) with a figure of the
+metric against the FLOPs, and the field's published means beside ours. A suspect number
+(`anomaly.report.suspect`) still ranks; its cell is marked and named under the table.
 
-Ranks and the test use the classes every method has a number for (a complete block design); a
-class some method lacks is shown but left out of them, and said so.
+Ranks and the test use the classes every ranked method has a number for (a complete block
+design); a class some method lacks is shown but left out of them, and said so. A method that
+chose something with labelled validation anomalies (`ocsvm_tuned`: results.json
+`labelled_selection`) is shown apart, marked, and left out of the ranks and the test: the others
+see no labelled anomaly. Datasets as blocks: `anomaly.report.across`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
-                                      paper_tables, setting_text, table_config)
+                                      data_limits, paper_tables, setting_text, shared_schedule, table_config)
 from anomaly.report.suspect import legend, marked
 
 ALPHA = 0.05
@@ -60,6 +65,19 @@ class Leaderboard:
     why_no_test: str | None
     field_means: list[dict]
     flags: tuple[str, ...] = ()
+    # per method, the epochs it trained against its paper's schedule ("2/80 ep"; "mixed")
+    schedules: dict[str, str] = field(default_factory=dict)
+    # the methods that chose with labelled anomalies → what they chose (apart: not ranked, not tested)
+    tuned: dict[str, str] = field(default_factory=dict)
+    # per method, its runs' mean training FLOPs and mean share of the published schedule (None: not recorded)
+    costs: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    budget_flops: float | None = None  # a compute budget's training FLOPs, where the runs had one
+    data_limits: str | None = None  # a cut of the data every method shares ("1,000 training images")
+
+    @property
+    def ranked(self) -> list[str]:
+        """The methods in the ranks and the test, best first (the tuned ones are not)."""
+        return [m for m in self.methods if m not in self.tuned]
 
     @property
     def title(self) -> str:
@@ -92,28 +110,49 @@ def block_of(run: Run) -> str:
 
 def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
     """The leaderboard of one benchmark table × budget: a row per variant (method), a column per
-    class (`block_of`), each cell the mean over its seeds (and draws)."""
+    class (`block_of`), each cell the mean over its seeds (and draws); the methods tuned on
+    labelled anomalies after the others, outside the ranks and the test."""
     cells: dict[str, dict[str, Cell]] = {}
+    runs_of: dict[str, list[Run]] = {}
     for run in paper.runs:
         method = str(((run.reproduce or {}).get("cell") or {}).get("variant", run.method))
         cells.setdefault(method, {}).setdefault(block_of(run), Cell([])).add(run, metric)
+        runs_of.setdefault(method, []).append(run)
+    schedules = {m: shared_schedule(runs) or ("mixed" if any(r.schedule for r in runs) else "?")
+                 for m, runs in runs_of.items()}
+    tuned = {m: next(r.labelled_selection for r in runs if r.labelled_selection)
+             for m, runs in runs_of.items() if any(r.labelled_selection for r in runs)}
     classes = ordered_columns(paper.runs, column=block_of)
-    methods = sorted(cells)
-    complete = [c for c in classes if all(c in cells[m] and cells[m][c].mean is not None for m in methods)]
+    ranked = sorted(m for m in cells if m not in tuned)
+    complete = [c for c in classes if all(c in cells[m] and cells[m][c].mean is not None for m in ranked)]
     ranks, test, why = {}, None, None
-    if complete and methods:
-        matrix = np.array([[cells[m][c].mean for m in methods] for c in complete])
-        # rank 1 = the highest metric in a class; ties share their average rank
-        per_class = np.vstack([rankdata(-row) for row in matrix])
-        ranks = dict(zip(methods, per_class.mean(0).tolist()))
-        test, why = rank_test(matrix, methods)
+    if complete and ranked:
+        matrix = np.array([[cells[m][c].mean for m in ranked] for c in complete])
+        ranks = dict(zip(ranked, average_ranks(matrix).tolist()))
+        test, why = rank_test(matrix, ranked)
     else:
         why = "no class has a number for every method"
-    methods.sort(key=lambda m: (ranks.get(m, math.inf), m))
+    ranked.sort(key=lambda m: (ranks.get(m, math.inf), m))
     config = table_config(paper.table)
     field_means = [dict(e) for e in config.field_means] if config is not None else []
-    return Leaderboard(paper.table, paper.budget, metric, methods, classes, cells, ranks, complete, test, why,
-                       field_means, paper.flags)
+    return Leaderboard(paper.table, paper.budget, metric, ranked + sorted(tuned), classes, cells, ranks, complete,
+                       test, why, field_means, paper.flags, schedules, tuned,
+                       {m: run_costs(runs) for m, runs in runs_of.items()},
+                       next((r.cost["budget_flops"] for r in paper.runs if r.cost and r.cost.get("budget_flops")), None),
+                       data_limits(paper.runs))
+
+
+def average_ranks(matrix: np.ndarray) -> np.ndarray:
+    """Each column's (method's) mean rank over the rows (classes): rank 1 = the highest value in
+    a row, ties sharing their average rank."""
+    return np.vstack([rankdata(-row) for row in matrix]).mean(0)
+
+
+def run_costs(runs: Sequence[Run]) -> tuple[float | None, float | None]:
+    """(mean training FLOPs, mean share of the published schedule) over the runs that recorded them."""
+    flops = [float(r.cost["training_flops"]) for r in runs if r.cost and r.cost.get("training_flops") is not None]
+    shares = [float(r.cost["schedule_share"]) for r in runs if r.cost and r.cost.get("schedule_share") is not None]
+    return (float(np.mean(flops)) if flops else None, float(np.mean(shares)) if shares else None)
 
 
 def rank_test(matrix: np.ndarray, methods: Sequence[str]) -> tuple[RankTest | None, str | None]:
@@ -152,18 +191,23 @@ def is_benchmark(table: str) -> bool:
 
 
 # ---- rendering -----------------------------------------------------------------------------------
+TUNED_MARK = "†"
+
+
 def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
     """The leaderboard as a report table (`anomaly.report.render.Table`): a row per method (best
-    rank first), a column per class with the best of each class in `bold`, its mean and average
-    rank; its notes say what the cells are, the test's result and the field's means."""
+    rank first; the methods tuned on labelled anomalies last, marked †, unranked), a column per
+    class with the best ranked method of each class in `bold`, its mean, average rank, schedule,
+    training FLOPs and share of its published schedule; its notes say what the cells are, the
+    test's result, what the tuned rows chose, and the field's means."""
     from anomaly.report.render import Table, metric_title
 
-    best = {c: max((board.cells[m][c].mean for m in board.methods
+    best = {c: max((board.cells[m][c].mean for m in board.ranked
                     if c in board.cells[m] and board.cells[m][c].mean is not None), default=None)
             for c in board.classes}
     rows, numbers = [], []
     for method in board.methods:
-        row, values = [method], []
+        row, values = [method + (f" {TUNED_MARK}" if method in board.tuned else "")], []
         for c in board.classes:
             cell = board.cells[method].get(c)
             values.append(None if cell is None else cell.mean)
@@ -171,26 +215,68 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
                 row.append("failed" if cell is not None and cell.failed else "—")
                 continue
             text = f"{cell.mean:.3f}" + (f" ± {cell.std:.3f}" if cell.std is not None else "")
-            row.append(marked(f"{bold[0]}{text}{bold[1]}" if cell.mean == best[c] else text, cell.suspect))
+            strong = cell.mean == best[c] and method not in board.tuned
+            row.append(marked(f"{bold[0]}{text}{bold[1]}" if strong else text, cell.suspect))
         mean = board.mean(method)
+        flops, share = board.costs.get(method, (None, None))
         row += ["—" if mean is None else f"{mean:.3f}",
-                f"{board.ranks[method]:.2f}" if method in board.ranks else "—"]
+                f"{board.ranks[method]:.2f}" if method in board.ranks else "—",
+                board.schedules.get(method, "?"), flops_text(flops), share_text(share)]
         rows.append(row)
-        numbers.append(values + [mean, board.ranks.get(method)])
+        numbers.append(values + [mean, board.ranks.get(method), None, flops, share])
     seeds = board.seeds()
     over = (f"the {len(board.complete)} classes every method has" if len(board.complete) < len(board.classes)
             else "the classes")
+    limits = f" Every method trained on {board.data_limits}." if board.data_limits else ""
     notes = [f"{metric_title(board.metric)} per class: mean" + (f" ± std over {seeds} seeds" if seeds > 1
                                                                  else " (one seed)")
-             + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.",
+             + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.{limits}",
              "", significance_line(board)]
+    if board.tuned:
+        notes += ["", tuned_line(board)]
+    if any(f is not None for f, _ in board.costs.values()):
+        notes += ["", cost_line(board)]
     if board.field_means:
         notes += ["", field_line(board)]
     flagged = legend((m, c, board.cells[m][c].suspect) for m in board.methods for c in board.classes
                      if c in board.cells[m])
     notes += [""] + flagged if flagged else []
-    return Table(f"Leaderboard: {board.title}", ["method", *board.classes, "mean", "avg rank"], rows, numbers,
-                 notes)
+    return Table(f"Leaderboard: {board.title}", ["method", *board.classes, "mean", "avg rank", "epochs",
+                                                 "train FLOPs", "share"], rows, numbers, notes)
+
+
+def flops_text(flops: float | None) -> str:
+    """2.0e13 (a run's training FLOPs, two digits)."""
+    if flops is None:
+        return "—"
+    if flops <= 0:
+        return "0"
+    mantissa, exponent = f"{flops:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def share_text(share: float | None) -> str:
+    if share is None:
+        return "—"
+    return "<1 %" if 0 < share < 0.005 else f"{100 * share:.0f} %"
+
+
+def tuned_line(board: Leaderboard) -> str:
+    chosen = "; ".join(f"{m}: {what}" for m, what in board.tuned.items())
+    return (f"{TUNED_MARK} tuned on labelled anomalies ({chosen}): shown apart, not ranked, not bold, and left out "
+            "of the Friedman / Nemenyi test, whose methods choose nothing with a labelled anomaly.")
+
+
+def cost_line(board: Leaderboard) -> str:
+    budget = board.budget_flops
+    line = ("train FLOPs: training FLOPs of a run, mean over the method's runs (torch's FlopCounterMode on its "
+            "own training step: matrix products and convolutions, forward and backward, every network it "
+            "updates, its attacks and searches; the OC-SVM's libsvm fit estimated); share: of the FLOPs of its "
+            "published schedule (conf/paper/, else the schedule its config sets).")
+    if budget:
+        line += (f" Every method trained to the same {flops_text(budget)} training FLOPs or to the end of its "
+                 "schedule, whichever came first, its stages and lr milestones shortened in proportion.")
+    return line
 
 
 def print_leaderboard(board: Leaderboard, width: int | None = None) -> None:
@@ -201,17 +287,21 @@ def print_leaderboard(board: Leaderboard, width: int | None = None) -> None:
 
     table = as_table(board)
     rows, bold = [], []
-    for method, numbers in zip(board.methods, table.numbers):
-        *per_class, mean, rank = numbers
-        best = [v is not None and v == max((n[i] for n in table.numbers if n[i] is not None), default=None)
-                for i, v in enumerate(per_class)]
+    n = len(board.classes)
+    ranked = [board.cells[m] for m in board.ranked]
+    for method, numbers, label in zip(board.methods, table.numbers, (r[0] for r in table.rows)):
+        per_class, mean, rank, flops = numbers[:n], numbers[n], numbers[n + 1], numbers[n + 3]
+        best = [method not in board.tuned and v is not None and v == max(
+            (cells[c].mean for cells in ranked if c in cells and cells[c].mean is not None), default=None)
+            for v, c in zip(per_class, board.classes)]
         flagged = [board.cells[method][c].suspect if c in board.cells[method] else [] for c in board.classes]
-        rows.append([method, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
-                     "—" if rank is None else f"{rank:.1f}",
+        rows.append([label, "—" if mean is None else f"{mean:.3f}".removeprefix("0"),
+                     "—" if rank is None else f"{rank:.1f}", board.schedules.get(method, "?"), flops_text(flops),
                      *[("—" if v is None else marked(f"{v:.3f}".removeprefix("0"), runs))
                        for v, runs in zip(per_class, flagged)]])
-        bold.append([False, False, False, *best])
-    view = Table(f"Leaderboard: {board.title}", ["method", "mean", "rank", *board.classes], rows, [], table.notes)
+        bold.append([False] * 5 + best)
+    view = Table(f"Leaderboard: {board.title}", ["method", "mean", "rank", "epochs", "FLOPs", *board.classes], rows,
+                 [], table.notes)
     print_table(view, width, gap=1, strong=bold)
 
 
@@ -219,14 +309,17 @@ def significance_line(board: Leaderboard) -> str:
     if board.test is None:
         return f"No rank test: {board.why_no_test}."
     t = board.test
+    ranked = board.ranked
     verdict = ("the methods' ranks differ significantly" if t.significant
                else "no significant difference among the ranks")
-    line = (f"Friedman test over {t.n_classes} classes × {len(board.methods)} methods: χ² = {t.statistic:.1f}, "
+    line = (f"Friedman test over {t.n_classes} classes × {len(ranked)} methods: χ² = {t.statistic:.1f}, "
             f"p = {t.pvalue:.2g} ({verdict} at α = {ALPHA}); Nemenyi critical difference {t.cd:.2f} ranks.")
-    if t.significant and len(board.methods) > 1:
-        top = board.methods[0]
-        beaten = [m for m in board.methods[1:] if board.significantly_better(top, m)]
-        tied = [m for m in board.methods[1:] if m not in beaten]
+    if board.tuned:
+        line += f" Not in the test: {', '.join(board.tuned)} ({TUNED_MARK})."
+    if t.significant and len(ranked) > 1:
+        top = ranked[0]
+        beaten = [m for m in ranked[1:] if board.significantly_better(top, m)]
+        tied = [m for m in ranked[1:] if m not in beaten]
         line += (f" {top} ranks significantly above {', '.join(beaten) if beaten else 'none'}"
                  + (f"; not distinguishable from {', '.join(tied)}." if tied else "."))
     return line
@@ -241,6 +334,68 @@ def field_line(board: Leaderboard) -> str:
     return "Published means on this protocol (full budgets, not run here unless `ours` says so): " + "; ".join(parts) + "."
 
 
+def plot_cost(board: Leaderboard, out_dir: Path) -> Path | None:
+    """The figure of what each method bought with its compute: its mean metric over the ranked
+    classes against its mean training FLOPs per run (log axis), one labelled point per method
+    (hollow: tuned on labelled anomalies); None where no run recorded its cost."""
+    points = [(m, board.costs[m][0], board.mean(m)) for m in board.methods
+              if (board.costs.get(m) or (None,))[0] and board.mean(m) is not None]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from anomaly.report.plots import slug
+    from anomaly.report.render import metric_title
+
+    fig, axis = plt.subplots(figsize=(6.4, 4.2))
+    for method, flops, mean in points:
+        tuned = method in board.tuned
+        axis.scatter([flops], [mean], s=36, facecolors="none" if tuned else "C0", edgecolors="C0", zorder=3)
+        axis.annotate(METHOD_TITLES.get(method, method) + (f" {TUNED_MARK}" if tuned else ""), (flops, mean),
+                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if board.budget_flops:
+        axis.axvline(board.budget_flops, color="grey", lw=0.8, ls="--", zorder=1)
+        axis.annotate("the budget", (board.budget_flops, axis.get_ylim()[0]), textcoords="offset points",
+                      xytext=(3, 3), fontsize=7, color="grey")
+    axis.set_xscale("log")
+    axis.set_xlabel("training FLOPs per run (mean over its runs)")
+    axis.set_ylabel(f"mean test {metric_title(board.metric)} over {len(board.complete)} classes")
+    axis.grid(True, which="major", alpha=0.3)
+    note = f" (hollow {TUNED_MARK}: tuned on labelled anomalies)" if board.tuned else ""
+    axis.set_title(f"{board.table} · budget {board.budget}: what each method bought with its compute{note}",
+                   fontsize=8)
+    path = out_dir / f"{slug(board.title)}_flops.png"
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# the methods as their papers name them (the diagram's labels; tables keep the config ids)
+METHOD_TITLES = {"ae": "AE", "adae": "ADAE", "anogan": "AnoGAN", "arae": "ARAE", "deep_svdd": "Deep SVDD",
+                 "fanogan": "f-AnoGAN", "geom": "GEOM", "gpnd": "GPND", "ocsvm": "OC-SVM", "ocsvm_tuned": "OC-SVM tuned",
+                 "vae": "VAE"}
+
+
+def cd_labels(board: Leaderboard) -> dict[str, str]:
+    """Each method of the diagram by its name and its average rank, as the leaderboard gives them."""
+    return {m: f"{METHOD_TITLES.get(m, m)} ({board.ranks[m]:.1f})" for m in board.ranks}
+
+
+def cd_title(board: Leaderboard) -> str:
+    """What the diagram ranks: the table and budget, the metric, the blocks (classes × seeds), the
+    Friedman p and the Nemenyi CD."""
+    from anomaly.report.render import metric_title
+
+    seeds = board.seeds()
+    return (f"{board.table} · budget {board.budget}: average rank of test {metric_title(board.metric)}\n"
+            f"over {board.test.n_classes} classes × {seeds} seed{'s' if seeds != 1 else ''}; Friedman "
+            f"p = {board.test.pvalue:.1g}; bars join methods within the Nemenyi CD = {board.test.cd:.2f} "
+            f"(α = {ALPHA})")
+
+
 def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
     """The critical-difference diagram (autorank's), or None without a test."""
     if board.test is None or board.test.result is None:
@@ -253,9 +408,11 @@ def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
 
     from anomaly.report.plots import slug
 
+    result = board.test.result
+    result = result._replace(rankdf=result.rankdf.rename(index=cd_labels(board)))
     with contextlib.redirect_stdout(io.StringIO()):
-        axis = plot_stats(board.test.result, allow_insignificant=True)
-    axis.set_title(f"{board.title}: average rank, Nemenyi CD = {board.test.cd:.2f}", fontsize=9)
+        axis = plot_stats(result, allow_insignificant=True)
+    axis.set_title(cd_title(board), fontsize=9)
     path = out_dir / f"{slug(board.title)}_cd.png"
     axis.figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(axis.figure)
@@ -264,8 +421,10 @@ def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
 
 def readme_section(boards: Sequence[Leaderboard], command: str, figure_dir: Path, readme_dir: Path) -> str:
     """The Markdown between the README's leaderboard markers: per benchmark table and budget the
-    leaderboard, its notes, its critical-difference diagram (written to figure_dir) and the
-    command that runs it again."""
+    leaderboard, its notes, its critical-difference diagram and its figure of the metric against
+    the training FLOPs (written to figure_dir) and the command that runs it again; then, per
+    budget that several benchmarks share, the comparison across datasets (anomaly.report.across)."""
+    from anomaly.report.across import across_boards, as_table as across_table
     from anomaly.report.render import markdown as table_markdown
 
     parts = [f"<!-- written by `{command}` from the results files: edit those, not this section -->", ""]
@@ -277,6 +436,12 @@ def readme_section(boards: Sequence[Leaderboard], command: str, figure_dir: Path
         figure = plot_cd(board, figure_dir)
         if figure is not None:
             parts += ["", f"![critical-difference diagram of {board.title}]({figure.relative_to(readme_dir)})"]
+        figure = plot_cost(board, figure_dir)
+        if figure is not None:
+            parts += ["", f"![{board.title}: mean AUROC against training FLOPs]({figure.relative_to(readme_dir)})"]
         rerun = f"python -m anomaly.reproduce table={board.table} budget={board.budget}"
         parts += ["", f"Re-run: `{rerun}` (one method: `variant=<name>`; kept cells are skipped).", ""]
+    for result in across_boards(boards):
+        table = across_table(result)
+        parts += [f"#### {table.title}", ""] + table_markdown(table).split("\n", 2)[2].rstrip("\n").split("\n") + [""]
     return "\n".join(parts).rstrip("\n")

@@ -23,6 +23,7 @@ from anomaly.report.aggregate import (
     cells,
     columns_of,
     group_title,
+    shared_schedule,
     method_label,
     natural,
     protocol_groups,
@@ -64,7 +65,7 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[
     written, skipped = [], []
     for group, members in protocol_groups(runs):
         name = slug(group_title(group).replace(" · ", "_"))
-        title = group_title(group)
+        title = " · ".join(filter(None, [group_title(group), shared_schedule(members)]))  # what the runs trained
         by_method = cells(members, metric, key=method_label)
         methods = sorted(by_method, key=natural)
         columns = columns_of(members)[:plots.MAX_PANELS]
@@ -158,25 +159,31 @@ def plot_paper(tables: Sequence[PaperTable], metrics_of, out_dir: Path) -> list[
                 written.append(plots.plot_vs_setting(
                     xs, [m.ours if m else None for m in means], [m.spread if m else None for m in means],
                     [m.paper if m else None for m in means], path, title=f"{table.title}",
-                    ylabel=name, xlabel=axis, bounded=metric in BOUNDED, percent=percent))
+                    ylabel=name, xlabel=axis, bounded=metric in BOUNDED, percent=percent,
+                    apart=[m.partial if m else None for m in means]))
                 continue
             published = table.published_mean(metric)
             series = []
             for row in table.rows:
                 per_class, row_number = table.row_paper(row, metric)
                 comps = [lines.get((row.label, c)) for c in columns]
+                mean = lines.get((row.label, "mean"))
+                partial = mean.partial if mean is not None else None  # no mean of ours beside the paper's
                 series.append({
-                    "label": row.label or "ours",
+                    "label": (row.label or "ours") + (f" ({partial}: no mean)" if partial else ""),
                     "ours": [c.ours if c else None for c in comps],
                     "spread": [c.spread if c else None for c in comps],
                     "paper": [per_class.get(c) for c in columns],
                     "paper_line": row_number if row_number is not None
                     else published if len(table.rows) == 1 else None,
-                    "ours_line": lines[(row.label, "mean")].ours if (row.label, "mean") in lines else None,
+                    "ours_line": mean.ours if mean is not None and not partial else None,
                     "below": [bool(c and c.mark == "below") for c in comps],
                 })
+            means = [lines.get((r.label, "mean")) for r in table.rows]
+            partial = "".join(f"\nours: {p} (the paper's line is its mean over all)"
+                              for p in dict.fromkeys(m.partial for m in means if m is not None and m.partial))
             written.append(plots.plot_vs_paper(
-                columns, series, path, title=f"ours vs paper · {table.title}", ylabel=name,
+                columns, series, path, title=f"ours vs paper · {table.title}{partial}", ylabel=name,
                 xlabel=class_axis(columns), bounded=metric in BOUNDED))
     return written
 

@@ -18,6 +18,7 @@ from anomaly.report.aggregate import (
     Run,
     cells,
     columns_of,
+    data_limits,
     group_title,
     method_label,
     natural,
@@ -25,6 +26,7 @@ from anomaly.report.aggregate import (
     row_label,
     row_name,
     settings_text,
+    shared_schedule,
     summary,
 )
 from anomaly.report.suspect import MARK, flag_ids, legend, marked
@@ -82,7 +84,13 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
     the row's runs (`*`: a class of the table that this row lacks or failed, not averaged in)."""
     tables = []
     for group, members in protocol_groups(runs):
-        by_row = cells(members, metric, key=row_name)
+        uniform = shared_schedule(members)  # said once in the title, else per row
+        per_row = uniform is None and any(r.schedule for r in members)
+
+        def label_of(run: Run) -> str:
+            return " · ".join([row_name(run), run.schedule or "epochs unknown"]) if per_row else row_name(run)
+
+        by_row = cells(members, metric, key=label_of)
         columns = columns_of(members)
         rows, numbers, flagged = [], [], []
         for r, label in enumerate(sorted(by_row, key=natural)):
@@ -94,8 +102,9 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
             numbers.append([row_cells[c].mean if c in row_cells else None for c in columns] + [mean, std])
             flagged += [(r, i, label, c, row_cells[c].suspect) for i, c in enumerate(columns, 1)
                         if c in row_cells and row_cells[c].suspect]
-        tables.append(flag_cells(Table(f"{group_metric_title(metric, members)} · {group_title(group)}",
-                                       ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers),
+        title = " · ".join(filter(None, [group_metric_title(metric, members), group_title(group), uniform,
+                                         data_limits(members)]))
+        tables.append(flag_cells(Table(title, ["method"] + columns + ["mean ± std", "runs", "failed"], rows, numbers),
                                  flagged))
     return tables
 
@@ -139,6 +148,8 @@ def compare_tables(runs: list[Run], metric: str) -> list[Table]:
 
 # ---- ours against the paper ----------------------------------------------------------------------
 def delta_text(comparison: Comparison) -> str:
+    if comparison.partial:
+        return "n/a"  # not the paper's cells
     if comparison.delta is None:
         return "—"
     return f"{comparison.delta:+.3f}" + (f" {comparison.mark}" if comparison.mark else "")
@@ -158,12 +169,16 @@ def paper_table(table: PaperTable, metrics: Sequence[str], compact: bool = False
     by_metric = {m: {(row, col): c for row, col, c in table.lines(m)} for m in metrics}
     order = list(dict.fromkeys(key for m in metrics for key in by_metric[m]))
     collapsed = {row.label for row in table.rows if table.row_level(row)} if compact else set()
+    single = {row.label for row in table.rows if len(row.cells) == 1}  # its mean line repeats its class line
     header = ["cell", "n"]
     for metric in metrics:
         header += [f"{SHORT_NAMES.get(metric, metric)} ours", "paper", "Δ"]
     rows, numbers, flagged = [], [], []
     for row, col in order:
         if row in collapsed and col not in ("mean", "all"):
+            continue
+        if col == "mean" and row in single and row not in collapsed and not any(
+                (c := by_metric[m].get((row, col))) is not None and c.partial for m in metrics):
             continue
         if col == "all":
             label = "all cells"
@@ -172,6 +187,9 @@ def paper_table(table: PaperTable, metrics: Sequence[str], compact: bool = False
         else:
             label = " · ".join(filter(None, [row, col]))
         comparisons = [by_metric[m].get((row, col)) for m in metrics]
+        partial = next((c.partial for c in comparisons if c and c.partial), None)
+        if partial:  # a mean over a subset of the classes the paper's mean covers: said, and no Δ
+            label += f" ({partial})"
         line = [label, str(max((c.n for c in comparisons if c), default=0))]
         for c in comparisons:
             line += [ours_text(c), number(c.paper), delta_text(c)] if c else ["—", "—", "—"]
@@ -189,7 +207,24 @@ def paper_caption(table: PaperTable) -> str:
     failed = sum(not r.ok for r in table.runs)
     if failed:
         parts.append(f"{failed} failed")
+    subset = data_line(table.runs)
+    if subset:
+        parts.append(subset)
+    why = next(filter(None, (table.why_no_delta(m) for m in table.metrics()[:1])), None)
+    if why:
+        parts.append(f"no Δ: {why}")
     return " · ".join(parts)
+
+
+def data_line(runs: Sequence[Run]) -> str | None:
+    """'data: 10,000 of the official 60,000 training images (the paper: all of them)' where the
+    runs' copy of the dataset is smaller than the release the paper used."""
+    from anomaly.provenance import subset_line
+
+    lines = sorted({line for line in (subset_line(r.dataset_size) for r in runs) if line})
+    if not lines:
+        return None
+    return f"data: {'; '.join(lines)} here; the paper: all"
 
 
 def references_line(table: PaperTable) -> str | None:

@@ -1,6 +1,7 @@
 """`python -m anomaly.reproduce table=<name> [budget=…] [grid key=value …] [overrides]`;
 `python -m anomaly.reproduce --list` lists the tables, their grids, budgets and estimated cost;
-`python -m anomaly.reproduce --status [table=…]` says which kept results are stale (exit 1)."""
+`python -m anomaly.reproduce --status [table=…]` says which kept results are stale (exit 1);
+`python -m anomaly.reproduce --measure-flops table=…` counts its variants' training FLOPs (anomaly.reproduce.flops)."""
 
 import sys
 
@@ -22,6 +23,13 @@ if __name__ == "__main__":
     if "--list" in sys.argv[1:]:
         list_tables()
         sys.exit(0)
+    if "--measure-flops" in sys.argv[1:]:
+        from anomaly.console import user_errors
+        from anomaly.reproduce.flops import main as measure
+
+        runlog.setup()
+        with user_errors():
+            sys.exit(measure(sys.argv[1:]))
     if "--status" in sys.argv[1:]:
         from anomaly.reproduce.status import main as status
 

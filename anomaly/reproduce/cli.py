@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,13 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from anomaly import AnomalyError
+from anomaly import AnomalyError, RunInterrupted, runlog
 from anomaly.config import config_hash
 from anomaly.console import user_errors
 from anomaly.loggers import has_wandb, log_comparison, table_group
 from anomaly.provenance import CONF_DIR
 from anomaly.reproduce.fanout import job_slots, progress_line, run_parallel
 from anomaly.reproduce.tables import Table, _key, _text
+from anomaly.stop_signals import stop_at_once
 from anomaly.sweep import configure_job
 
 log = logging.getLogger("anomaly")
@@ -86,6 +88,15 @@ def run_suffix(table: Table, cell, budget: str, passed: list[str]) -> str:
     return "".join(f"-{p}" for p in parts).replace("/", "_").replace(" ", "")
 
 
+def rerun_mode(value) -> bool | str:
+    """`rerun`: false (skip kept cells, resume stopped trainings, refuse a kept result of another
+    config), true (train and score every cell again), or "stale" (re-make only the cells whose
+    kept result is of another config or data: skip the others, resume stopped trainings)."""
+    if value in (True, False, "stale"):
+        return value
+    raise AnomalyError(f"rerun={value}: choose false, true or stale (re-make only the stale cells)")
+
+
 def check_cells(table: Table, cells: list, budget: str, passed: list[str], run_root: Path) -> None:
     """Every setting of the cells refused before anything trains or is written: the first cell
     of each variant is composed and checked as `anomaly.train` checks its config (the grid's
@@ -105,6 +116,19 @@ def check_cells(table: Table, cells: list, budget: str, passed: list[str], run_r
 
 
 def run(cfg: DictConfig) -> None:
+    """The table's cells; SIGTERM or SIGINT stops it with one `error:` line and exit 143 / 130: a
+    training at the end of its epoch in progress (with its checkpoint), anything else at once; the
+    same command goes on where it stopped."""
+    try:
+        with stop_at_once():
+            run_table(cfg)
+    except RunInterrupted as stop:
+        runlog.error(str(stop) or f"table stopped by {signal.Signals(stop.signum).name}; the same command goes "
+                     "on where it stopped (finished trainings are not trained again)")
+        sys.exit(stop.exit_code)
+
+
+def run_table(cfg: DictConfig) -> None:
     # here, not at the top: `--help`, `--list` and `--cfg job` answer without torch and Lightning
     import torch
 
@@ -127,7 +151,7 @@ def run(cfg: DictConfig) -> None:
             log.info("budget=smoke: results are not kept in %s (smoke runs only check that a table runs)",
                      results_dir)
             results_dir = None
-        rerun = bool(cfg.get("rerun", False))
+        rerun = rerun_mode(cfg.get("rerun", False))
         suffix = run_suffix(table, cells[0], cfg.budget, passed)
         check_cells(table, cells, cfg.budget, passed, run_root)
         log.info("table %s, budget %s: %d cells from %d trainings (%s)", table.name, cfg.budget, len(cells),
@@ -173,7 +197,7 @@ def run(cfg: DictConfig) -> None:
 def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path) -> None:
     """logger=wandb: the table's ours | paper | Δ per cell and the report's figure of it (ours
     against the paper) in a `comparison` run of the cells' W&B group."""
-    from anomaly.reproduce.runner import comparison_rows
+    from anomaly.reproduce.runner import COMPARISON_COLUMNS, comparison_rows
 
     images = {}
     try:
@@ -184,7 +208,7 @@ def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path
                                                                          or p.name.endswith("_cd.png"))}
     except SystemExit as err:  # the report found nothing to draw (every cell failed): the table alone
         log.warning("logger=wandb: no figure for the comparison run (%s)", err)
-    log_comparison(cfg.logger, table_group(table.name, cfg.budget), ("cell", "ours", "paper", "Δ"),
+    log_comparison(cfg.logger, table_group(table.name, cfg.budget), COMPARISON_COLUMNS,
                    comparison_rows(table, results), images, run_root)
 
 
@@ -256,10 +280,12 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
     console.print("python -m anomaly.reproduce table=<name> budget=<budget>", style="bold", highlight=False)
     # borderless; a table's name on a line of its own (whole: rows that differ only at the end
     # stay apart), its budgets under it; the budgets' settings fold in the room that is left
-    view = RichTable(box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold underline")
+    view = RichTable(box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold underline")
     view.add_column("table / budget", no_wrap=True)
-    view.add_column("cells/tr.", no_wrap=True, justify="right")
-    view.add_column("settings", overflow="fold", min_width=14)
+    view.add_column("cells/tr", no_wrap=True, justify="right")
+    longest = max((len(f"{k.rsplit('.', 1)[-1]}={_short_number(v)}") for t in tables for b in t.budgets.values() for k, v in b.items()),
+                  default=14)
+    view.add_column("settings", overflow="fold", min_width=min(longest, 30))
     view.add_column("min/training CPU · GPU", overflow="fold", max_width=12)
     view.add_column("grid h CPU · GPU", overflow="fold", max_width=11)
     for table in tables:
@@ -270,20 +296,61 @@ def list_tables(results_dir: Path = Path("reproduced")) -> None:
             measured = measured_minutes(table.name, budget, results_dir)
             trainings = len(table.groups(table.cells(table.budget_restrictions(budget))))  # reduced: one seed
             per, hours = [], []
+            counted = counted_cost(table, budget, results_dir)
             for device in ("cpu", "gpu"):
                 if device in measured:
                     minutes, n = measured[device]
                     per.append(f"{minutes:.1f} (n={n})")
+                elif device == "cpu" and counted is not None and "cpu" not in (table.minutes.get(budget) or {}):
+                    # no estimate of the whole training (scoring too): the training's, from its counted FLOPs
+                    minutes = counted[1]
+                    per.append(f"f{minutes:.3g}")
                 else:
                     minutes = (table.minutes.get(budget) or {}).get(device)
                     per.append("?" if minutes is None else f"~{minutes:g}")
                 hours.append("?" if minutes is None else f"{trainings * minutes / 60:.1f}")
-            settings = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in table.budgets[budget].items())
+            # one setting a line: a setting is never cut mid-word
+            settings = "\n".join(f"{k.rsplit('.', 1)[-1]}={_short_number(v)}" for k, v in table.budgets[budget].items())
+            if counted is not None:
+                settings += ("\n" if settings else "") + f"FLOPs/tr={_short_number(counted[0])}"
             view.add_row(f"  {budget}", "", settings or "published", " · ".join(per), " · ".join(hours),
                          end_section=i == len(budgets) - 1)
     console.print(view)
-    console.print("min/training: measured (n trainings kept in reproduced/) or ~ estimated; grid h: every "
-                  "training of the grid", highlight=False)
+    console.print("min/training: measured (n trainings kept in reproduced/), f from the training FLOPs counted "
+                  "(FLOPs/tr: a training's mean, reproduced/training_flops.json) at the CPU seconds per FLOP measured "
+                  "with them (training only), or ~ estimated; grid h: every training of the grid", highlight=False)
+
+
+def counted_cost(table: Table, budget: str, results_dir: Path) -> tuple[float, float] | None:
+    """(training FLOPs, CPU minutes) of a training at a budget, averaged over the table's variants,
+    from the FLOPs per image and CPU seconds per batch `--measure-flops` counted
+    (results_dir/training_flops.json); a compute budget's FLOPs capped at its max_flops. None
+    where a variant was not measured."""
+    try:
+        data = json.loads((results_dir / "training_flops.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found = (((data.get("tables") or {}).get(table.name) or {}).get(budget) or {}).get("variants") or {}
+    variants = list(table.grid.get("variant") or [])
+    if not variants or any(v not in found for v in variants):
+        return None
+    cap = table.budgets[budget].get("compute.max_flops")
+    flops, minutes = [], []
+    for variant in variants:
+        entry = found[variant]
+        full = float(entry["schedule_flops"])
+        share = min(1.0, float(cap) / full) if cap and full else 1.0
+        flops.append(full * share)
+        minutes.append(float(entry.get("schedule_cpu_seconds") or 0.0) * share / 60)
+    return sum(flops) / len(flops), sum(minutes) / len(minutes)
+
+
+def _short_number(value):
+    """A large number as 5.0e12 (a FLOP budget), anything else as it is."""
+    if isinstance(value, float) and abs(value) >= 1e6:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return value
 
 
 def _hours(value: float | None) -> str:

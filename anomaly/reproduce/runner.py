@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from anomaly import AnomalyError, RunInterrupted, config_schema, distributed
 from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
 from anomaly.methods.base import AnomalyModule, ScoredSplit
+from anomaly.checkpoints import RESUME_COMMAND
 from anomaly.config import config_hash, instantiate
 from anomaly.loggers import WANDB_TARGET, table_group
 from anomaly.pipeline import build_datamodule, run_summary, train
@@ -127,7 +128,7 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
     model.apply_test(cache.split(dm, "test"))
     score_seconds = time.perf_counter() - start
     summary = run_summary(cfg, dm, model, validate_seconds=round(validate_seconds, 3),
-                          score_seconds=round(score_seconds, 3), epochs=state["epochs"],
+                          score_seconds=round(score_seconds, 3), epochs=state["epochs"], cost=state.get("cost"),
                           run_dir=str(output_dir), checkpoint=state["checkpoint"],
                           **provenance.record(cfg), **extra)
     return write_results(output_dir, summary, model.test_scores, float(model.threshold), plots=True)
@@ -216,7 +217,9 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
     paths.log_dir (`ckpt_path=last`: an interrupted training goes on from its last epoch, a
     finished one is loaded instead of trained again; a job of an earlier fan-out too) unless
     `rerun` or the command line gives a ckpt_path. `suffix` names the run settings given beside
-    the grid (`-seed1`) in each cell's folder."""
+    the grid (`-seed1`) in each cell's folder. `rerun="stale"`: refused groups are made again
+    (their kept results replaced), the rest skipped or resumed as without rerun.
+    A run stopped by a signal (`RunInterrupted`) ends the table: its cell keeps no result."""
     names = [cell.slug() + suffix for cell in cells]
     data = data or DataCache()
     targets = [results_dir / table.name / budget / name if results_dir is not None else None for name in names]
@@ -230,6 +233,9 @@ def run_group(table: Table, cells: list[Cell], budget: str, user: list[str], run
     try:
         if results_dir is not None:
             found = kept_or_refused(table, cells, names, targets, budget, user, run_root, rerun, data)
+            if found is None and rerun == "stale":
+                # only a stale cell's group trains; its cells of this config are made again with it
+                log.info("%s: re-made (rerun=stale: a kept result of another config or data)", targets[0])
             if found is not None:
                 return found
         return _run_cells(table, cells, names, targets, budget, user, run_root, rerun)
@@ -254,15 +260,15 @@ def kept_or_refused(table: Table, cells: list[Cell], names: list[str], targets: 
             kept.append(None)
         else:
             kept.append({**kept_results.read(target / "results.json"), "skipped": True})
-    if conflicts and not rerun:
+    if conflicts and rerun is False:
         out = []
         for cell, target, differ in conflicts:
             message = (f"{target} holds a result of another run config or data ({'; '.join(differ)}): "
-                       "kept as it is; rerun=true makes it again with today's settings")
+                       "kept as it is; rerun=stale makes the stale cells again with today's settings")
             log.error("cell %s refused: %s", cell.as_dict, message)
             out.append({"status": "refused", "error": message, "reproduce": {"cell": cell.as_dict}})
         return out
-    if not rerun and all(k is not None for k in kept):
+    if rerun is not True and all(k is not None for k in kept):  # rerun=stale: the cells of this config stay
         return kept
     return None
 
@@ -273,7 +279,7 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
     state: dict[str, Any] = {}
     cache: ScoreCache | None = None
     first_dir = None
-    resume = not rerun and not any(_key(o) == "ckpt_path" for o in user)
+    resume = rerun is not True and not any(_key(o) == "ckpt_path" for o in user)
     for position, (cell, name, target) in enumerate(zip(cells, names, targets)):
         cell_dir = run_root / name
         command = table.command(cell, budget, user)
@@ -289,11 +295,14 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
                     cfg.ckpt_path = "last"
             if position == 0:
                 first_dir = cell_dir
-                results = train(cfg, keep=state, extra=extra)
+                # a stopped training resumes with the same command, where resume finds checkpoints
+                results = train(cfg, keep=state, extra=extra,
+                                resume_command="the same command" if resume else RESUME_COMMAND)
                 state["train_hash"] = results["train_hash"]
                 state["run_dir"] = str(cell_dir)
                 state["epochs"] = results.get("epochs")
                 state["checkpoint"] = results.get("checkpoint")
+                state["cost"] = results.get("cost")  # the shared training's, for every cell it serves
                 cache = ScoreCache(state["model"], state["dm"], int(cfg.data.get("eval_batch_size") or 512))
                 cache.add(state["model"].val_scores)
                 cache.add(state["model"].test_scores)
@@ -311,24 +320,35 @@ def _run_cells(table: Table, cells: list[Cell], names: list[str], targets: list[
             results = failed_results(cfg, cell_dir, err, extra)
         out.append(results)
         if target is not None and distributed.process_rank() == 0:
-            kept_results.keep_results(cell_dir, target, rerun=rerun)
+            kept_results.keep_results(cell_dir, target, rerun=bool(rerun))
     return out
 
 
-def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, str, str, str]]:
-    """(cell, ours, paper, Δ) for the table's metric, per cell."""
+def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, ...]]:
+    """(cell, epochs, ours, paper, Δ) for the table's metric, per cell. A published number that is
+    a mean over the classes (its `where` names none) is shown as such, never set against one
+    class: `0.932 (mean)`, no Δ (the report sets a mean of ours over every class against it)."""
+    from anomaly.provenance import schedule_text
+    from anomaly.report.aggregate import CELL_CLASS
+
+    means_only = bool(table.paper) and not any(k in CELL_CLASS for e in table.paper for k in (e.get("where") or {}))
     rows = []
     for data in results:
         info = data.get("reproduce") or {}
         cell = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in (info.get("cell") or {}).items())
+        epochs = schedule_text(data) or "—"
         ours = (data.get("metrics") or {}).get(table.metric)
         paper = (info.get("paper") or {}).get(table.metric)
+        shown = _num(paper) + (" (mean)" if means_only and paper is not None else "")
         if data.get("status") != "ok" or ours is None:
-            rows.append((cell, data.get("status", "failed"), _num(paper), ""))
+            rows.append((cell, epochs, data.get("status", "failed"), shown, ""))
             continue
-        delta = f"{ours - paper:+.3f}" if paper is not None else ""
-        rows.append((cell, f"{ours:.3f}", _num(paper), delta))
+        delta = f"{ours - paper:+.3f}" if paper is not None and not means_only else ""
+        rows.append((cell, epochs, f"{ours:.3f}", shown, delta))
     return rows
+
+
+COMPARISON_COLUMNS = ("cell", "epochs", "ours", "paper", "Δ")
 
 
 def _num(value: float | None) -> str:
@@ -344,7 +364,7 @@ def print_comparison(table: Table, budget: str, results: list[dict]) -> None:
     from rich.table import Table as RichTable
 
     view = RichTable(title=f"{table.name} · budget {budget} · {table.metric}: ours vs {table.source}")
-    for column in ("cell", "ours", "paper", "Δ"):
+    for column in COMPARISON_COLUMNS:
         view.add_column(column, justify="left" if column == "cell" else "right")
     for row in comparison_rows(table, results):
         view.add_row(*row)

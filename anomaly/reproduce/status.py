@@ -228,8 +228,9 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
     """For kept results from before data were fingerprinted (`--status --fill`): where the
     cell's command composes the kept config and draws the kept split here (its training
     indices' hash and every split's size match the record), record this data's fingerprint;
-    and every kept command without machine paths (they move to `command_paths`), with its CPU
-    form for a device run. Returns counts: filled, commands rewritten, not verifiable."""
+    and the size of the dataset copy it was made on (`dataset_size`); and every kept command
+    without machine paths (they move to `command_paths`), with its CPU form for a device run.
+    Returns counts: filled, commands rewritten, not verifiable."""
     from anomaly.config import config_hash
     from anomaly.reproduce.cli import load_tables
     from anomaly.reproduce.runner import DataCache
@@ -249,7 +250,8 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
                 kept["code"] = {"version": None, "commit": None, "dirty": None,
                                 "at_most": commits.get(_repo_path(path))}
                 changed = True
-            if not kept.get("data_fingerprint") and (kept.get("reproduce") or {}).get("cell"):
+            missing = not kept.get("data_fingerprint") or not kept.get("dataset_size")
+            if missing and (kept.get("reproduce") or {}).get("cell"):
                 cell = Cell.of(kept["reproduce"]["cell"])
                 try:
                     cfg = composer.config(table, cell, budget, command_overrides(table, kept))
@@ -257,8 +259,10 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
                     dm = cache.datamodule(cfg) if same else None
                 except AnomalyError:
                     dm = None
-                if dm is not None and _same_split(kept, dm):
+                if dm is not None and _same_split(kept, dm) and \
+                        kept.get("data_fingerprint") in (None, dm.fingerprint()):
                     kept["data_fingerprint"] = dm.fingerprint()
+                    kept["dataset_size"] = dm.data.size()
                     counts["filled"] += 1
                     changed = True
                 else:
@@ -358,6 +362,6 @@ def main(argv: list[str]) -> int:
     for line in render(found):
         print(line)
     stale = sum(s.state == "stale" for s in found)
-    print(f"\n{stale} stale cell{'s' * (stale != 1)}" + (": the same command with rerun=true re-makes each"
+    print(f"\n{stale} stale cell{'s' * (stale != 1)}" + (": `python -m anomaly.reproduce table=… rerun=stale` re-makes them"
                                                         if stale else "; every kept cell re-makes from its command"))
     return 1 if stale else 0

@@ -79,6 +79,8 @@ class Table:
     # the field's published means on the table's protocol (methods run here or not), each
     # {method, source, metric: value, variant: the one run here (optional)}: shown beside ours
     field_means: list[dict] = field(default_factory=list)
+    # why a table has no published numbers (`paper: []`): said where its Δ would be
+    no_paper: str | None = None
 
     @classmethod
     def from_config(cls, node: DictConfig | dict, experiment: str | None = None) -> "Table":
@@ -94,7 +96,7 @@ class Table:
                     variant_budgets={b: {v: dict(o or {}) for v, o in (per or {}).items()}
                                      for b, per in (data.get("variant_budgets") or {}).items()},
                     variants_from=data.get("variants_from"),
-                    field_means=[dict(r) for r in data.get("field") or []])
+                    field_means=[dict(r) for r in data.get("field") or []], no_paper=data.get("no_paper"))
         if table.variants_from is not None:
             table.discover_variants(data.get("variant_settings") or {})
         table.check()

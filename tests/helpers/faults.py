@@ -1,9 +1,12 @@
-"""Faults on purpose: a run that signals itself mid-epoch, a method whose scores collapse."""
+"""Faults on purpose: a run that signals itself mid-epoch or in its test, or waits mid-epoch for a
+signal from outside; a method whose scores collapse."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -12,16 +15,58 @@ from anomaly.methods.ae import Autoencoder
 
 
 class SignalAt(L.Callback):
-    """Send `signum` to this process at the start of batch `batch` of epoch `epoch`: a kill from
-    outside (SIGKILL: no clean-up at all; SIGTERM: what a scheduler sends) at a point the test
-    chooses, not one a timer happens to hit."""
+    """Send `signum` to this process at the start of batch `batch` of epoch `epoch` (and of the
+    `repeat` - 1 batches after it: a second signal): a kill from outside (SIGKILL: no clean-up
+    at all; SIGTERM: what a scheduler sends; SIGINT: Ctrl-C) at a point the test chooses, not one
+    a timer happens to hit."""
 
-    def __init__(self, signum: int = signal.SIGKILL, epoch: int = 1, batch: int = 1) -> None:
-        self.signum, self.epoch, self.batch = int(signum), int(epoch), int(batch)
+    def __init__(self, signum: int = signal.SIGKILL, epoch: int = 1, batch: int = 1, repeat: int = 1) -> None:
+        self.signum, self.epoch, self.batch, self.repeat = int(signum), int(epoch), int(batch), int(repeat)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+        if trainer.current_epoch == self.epoch and self.batch <= batch_idx < self.batch + self.repeat:
             os.kill(os.getpid(), self.signum)
+
+
+class SignalInTest(L.Callback):
+    """Send `signum` to this process at the start of the first test batch (after training)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = int(signum)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0:
+            os.kill(os.getpid(), self.signum)
+
+
+class WaitForSignal(L.Callback):
+    """At the start of batch `batch` of epoch `epoch`, touch `<marker_dir>/<pid>` and wait (at
+    most `timeout` seconds) until StopAtEpochEnd has received a signal: a test that sees the
+    marker signals from outside while the training is surely in that epoch."""
+
+    def __init__(self, marker_dir: str, epoch: int = 1, batch: int = 0, timeout: float = 120.0) -> None:
+        self.marker_dir, self.epoch, self.batch, self.timeout = Path(marker_dir), int(epoch), int(batch), timeout
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        from anomaly.callbacks import StopAtEpochEnd
+
+        if trainer.current_epoch != self.epoch or batch_idx != self.batch:
+            return
+        (stop,) = [c for c in trainer.callbacks if isinstance(c, StopAtEpochEnd)]
+        self.marker_dir.mkdir(parents=True, exist_ok=True)
+        (self.marker_dir / str(os.getpid())).touch()
+        deadline = time.monotonic() + self.timeout
+        while stop.signum is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class EpochProbe(L.Callback):
+    """Records the epochs this process trains (0-based), in `EpochProbe.trained`."""
+
+    trained: list = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        EpochProbe.trained.append(trainer.current_epoch)
 
 
 class ConstantScore(Autoencoder):
