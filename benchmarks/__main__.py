@@ -1,4 +1,6 @@
-"""python -m benchmarks [--size quick|default|full] [--device cpu|cuda|auto] [--only 1,3] …"""
+"""python -m benchmarks [--size quick|default|full] [--device cpu|cuda|auto] [--only 1,3] …
+[--check] [--out bench.md] [--readme README.md]; `--from bench.md --readme README.md` puts a saved
+run in the README without running anything."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ TITLES = {"1": "GPND scoring", "2": "AnoGAN search", "3": "training throughput",
           "5": "data path", "6": "scale", "7": "trainings sharing a device", "8": "bookkeeping"}
 # run once, at the first thread count: 7 runs each training with threads=1 (as a table's fan-out),
 # and 6 asks whether time and memory grow linearly, not how fast
-ONCE = {"6", "7"}
+# 8 times bookkeeping that does not depend on the thread count, against a figure measured at 1
+ONCE = {"6", "7", "8"}
 
 
 def cases_for(bench: str, size: Size, device: torch.device, workdir: Path):
@@ -104,6 +107,20 @@ def check_lines(verdicts: list[tuple[str, int, Verdict]]) -> tuple[list[str], in
     return lines, missed
 
 
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def put_in_readme(readme: Path, text: str) -> None:
+    """Replace the README's generated benchmark section with a run's Markdown (its heading says
+    the command and the date, its first line the machine, the thread counts and the load)."""
+    page = readme.read_text()
+    if README_START not in page or README_END not in page:
+        raise SystemExit(f"--readme {readme}: no {README_START} … {README_END} section to replace")
+    head, rest = page.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(f"{head}{README_START}\n{text.strip()}\n{README_END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
@@ -118,10 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a size field, e.g. --set gpnd_images=1024")
     parser.add_argument("--out", default=None, help="also write the Markdown to this file")
+    parser.add_argument("--readme", default=None,
+                        help="also put the Markdown in this file's generated section (between "
+                             f"{README_START} and {README_END}), dated as the run")
+    parser.add_argument("--from", dest="from_file", default=None, metavar="BENCH_MD",
+                        help="with --readme: take a saved --out file instead of running the benchmarks")
     parser.add_argument("--check", action="store_true",
                         help="after the table, each row's target and whether it was met; exit status 1 "
                              "when one was missed (a ratio past its target, different numbers, an error)")
     args = parser.parse_args(argv)
+    if args.from_file:
+        if not args.readme:
+            parser.error("--from needs --readme (the file to put the saved run in)")
+        put_in_readme(Path(args.readme), Path(args.from_file).read_text())
+        return 0
 
     size = SIZES["quick" if args.quick else args.size]
     size = parse_overrides(size, args.set)
@@ -173,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                                      f"error while setting up: {type(err).__name__}: {err}"])
                         verdicts.append((f"{bench}. {TITLES[bench]}", 0, Verdict(False, f"error while setting up: {err}")))
                     for case in cases:
-                        for count in counts:  # adjacent rows: the same case at each thread count
+                        for count in counts[:1] if case.once else counts:  # adjacent rows: the same case at each thread count
                             torch.set_num_threads(count)
                             result = run_case(case, size.repeats, device, log)
                             rows.append(result_row(result))
@@ -199,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text, flush=True)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.readme:
+        put_in_readme(Path(args.readme), text)
     if args.check:
         report, missed = check_lines(verdicts)
         print("\n" + "\n".join(report), flush=True)

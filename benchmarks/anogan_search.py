@@ -59,5 +59,5 @@ def cases(size, device) -> list[Case]:
         ours=fanogan_scores,
         warmup_baseline=lambda: latent_search(generator, discriminator, xl, zl, **warm_options)[0],
         compare=both_finite, goal=fast_goal, repeats=size.anogan_long_repeats, repeats_ours=max(size.repeats, 11) if size.repeats > 1 else None,
-        items=len(xl)))
+        items=len(xl), once=True))
     return out

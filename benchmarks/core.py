@@ -86,6 +86,9 @@ class Case:
     quoted_baseline_s: float | None = None
     quoted_threads: int | None = None
     quoted_when: str = ""
+    # run at the first thread count only: a row whose ratio does not depend on the thread count
+    # (a 600× gap, a per-item loop against a batched one) or that has no target to judge
+    once: bool = False
     note: str = ""
 
     def like_for_like(self, threads: int) -> bool:

@@ -91,5 +91,5 @@ def cases(size, device, workdir) -> list[Case]:
              check_baseline=lambda: torchvision_epoch(tv_loader, device, keep=True),
              check_ours=lambda: our_epoch(dm, module, device, keep=True),
              compare=same_batches(1.5 / 255, "PIL vs torch bilinear resize"), goal=Goal("speedup"),
-             items=n_images),
+             items=n_images, once=True),
     ]

@@ -130,3 +130,18 @@ def test_cli_prints_the_markdown_table(tmp_path, capsys):
         bench_main.main(["--quick", "--set", "no_such_field=1"])
     with pytest.raises(SystemExit):
         bench_main.main(["--quick", "--threads", "0"])
+
+
+def test_a_saved_run_replaces_the_readme_section_and_nothing_else(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nprose\n<!-- bench:start -->\nold table\n<!-- bench:end -->\n\nmore prose\n")
+    saved = tmp_path / "bench.md"
+    saved.write_text("### `python -m benchmarks --threads 1,2` (2026-12-07 06:30)\n\n| # | threads |\n")
+    assert bench_main.main(["--from", str(saved), "--readme", str(readme)]) == 0
+    assert readme.read_text() == ("# Title\n\nprose\n<!-- bench:start -->\n### `python -m benchmarks --threads 1,2` "
+                                  "(2026-12-07 06:30)\n\n| # | threads |\n<!-- bench:end -->\n\nmore prose\n")
+    readme.write_text("no section\n")
+    with pytest.raises(SystemExit, match="no <!-- bench:start -->"):
+        bench_main.main(["--from", str(saved), "--readme", str(readme)])
+    with pytest.raises(SystemExit):  # --from alone: nowhere to put it
+        bench_main.main(["--from", str(saved)])
