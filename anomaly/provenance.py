@@ -279,7 +279,8 @@ def _paths(cfg: DictConfig) -> dict[str, str | None] | None:
 @functools.cache
 def code_record() -> dict[str, Any]:
     """The code a run ran: the package version, and where it is a git checkout, the commit and
-    whether tracked files differed from it (`dirty`). Recorded, never matched: a kept result of
+    whether tracked files other than the kept results (`reproduced/`, which a campaign writes as it
+    goes) differed from it (`dirty`). Recorded, never matched: a kept result of
     older code still re-makes from its command (`reproduce --status` says when its method's files
     changed since)."""
     from anomaly import __version__
@@ -291,7 +292,8 @@ def code_record() -> dict[str, Any]:
                               timeout=10)
         if head.returncode != 0:
             return out
-        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                  "--", ".", ":(exclude)reproduced"],
                                  capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):  # no git here: the version alone
         return out
