@@ -15,7 +15,9 @@ from benchmarks.data import unit_images
 def cases(size, device) -> list[Case]:
     cuda = torch.device(device).type == "cuda"
     search_what = f"AnoGAN latent search, {size.anogan_images} images × {size.anogan_steps} steps"
-    search_goal = Goal("speedup", 30.0 if cuda else 3.5)
+    # set on the GPU and, on the CPU, at 2 threads (issue 8's measurement; at 1 thread the
+    # per-image loop loses less to batching: 2.6-2.7× on 2026-12-07)
+    search_goal = Goal("speedup", 30.0) if cuda else Goal("speedup", 3.5, threads=2)
     fast_what = f"AnoGAN {size.anogan_long_steps}-step search vs f-AnoGAN, {size.anogan_long_images} images"
     fast_goal = Goal("speedup", 500.0)
 

@@ -39,6 +39,12 @@ class Goal:
 
     kind: str  # "speedup" | "overhead"
     value: float | None = None
+    # the thread count the target was set at (None: any): at another the ratio is reported, not
+    # judged (batching gains more where intra-op threads idle in the per-item loop)
+    threads: int | None = None
+
+    def judged_at(self, threads: int) -> bool:
+        return self.threads is None or self.threads == threads
 
     def ratio(self, baseline: float, ours: float) -> float:
         return baseline / ours if self.kind == "speedup" else ours / baseline
@@ -51,7 +57,8 @@ class Goal:
     def describe(self) -> str:
         if self.value is None:
             return "reported"
-        return f"≥ {self.value:g}× faster" if self.kind == "speedup" else f"≤ {self.value:g}× the time"
+        at = f" at {self.threads} thread{'s' if self.threads > 1 else ''}" if self.threads else ""
+        return (f"≥ {self.value:g}× faster" if self.kind == "speedup" else f"≤ {self.value:g}× the time") + at
 
 
 @dataclass
@@ -133,6 +140,8 @@ class Result:
             return Verdict(False, f"error: {self.error}")
         if not case.like_for_like(self.threads):
             return Verdict(None, f"not judged: {case.quoted_note()}")
+        if not case.goal.judged_at(self.threads):
+            return Verdict(None, f"not judged: {case.goal.describe()}, here {fmt_ratio(self.ratio, case.goal)}")
         met = case.goal.met(self.ratio)
         text = f"{case.goal.describe()}: {fmt_ratio(self.ratio, case.goal)}"
         if self.check is not None and self.check.ok is False:
@@ -299,6 +308,8 @@ def result_row(r: Result) -> list[str]:
                 case.goal.describe(), f"error: {r.error}"]
     if not case.like_for_like(r.threads):
         goal = f"{case.goal.describe()} — not judged: {case.quoted_note()}"
+    elif not case.goal.judged_at(r.threads):
+        goal = f"{case.goal.describe()} — not judged here"
     else:
         met = case.goal.met(r.ratio)
         goal = case.goal.describe() + (f" {_mark(met)}" if met is not None else "")

@@ -92,6 +92,15 @@ def test_a_quoted_time_from_another_thread_count_is_shown_not_judged():
     assert "not judged: quoted at 2 threads (issue 8), not like for like" in result_row(result)[6]
 
 
+def test_a_target_set_at_one_thread_count_is_judged_only_there():
+    case = fake_case(2.0, 1.0, Goal("speedup", 3.5, threads=2))
+    for threads, met in ((2, False), (1, None)):
+        result = run_case(case, repeats=1, device=CPU)
+        result.threads = threads
+        assert result.verdict().met is met
+    assert result_row(result)[6] == "≥ 3.5× faster at 2 threads — not judged here"
+
+
 @pytest.mark.parametrize("baseline_s, ours_s, same, status", [
     (1.0, 1.04, True, 0),   # 1.04× the time: meets ≤ 1.05
     (1.0, 1.20, True, 1),   # 1.20× the time: misses it
