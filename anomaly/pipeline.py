@@ -80,7 +80,8 @@ def build_method(cfg: DictConfig, dm: AnomalyDataModule | None, threshold: Thres
         threshold = build_threshold(cfg)
     image_shape = tuple(dm.image_shape if dm is not None else image_shape)
     try:
-        model = instantiate(cfg.method, image_shape=list(image_shape), threshold=threshold)
+        # not recursive: the method builds the networks its nodes name (anomaly/nets/build.py)
+        model = instantiate(cfg.method, image_shape=list(image_shape), threshold=threshold, _recursive_=False)
     except AnomalyError as err:
         # a network that cannot take these images says which sizes it takes; say which method
         # and which images, as the dataset config decides them

@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from anomaly.net_identity import flat_method
+
 log = logging.getLogger("anomaly")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -34,11 +36,14 @@ def schedule(cfg: DictConfig) -> dict[str, Any]:
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved settings that decide a run's numbers: seed, dataset (not where its files
-    lie), protocol, method, data, threshold, the trainer's schedule and the topology."""
+    lie), protocol, method (its networks as `anomaly.net_identity` writes them), data, threshold,
+    the trainer's schedule and the topology."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     keep = {k: resolved[k] for k in RESULT_KEYS if k in resolved}
     keep.get("dataset", {}).get("loader", {}).pop("root", None)
     keep.get("data", {}).pop("images_on_device", None)  # where batches are sliced, not what they hold
+    if isinstance(keep.get("method"), dict):  # default nets as the flat keys they were (anomaly.net_identity)
+        keep["method"] = flat_method(keep["method"])
     keep["trainer"] = schedule(cfg)
     keep["topology"] = topology(cfg)
     return keep

@@ -51,22 +51,22 @@ BUDGETS = {"reduced": (6, (3, 5)), "paper": (80, (30, 60)), "smoke": (1, ())}
 # ours, one training difference of the 2018 code at a time, then all of them
 VARIANTS = {
     "ours_2020": ["method.reconstruction_weight=2.0", "method.latent_adversarial_weight=1.0",
-                  "method.generator_output=sigmoid", "method.batchnorm_init=dcgan",
+                  "method.generator.output=sigmoid", "method.batchnorm_init=dcgan",
                   "method.reuse_forward_passes=true"],
     "loss_weights_2018": ["method.reconstruction_weight=1.0", "method.latent_adversarial_weight=2.0",
-                          "method.generator_output=sigmoid", "method.batchnorm_init=dcgan",
+                          "method.generator.output=sigmoid", "method.batchnorm_init=dcgan",
                           "method.reuse_forward_passes=true"],
     "half_tanh_2018": ["method.reconstruction_weight=2.0", "method.latent_adversarial_weight=1.0",
-                       "method.generator_output=half_tanh", "method.batchnorm_init=dcgan",
+                       "method.generator.output=half_tanh", "method.batchnorm_init=dcgan",
                        "method.reuse_forward_passes=true"],
     "batchnorm_init_2018": ["method.reconstruction_weight=2.0", "method.latent_adversarial_weight=1.0",
-                            "method.generator_output=sigmoid", "method.batchnorm_init=pytorch",
+                            "method.generator.output=sigmoid", "method.batchnorm_init=pytorch",
                             "method.reuse_forward_passes=true"],
     "fresh_passes_2018": ["method.reconstruction_weight=2.0", "method.latent_adversarial_weight=1.0",
-                          "method.generator_output=sigmoid", "method.batchnorm_init=dcgan",
+                          "method.generator.output=sigmoid", "method.batchnorm_init=dcgan",
                           "method.reuse_forward_passes=false"],
     "all_2018": ["method.reconstruction_weight=1.0", "method.latent_adversarial_weight=2.0",
-                 "method.generator_output=half_tanh", "method.batchnorm_init=pytorch",
+                 "method.generator.output=half_tanh", "method.batchnorm_init=pytorch",
                  "method.reuse_forward_passes=false"],
 }
 
@@ -149,7 +149,7 @@ def write_folds(args, folder: Path) -> None:
 
 # ---- the authors' networks in ours ------------------------------------------------------------
 def load_published(model, encoder_state: dict, generator_state: dict) -> None:
-    """Their Encoder and Generator weights into our GPND (generator_output=half_tanh, the same
+    """Their Encoder and Generator weights into our GPND (generator.output=half_tanh, the same
     layers in the same order). Their convolutions before a BatchNorm have a bias, ours none: a
     bias b only shifts the BatchNorm's input, so their running mean − b is ours, exactly."""
     import torch
@@ -198,7 +198,7 @@ def score_published(args, digit: int, seed: int, run_dir: Path) -> dict:
     generator = torch.load(run_dir / "Gmodel.pkl", map_location="cpu", weights_only=True)
     metrics, sizes = {}, {}
     for ratio in RATIOS:
-        cfg = compose([*cell_overrides(args, digit, seed, ratio), "method.generator_output=half_tanh",
+        cfg = compose([*cell_overrides(args, digit, seed, ratio), "method.generator.output=half_tanh",
                        "logger=none", "callbacks=none", "trainer.enable_progress_bar=false",
                        f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", "trainer.devices=1"])
         dm = build_datamodule(cfg)

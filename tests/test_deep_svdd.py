@@ -4,6 +4,7 @@ centre, the objectives and score, the two stages of one run, resuming, and the s
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_mnist_decoder_is_the_published_layout():
 
 def test_networks_refuse_sizes_they_cannot_take():
     with pytest.raises(AnomalyError, match=r"rep_dim=20: the decoder needs a multiple of 16"):
-        LeNetDecoder((1, 28, 28), rep_dim=20)
+        LeNetDecoder((1, 28, 28), in_features=20)
     with pytest.raises(AnomalyError, match=r"cannot produce 30×30 images"):
         LeNetDecoder((1, 30, 30))
     with pytest.raises(AnomalyError, match=r"pool 4×4 images below 1×1"):
@@ -83,7 +84,8 @@ def test_gcn_is_per_image_l1_and_minmax_uses_the_training_extremes():
     assert torch.allclose(g.abs().mean(dim=(1, 2, 3)), torch.ones(4), atol=1e-5)
     assert torch.allclose(global_contrast_normalisation(x * 3 + 1), g, atol=1e-5)  # no value-range dependence
     assert torch.equal(global_contrast_normalisation(torch.full((1, 1, 4, 4), 0.5)), torch.zeros(1, 1, 4, 4))
-    model = DeepSVDD([1, 8, 8], encoder_widths=[4], rep_dim=16)
+    model = DeepSVDD([1, 8, 8], encoder=partial(LeNetEncoder, widths=[4], rep_dim=16),
+                     decoder=partial(LeNetDecoder, widths=[4]))
     model.fit_preprocessing([{"image": x[:2]}, {"image": x[2:]}])
     assert float(model.gcn_min) == float(g.min()) and float(model.gcn_max) == float(g.max())
     scaled = model.preprocess(x)

@@ -1,4 +1,5 @@
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from scipy import stats
 from anomaly.data.protocols.gpnd_folds import GPNDFolds, gpnd_folds_split
 from anomaly.methods.gpnd import (GPND, encoder_jacobians, generator_jacobians, gennorm_logpdf,
                                   histogram_log_density, log_p_perp, sum_log_singular_values)
+from anomaly.nets import ConvDecoder, ConvEncoder
 from anomaly.pipeline import train
 from tests.conftest import TINY, compose_config
 from tests.helpers.runs import AUROC_FLOOR, changed_networks, snapshot
@@ -108,18 +110,23 @@ def test_each_update_changes_only_its_own_networks(reuse):
 
 
 # ---- the 2018 code's training settings (the defaults) and the earlier ones -------------------------
+def tiny_nets(output: str = "half_tanh") -> dict:
+    """GPND's default networks, narrow, for 16×16 images and a latent of 4."""
+    return {"latent_dim": 4, "encoder": partial(ConvEncoder, widths=[8, 16]),
+            "generator": partial(ConvDecoder, widths=[16, 8], output=output),
+            "discriminator": partial(ConvEncoder, widths=[8, 16])}
+
+
 def test_defaults_are_the_2018_codes_training():
     torch.manual_seed(0)
-    model = GPND([1, 16, 16], latent_dim=4, encoder_widths=[8, 16], generator_widths=[16, 8],
-                 discriminator_widths=[8, 16])
+    model = GPND([1, 16, 16], **tiny_nets())
     assert (model.reconstruction_weight, model.latent_adversarial_weight) == (1.0, 2.0)
     z = torch.randn(5, 4) * 50  # far into the saturation: tanh·½+½ reaches 0 and 1
     out = model.generator.net[:-1](z[:, :, None, None])
     assert torch.allclose(model.generator(z), torch.tanh(out) * 0.5 + 0.5)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
-    dcgan = GPND([1, 16, 16], latent_dim=4, encoder_widths=[8, 16], generator_widths=[16, 8],
-                 discriminator_widths=[8, 16], batchnorm_init="dcgan", generator_output="sigmoid")
+    dcgan = GPND([1, 16, 16], **tiny_nets(output="sigmoid"), batchnorm_init="dcgan")
     assert not all(torch.equal(m.weight, torch.ones_like(m.weight))
                    for m in dcgan.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.allclose(dcgan.generator(z), torch.sigmoid(dcgan.generator.net[:-1](z[:, :, None, None])))
@@ -130,8 +137,7 @@ def test_forward_passes_per_training_step(reuse, generator_passes, encoder_passe
     """The published loop runs G three times per batch (G(z) for the image discriminator, a new
     G(z) for the generator, G(E(x))) and E twice; reuse_forward_passes=true runs each once less."""
     torch.manual_seed(0)
-    model = GPND([1, 16, 16], latent_dim=4, encoder_widths=[8, 16], generator_widths=[16, 8],
-                 discriminator_widths=[8, 16], reuse_forward_passes=reuse)
+    model = GPND([1, 16, 16], **tiny_nets(), reuse_forward_passes=reuse)
     model.manual_backward = lambda loss: loss.backward()  # outside a Trainer
     optimizers = model.configure_optimizers()[0]
     model.optimizers = lambda: optimizers

@@ -48,12 +48,14 @@ BAD = [
     ("trainer.max_epochs=-1", "trainer.max_epochs=-1: must be an integer ≥ 1"),
     ("method.noise_std=-1", "method.noise_std=-1: must be a number ≥ 0"),
     ("data.drop_last=maybe", "data.drop_last='maybe': must be true or false"),
-    ("method.batch_norm=maybe", "method.batch_norm='maybe': must be true or false"),
+    # (the AE's decoder takes the encoder's: conf/net/ae/conv.yaml)
+    ("method.encoder.batch_norm=maybe", "method.encoder.batch_norm='maybe': must be true or false; "
+     "method.decoder.batch_norm='maybe': must be true or false"),
     ("threads=0", "threads=0: must be an integer ≥ 1, or null (torch's default)"),
     ("+trainer.limit_train_batches=1.5",
      "trainer.limit_train_batches=1.5: must be an integer ≥ 0 (batches) or a number in [0, 1] (a share of them)"),
-    ("method.encoder_widths=[32,0]",
-     "method.encoder_widths=[32, 0]: must be a list of integers ≥ 1, or null (the default widths)"),
+    ("method.encoder.widths=[32,0]",
+     "method.encoder.widths=[32, 0]: must be a list of integers ≥ 1, or null (the default widths)"),
     # method-specific keys
     ("method=vae method.dropout=1.5", "method.dropout=1.5: must be a number in [0, 1)"),
     ("method=arae method.steps=-1", "method.steps=-1: must be an integer ≥ 0"),
@@ -93,10 +95,15 @@ def test_every_shipped_config_passes(tmp_path, group):
 
 @pytest.mark.parametrize("method", options("method"))
 def test_every_plain_setting_of_every_method_has_a_rule(tmp_path, method):
-    """Numbers, booleans, lists and nulls of conf/method/<method>.yaml are all declared (strings are
-    choices the methods check themselves)."""
+    """Numbers, booleans, lists and nulls of conf/method/<method>.yaml are all declared, those of
+    its network nodes too (method.encoder.widths; strings are choices the methods and nets check
+    themselves)."""
     cfg = compose_config(tmp_path, [f"method={method}"])
     settings = OmegaConf.to_container(cfg.method, resolve=True)
+    for slot, node in list(settings.items()):
+        if isinstance(node, dict) and "_target_" in node:  # an injected network
+            del settings[slot]
+            settings.update({f"{slot}.{k}": v for k, v in node.items() if k not in ("_target_", "_partial_")})
     plain = {f"method.{k}" for k, v in settings.items() if k != "_target_" and not isinstance(v, str)}
     assert plain - set(method_rules(cfg)) == set()
 

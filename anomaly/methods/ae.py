@@ -1,58 +1,53 @@
 """Convolutional autoencoder scored by reconstruction error (`method=ae`).
 
 The plain baseline every paper here compares against; with `noise_std > 0` it is the denoising
-autoencoder (DAE) baseline of ARAE. `net=mlp` uses ARAE's fully connected network (sigmoid
-layers, Glorot init) so that ARAE and the DAE differ only in training.
+autoencoder (DAE) baseline of ARAE. Its networks are injected (`method.encoder`,
+`method.decoder`; conf/net/ae/): `conv` (the default) or `net/ae@method=mlp`, ARAE's fully
+connected network (sigmoid layers, Glorot init) so that ARAE and the DAE differ only in training.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from functools import partial
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from anomaly import AnomalyError
+from anomaly.config_schema import Choice, Rule
 from anomaly.methods.base import AnomalyModule
-from anomaly.nets import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, dcgan_init
+from anomaly.nets import ConvDecoder, ConvEncoder, dcgan_init
+from anomaly.nets.build import NetSpec, build_net, expect_output
 
-NETS = ("conv", "mlp")
+INITS = ("dcgan", "none")
 
 
 class Autoencoder(AnomalyModule):
     """encoder → latent → decoder, trained with MSE to reconstruct the (clean) input.
 
-    net: "conv" (ConvEncoder / ConvDecoder, DCGAN init) or "mlp" (DenseEncoder / DenseDecoder,
-    ARAE's network; `encoder_widths` are then its hidden widths from the input side, default
-    512, 256, `decoder_widths` from the latent side, default the mirror; base_width and
-    batch_norm do not apply).
+    encoder: images → latent_dim; decoder: latent_dim → images, ending in the value range's
+    activation (both injected; see anomaly/nets/build.py). init: dcgan re-initialises every
+    (transposed) convolution and dense layer N(0, 0.02) after both are built (the conv nets');
+    none keeps the networks' own.
 
     Score: mean squared reconstruction error per image.
     """
 
     name = "ae"
+    config_rules: ClassVar[dict[str, Rule]] = {"init": Choice(options=INITS)}
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
-                 encoder_widths: Sequence[int] | None = None,
-                 decoder_widths: Sequence[int] | None = None, base_width: int = 32,
-                 batch_norm: bool = True, noise_std: float = 0.0, lr: float = 1e-3,
-                 weight_decay: float = 0.0, net: str = "conv", **base) -> None:
+                 encoder: NetSpec = partial(ConvEncoder, base_width=32),
+                 decoder: NetSpec = partial(ConvDecoder, base_width=32), init: str = "dcgan",
+                 noise_std: float = 0.0, lr: float = 1e-3, weight_decay: float = 0.0, **base) -> None:
         super().__init__(image_shape, **base)
-        if net not in NETS:
-            raise AnomalyError(f"method.net={net!r}; choose one of {list(NETS)}")
-        self.net_kind = net
-        channels, size, _ = self.image_shape
-        if net == "mlp":
-            hidden = list(encoder_widths) if encoder_widths is not None else [512, 256]
-            self.encoder = DenseEncoder(math.prod(self.image_shape), latent_dim, hidden)
-            self.decoder = DenseDecoder(latent_dim, self.image_shape,
-                                        list(decoder_widths) if decoder_widths is not None else hidden[::-1],
-                                        output=self.output_activation)
-        else:
-            self.encoder = ConvEncoder(channels, size, latent_dim, encoder_widths, base_width, batch_norm)
-            self.decoder = ConvDecoder(latent_dim, channels, size, decoder_widths, base_width, batch_norm,
-                                       output=self.output_activation)
+        shape, n = self.image_shape, int(latent_dim)
+        self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)
+        self.decoder = build_net(decoder, "decoder", self.name, in_features=n, image_shape=shape,
+                                 output=self.output_activation)
+        expect_output(self.encoder, "encoder", self.name, shape, (n,), "the latent: method.latent_dim")
+        expect_output(self.decoder, "decoder", self.name, (n,), shape, "an image")
+        if init == "dcgan":
             dcgan_init(self)
         self.noise_std = float(noise_std)
         self.lr = float(lr)

@@ -275,8 +275,8 @@ class ARAE(AnomalyModule):
             self.encoder = DenseEncoder(channels * size * width, latent_dim, hidden, activation)
             self.decoder = DenseDecoder(latent_dim, self.image_shape, hidden[::-1], activation, output)
         else:
-            self.encoder = ConvEncoder(channels, size, latent_dim, encoder_widths, base_width, batch_norm)
-            self.decoder = ConvDecoder(latent_dim, channels, size, decoder_widths, base_width, batch_norm,
+            self.encoder = ConvEncoder(self.image_shape, latent_dim, encoder_widths, base_width, batch_norm)
+            self.decoder = ConvDecoder(latent_dim, self.image_shape, decoder_widths, base_width, batch_norm,
                                        output=output)
             dcgan_init(self)
         self.net_kind = net

@@ -70,6 +70,7 @@ from anomaly import AnomalyError
 from anomaly.config_schema import (Choice, ConfigError, Float, Int, Ints, Rule, check_stage_epochs, is_int,
                                    is_number, non_negative, positive, setting)
 from anomaly.methods.base import AnomalyModule
+from anomaly.nets.build import NetSpec, build_net, expect_output, output_shape
 from anomaly.nets.lenet import LeNetDecoder, LeNetEncoder, lenet_preset, lenet_xavier_init
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class DeepSVDD(AnomalyModule):
         "warm_up_epochs": Int(low=0),
         "center_eps": non_negative(),
         "preprocessing": Choice(options=PREPROCESSING),
-        "rep_dim": Int(low=1, null="the published net's: 32 for 1 channel, 128 for more"),
+        "encoder.rep_dim": Int(low=1, null="the published net's: 32 for 1 channel, 128 for more"),
         "pretrain_epochs": Int(low=0),
         "svdd_epochs": Int(low=1),
         "ae_lr": positive(),
@@ -130,7 +131,7 @@ class DeepSVDD(AnomalyModule):
 
     def __init__(self, image_shape: Sequence[int], objective: str = "one-class", nu: float = 0.1,
                  warm_up_epochs: int = 10, center_eps: float = 0.1, preprocessing: str = "gcn_minmax",
-                 encoder_widths: Sequence[int] | None = None, rep_dim: int | None = None,
+                 encoder: NetSpec = LeNetEncoder, decoder: NetSpec = LeNetDecoder,
                  pretrain_epochs: int = 150, svdd_epochs: int = 150, lr: float = 1e-4,
                  weight_decay: float = 0.5e-6, lr_milestones: Sequence[int] = (50,),
                  ae_lr: float = 1e-4, ae_weight_decay: float = 0.5e-3,
@@ -158,12 +159,18 @@ class DeepSVDD(AnomalyModule):
         self.lr_milestones = [int(m) for m in lr_milestones]
         self.ae_lr, self.ae_weight_decay = float(ae_lr), float(ae_weight_decay)
         self.ae_lr_milestones = [int(m) for m in ae_lr_milestones]
-        self.encoder = LeNetEncoder(self.image_shape, encoder_widths, rep_dim)
-        self.decoder = LeNetDecoder(self.image_shape, encoder_widths, rep_dim)
+        shape = self.image_shape
+        self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape)
+        out = output_shape(self.encoder, shape)
+        if len(out) != 1:
+            raise AnomalyError(f"method={self.name}: method.encoder={type(self.encoder).__name__} gives "
+                               f"{'×'.join(map(str, out))} per image; it needs a vector (the representation φ(x))")
+        rep = out[0]
+        self.decoder = build_net(decoder, "decoder", self.name, image_shape=shape, in_features=rep)
+        expect_output(self.decoder, "decoder", self.name, (rep,), shape, "an image: the autoencoder pretraining")
         if lenet_preset(self.image_shape[0]).xavier and self.pretrain_epochs > 0:
             lenet_xavier_init(self.encoder, self.decoder)
         self.automatic_optimization = False
-        rep = self.encoder.rep_dim
         # fitted in this run (or restored with a checkpoint); NaN / False until then
         self.register_buffer("center", torch.full((rep,), float("nan")))
         self.register_buffer("center_ready", torch.tensor(False))

@@ -31,7 +31,7 @@ Faithful to the paper and the published code, with these deliberate differences:
   therefore the 2018 code's, and each old choice stays selectable:
   * `reconstruction_weight=1, latent_adversarial_weight=2`: the 2018 code's autoencoder loss
     (the 2020 code: 2 and 1);
-  * `generator_output=half_tanh`: the generator ends in tanh·½+½ (`sigmoid` before);
+  * `generator.output=half_tanh`: the generator ends in tanh·½+½ (`sigmoid` before);
   * `batchnorm_init=pytorch`: BatchNorm weights start at 1 (`dcgan`: N(1, 0.02));
   * `reuse_forward_passes=false`: every update runs its own forward passes, as the published
     loop: the generator update draws a new z, the autoencoder update runs E(x) again. `true`
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from itertools import chain
 from typing import Callable, ClassVar, Iterable, Sequence
 
@@ -64,6 +65,7 @@ from anomaly import AnomalyError
 from anomaly.config_schema import Bool, Choice, Int, Ints, Rule, non_negative, positive
 from anomaly.methods.base import AnomalyModule, real_fake_bce
 from anomaly.nets import MLP, ConvDecoder, ConvEncoder, dcgan_init, frozen
+from anomaly.nets.build import NetSpec, build_net, expect_output
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,8 @@ def encoder_jacobians(encoder: Callable, x: torch.Tensor, chunk: int | None = 64
 class GPND(AnomalyModule):
     """GPND adversarial autoencoder and its factorised-density score (see the module docstring).
 
-    Networks (DCGAN, N(0, 0.02) init): encoder Conv 64→256→512→latent; generator ConvT
+    Networks (injected: method.encoder, .generator, .discriminator, .latent_discriminator; the
+    defaults, DCGAN, N(0, 0.02) init): encoder Conv 64→256→512→latent; generator ConvT
     latent→256→256→128→C, tanh·½+½; image discriminator Conv 64→256→512→1; latent discriminator
     MLP latent→128→128→1. Four Adam optimisers, lr ÷4 at the milestones.
     """
@@ -174,7 +177,7 @@ class GPND(AnomalyModule):
     milestone_settings: ClassVar[dict[str, str]] = {"lr_milestones": "train"}
     # the keys of conf/method/gpnd.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
-        "latent_discriminator_hidden": Ints(low=1),
+        "latent_discriminator.hidden": Ints(low=1),
         "lr_milestones": Ints(low=1),
         "lr_gamma": positive(),
         "reconstruction_weight": non_negative(),
@@ -183,20 +186,20 @@ class GPND(AnomalyModule):
         "residual_bins": Int(low=1),
         "perp_dim_factor": positive(),
         "reuse_forward_passes": Bool(),
-        "generator_output": Choice(options=("half_tanh", "sigmoid")),
+        # the generator's output activation: in [0, 1] for the BCE losses (tanh·½+½: the 2018 code)
+        "generator.output": Choice(options=("half_tanh", "sigmoid")),
         "batchnorm_init": Choice(options=("pytorch", "dcgan")),
     }
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
-                 encoder_widths: Sequence[int] = (64, 256, 512),
-                 generator_widths: Sequence[int] = (256, 256, 128),
-                 discriminator_widths: Sequence[int] = (64, 256, 512),
-                 latent_discriminator_hidden: Sequence[int] = (128, 128),
+                 encoder: NetSpec = partial(ConvEncoder, widths=(64, 256, 512)),
+                 generator: NetSpec = partial(ConvDecoder, widths=(256, 256, 128), output="half_tanh"),
+                 discriminator: NetSpec = partial(ConvEncoder, widths=(64, 256, 512)),
+                 latent_discriminator: NetSpec = partial(MLP, hidden=(128, 128)),
                  lr: float = 0.002, betas: Sequence[float] = (0.5, 0.999),
                  lr_milestones: Sequence[int] = (30, 60), lr_gamma: float = 0.25,
                  reconstruction_weight: float = 1.0, latent_adversarial_weight: float = 2.0,
-                 generator_output: str = "half_tanh", batchnorm_init: str = "pytorch",
-                 reuse_forward_passes: bool = False,
+                 batchnorm_init: str = "pytorch", reuse_forward_passes: bool = False,
                  jacobian: str = "generator", jacobian_chunk: int | None = None, residual_bins: int = 30,
                  perp_dim_factor: float = 1.0, **base) -> None:
         super().__init__(image_shape, **base)
@@ -204,18 +207,24 @@ class GPND(AnomalyModule):
             raise AnomalyError("method=gpnd needs method.value_range=unit (sigmoid outputs, BCE losses)")
         if jacobian not in ("generator", "encoder"):
             raise AnomalyError(f"method.jacobian={jacobian!r}; choose generator (the paper) or encoder")
-        if generator_output not in ("sigmoid", "half_tanh"):
-            raise AnomalyError(f"method.generator_output={generator_output!r}; choose half_tanh "
-                               "(tanh·½+½, the 2018 code) or sigmoid")
         if batchnorm_init not in ("dcgan", "pytorch"):
             raise AnomalyError(f"method.batchnorm_init={batchnorm_init!r}; choose pytorch (weight 1, "
                                "the 2018 code) or dcgan (weight ~ N(1, 0.02))")
-        channels, size, _ = self.image_shape
-        self.latent_dim = int(latent_dim)
-        self.encoder = ConvEncoder(channels, size, latent_dim, encoder_widths)
-        self.generator = ConvDecoder(latent_dim, channels, size, generator_widths, output=generator_output)
-        self.image_discriminator = ConvEncoder(channels, size, 1, discriminator_widths)
-        self.latent_discriminator = MLP(latent_dim, latent_discriminator_hidden, 1)
+        shape, n = self.image_shape, int(latent_dim)
+        self.latent_dim = n
+        # built in this order (the order their weights draw from the RNG)
+        self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)
+        self.generator = build_net(generator, "generator", self.name, in_features=n, image_shape=shape)
+        self.image_discriminator = build_net(discriminator, "discriminator", self.name, image_shape=shape,
+                                             out_features=1)
+        self.latent_discriminator = build_net(latent_discriminator, "latent_discriminator", self.name,
+                                              in_features=n, out_features=1)
+        for slot, net, given, wanted, what in (
+                ("encoder", self.encoder, shape, (n,), "the latent: method.latent_dim"),
+                ("generator", self.generator, (n,), shape, "an image"),
+                ("discriminator", self.image_discriminator, shape, (1,), "one logit per image"),
+                ("latent_discriminator", self.latent_discriminator, (n,), (1,), "one logit per latent")):
+            expect_output(net, slot, self.name, given, wanted, what)
         dcgan_init(self, batch_norm=batchnorm_init == "dcgan")
         self.automatic_optimization = False
         self.reuse_forward_passes = bool(reuse_forward_passes)

@@ -56,10 +56,11 @@ class ConvEncoder(nn.Module):
     """x (B×C×H×H) → B×out_features. Conv(4,2,1)+LReLU(0.2) [no BN on the first, as DCGAN] …
     → Conv(4,1,0). `widths` are the stage widths from the input side (GPND: 64, 256, 512)."""
 
-    def __init__(self, in_channels: int, image_size: int, out_features: int,
+    def __init__(self, image_shape: Sequence[int], out_features: int,
                  widths: Sequence[int] | None = None, base_width: int = 64,
                  batch_norm: bool = True, negative_slope: float = 0.2) -> None:
         super().__init__()
+        in_channels, image_size = int(image_shape[0]), int(image_shape[-1])
         n = num_scales(image_size)
         self.widths = _check_widths(widths, n, base_width, image_size)
         layers: list[nn.Module] = []
@@ -81,10 +82,11 @@ class ConvDecoder(nn.Module):
     """z (B×in_features) → B×C×H×H. ConvT(4,1,0) to 4×4, then ConvT(4,2,1) stages, each
     +BN+ReLU but the last; `widths` from the 4×4 side (GPND: 256, 256, 128)."""
 
-    def __init__(self, in_features: int, out_channels: int, image_size: int,
+    def __init__(self, in_features: int, image_shape: Sequence[int],
                  widths: Sequence[int] | None = None, base_width: int = 64,
                  batch_norm: bool = True, output: str = "sigmoid") -> None:
         super().__init__()
+        out_channels, image_size = int(image_shape[0]), int(image_shape[-1])
         n = num_scales(image_size)
         if widths is None:
             widths = list(reversed(default_widths(n, base_width)))
@@ -115,9 +117,10 @@ class ConvAutoencoder(nn.Module):
                  base_width: int = 64, batch_norm: bool = True, negative_slope: float = 0.2,
                  output: str = "sigmoid") -> None:
         super().__init__()
-        self.encoder = ConvEncoder(channels, image_size, latent_dim, encoder_widths, base_width,
+        image_shape = (channels, image_size, image_size)
+        self.encoder = ConvEncoder(image_shape, latent_dim, encoder_widths, base_width,
                                    batch_norm, negative_slope)
-        self.decoder = ConvDecoder(latent_dim, channels, image_size, decoder_widths, base_width,
+        self.decoder = ConvDecoder(latent_dim, image_shape, decoder_widths, base_width,
                                    batch_norm, output=output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,17 +52,19 @@ def _check_hidden(hidden: Sequence[int]) -> list[int]:
 
 
 class DenseEncoder(nn.Module):
-    """x (B×C×H×W, or anything with C·H·W features per sample) → B×latent_dim.
+    """x (B×C×H×W, or anything with C·H·W features per sample) → B×out_features (the latent).
+    `image_shape`: the input's shape (C, H, W), or its number of features.
 
-    `hidden` are the hidden widths from the input side (the paper: 512, 256); `activation`
+    `hidden` are the hidden widths from the input side (the paper, and None: 512, 256); `activation`
     follows every layer, the latent included (the paper: sigmoid).
     """
 
-    def __init__(self, in_features: int, latent_dim: int = 128, hidden: Sequence[int] = (512, 256),
-                 activation: str = "sigmoid") -> None:
+    def __init__(self, image_shape: int | Sequence[int], out_features: int = 128,
+                 hidden: Sequence[int] | None = (512, 256), activation: str = "sigmoid") -> None:
         super().__init__()
-        self.in_features = int(in_features)
-        self.net = _dense_stack([self.in_features, *_check_hidden(hidden), int(latent_dim)],
+        hidden = (512, 256) if hidden is None else hidden
+        self.in_features = int(image_shape) if isinstance(image_shape, int) else math.prod(image_shape)
+        self.net = _dense_stack([self.in_features, *_check_hidden(hidden), int(out_features)],
                                 activation, activation)
         glorot_init(self)
 
@@ -71,18 +73,19 @@ class DenseEncoder(nn.Module):
 
 
 class DenseDecoder(nn.Module):
-    """z (B×latent_dim) → B×C×H×W.
+    """z (B×in_features) → B×C×H×W (`image_shape`).
 
-    `hidden` are the hidden widths from the latent side (the paper: 256, 512, the encoder's
-    mirrored); `activation` follows every hidden layer, `output` the last one (the paper: both
+    `hidden` are the hidden widths from the latent side (the paper, and None: 256, 512, the
+    encoder's mirrored); `activation` follows every hidden layer, `output` the last one (the paper: both
     sigmoid).
     """
 
-    def __init__(self, latent_dim: int, out_shape: Sequence[int], hidden: Sequence[int] = (256, 512),
+    def __init__(self, in_features: int, image_shape: Sequence[int], hidden: Sequence[int] | None = (256, 512),
                  activation: str = "sigmoid", output: str = "sigmoid") -> None:
         super().__init__()
-        self.out_shape = tuple(int(s) for s in out_shape)
-        self.net = _dense_stack([int(latent_dim), *_check_hidden(hidden), math.prod(self.out_shape)],
+        hidden = (256, 512) if hidden is None else hidden
+        self.out_shape = tuple(int(s) for s in image_shape)
+        self.net = _dense_stack([int(in_features), *_check_hidden(hidden), math.prod(self.out_shape)],
                                 activation, output)
         glorot_init(self)
 

@@ -114,15 +114,15 @@ def decoder_layout(size: int, stages: int) -> tuple[int, int, int]:
 
 
 class LeNetDecoder(nn.Module):
-    """B×rep_dim → B×C×H×H in (0, 1): the mirror of `LeNetEncoder` (see the module docstring).
-    widths: the encoder's (mirrored here); rep_dim must be a multiple of 16 (a 4×4 seed map);
-    latent_norm: None = the preset's."""
+    """B×in_features → B×C×H×H in (0, 1): the mirror of `LeNetEncoder` (see the module docstring).
+    widths: the encoder's (mirrored here); in_features: the encoder's rep_dim (None: the preset's),
+    a multiple of 16 (a 4×4 seed map); latent_norm: None = the preset's."""
 
     def __init__(self, image_shape: Sequence[int], widths: Sequence[int] | None = None,
-                 rep_dim: int | None = None, latent_norm: bool | None = None,
+                 in_features: int | None = None, latent_norm: bool | None = None,
                  negative_slope: float = 0.01) -> None:
         super().__init__()
-        channels, size, widths, self.rep_dim = _shape(image_shape, widths, rep_dim)
+        channels, size, widths, self.rep_dim = _shape(image_shape, widths, in_features)
         if self.rep_dim % SEED_SIDE**2:
             raise AnomalyError(f"LeNet rep_dim={self.rep_dim}: the decoder needs a multiple of {SEED_SIDE**2} "
                                f"(it starts from a {SEED_SIDE}×{SEED_SIDE} map)")
