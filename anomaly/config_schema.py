@@ -290,9 +290,9 @@ METHOD_COMMON: dict[str, Rule] = {
     "noise_std": non_negative(),
     "weight_decay": non_negative(),
     # the settings of injected networks (anomaly/nets/build.py) that mean the same in every slot
-    **{f"{slot}.{key}": rule for slot in ("encoder", "decoder", "generator", "discriminator")
-       for key, rule in (("widths", WIDTHS), ("base_width", Int(low=1)), ("batch_norm", Bool()),
-                         ("out_features", Int(low=1)))},
+    **{f"{slot}.{key}": rule for slot in ("encoder", "decoder", "generator", "discriminator", "critic")
+       for key, rule in (("widths", WIDTHS), ("base_width", Int(low=1)), ("top_width", Int(low=1)),
+                         ("batch_norm", Bool()), ("out_features", Int(low=1)))},
 }
 
 

@@ -48,7 +48,40 @@ class Flat:
 
 CONV_ENCODER, CONV_DECODER = "anomaly.nets.ConvEncoder", "anomaly.nets.ConvDecoder"
 
+ADAE_NET = {"anomaly.nets.ConvAutoencoder": {k: k for k in ("encoder_widths", "decoder_widths", "base_width",
+                                                               "batch_norm", "negative_slope")}}
+
+VAE_NET = {"width": "width", "hidden": "hidden", "dropout": "dropout"}
+
 FLAT: dict[str, Flat] = {
+    "anomaly.methods.geom.GEOM": Flat(
+        order=("_target_", "depth", "widen_factor", "dropout", "translation", "pad", "lr", "betas", "eps",
+               "weight_decay", "score", "score_chunk", "value_range"),
+        slots={"net": {"anomaly.nets.WideResNet": {k: k for k in ("depth", "widen_factor", "dropout")}}}),
+    "anomaly.methods.anogan.AnoGAN": Flat(
+        order=("_target_", "latent_dim", "generator_widths", "discriminator_widths", "top_width", "lr", "betas",
+               "generator_steps", "search_steps", "search_lr", "search_betas", "feature_weight", "search_seed",
+               "fit_validation", "value_range"),
+        slots={"generator": {"anomaly.nets.DCGANGenerator": {"generator_widths": "widths", "top_width": "top_width"}},
+               "discriminator": {"anomaly.nets.DCGANDiscriminator": {"discriminator_widths": "widths",
+                                                                     "top_width": "top_width"}}}),
+    "anomaly.methods.fanogan.FAnoGAN": Flat(
+        order=("_target_", "latent_dim", "prior", "generator_widths", "critic_widths", "encoder_widths", "top_width",
+               "critic_norm", "gan_epochs", "encoder_epochs", "critic_steps", "gradient_penalty_weight", "lr",
+               "betas", "encoder_optimizer", "encoder_lr", "feature_weight", "value_range"),
+        slots={"generator": {"anomaly.nets.DCGANGenerator": {"generator_widths": "widths", "top_width": "top_width"}},
+               "critic": {"anomaly.nets.DCGANDiscriminator": {"critic_widths": "widths", "top_width": "top_width",
+                                                              "critic_norm": "norm"}},
+               "encoder": {"anomaly.nets.DCGANEncoder": {"encoder_widths": "widths", "top_width": "top_width",
+                                                         "critic_norm": "norm"}}}),
+    "anomaly.methods.vae.VAE": Flat(
+        order=("_target_", "latent_dim", "width", "hidden", "l2", "dropout", "lr", "score", "score_samples",
+               "value_range"),
+        slots={"encoder": {"anomaly.nets.VAEEncoder": VAE_NET}, "decoder": {"anomaly.nets.VAEDecoder": VAE_NET}}),
+    "anomaly.methods.adae.ADAE": Flat(
+        order=("_target_", "latent_dim", "encoder_widths", "decoder_widths", "base_width", "batch_norm",
+               "negative_slope", "variant", "lr", "betas", "value_range"),
+        slots={"generator": ADAE_NET, "discriminator": ADAE_NET}),
     "anomaly.methods.gpnd.GPND": Flat(
         order=("_target_", "latent_dim", "encoder_widths", "generator_widths", "discriminator_widths",
                "latent_discriminator_hidden", "lr", "betas", "lr_milestones", "lr_gamma",

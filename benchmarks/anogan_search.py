@@ -4,10 +4,13 @@ AnoGAN's 500-step search on the same images.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from anomaly.methods.anogan import AnoGAN, latent_search, latent_search_per_image
 from anomaly.methods.fanogan import FAnoGAN
+from anomaly.nets import DCGANDiscriminator, DCGANEncoder, DCGANGenerator
 from benchmarks.core import Case, Check, Goal, compare_values
 from benchmarks.data import unit_images
 
@@ -23,7 +26,9 @@ def cases(size, device) -> list[Case]:
 
     side = size.anogan_image_size
     torch.manual_seed(0)
-    model = AnoGAN([1, side, side], top_width=size.anogan_top_width).to(device).eval()
+    top = size.anogan_top_width
+    model = AnoGAN([1, side, side], generator=partial(DCGANGenerator, top_width=top),
+                   discriminator=partial(DCGANDiscriminator, top_width=top)).to(device).eval()
     generator, discriminator = model.generator, model.discriminator
     x = (unit_images(size.anogan_images, side, seed=3) * 2 - 1).to(device)
     z0 = model.sample_prior(len(x), torch.Generator().manual_seed(0)).to(device)
@@ -38,7 +43,9 @@ def cases(size, device) -> list[Case]:
         items=len(x) * size.anogan_steps, item="image·step")]
 
     torch.manual_seed(0)
-    fast = FAnoGAN([1, side, side], top_width=size.anogan_top_width).to(device).eval()
+    fast = FAnoGAN([1, side, side], generator=partial(DCGANGenerator, top_width=top),
+                   critic=partial(DCGANDiscriminator, top_width=top, norm="layer"),
+                   encoder=partial(DCGANEncoder, top_width=top, norm="layer")).to(device).eval()
     xl = x[:size.anogan_long_images]
     zl = z0[:size.anogan_long_images]
     long_options = dict(model.search_options, steps=size.anogan_long_steps)

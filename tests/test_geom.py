@@ -1,6 +1,8 @@
 """GEOM (anomaly/methods/geom.py): the 72 transformations, the scores, the Dirichlet fit, the
 wide residual network, and the settings it refuses."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -106,7 +108,8 @@ class Oracle(torch.nn.Module):
 
 
 def model_with_oracle(x0: torch.Tensor, score: str, scale: float = 100.0) -> GEOM:
-    model = GEOM((1, 16, 16), depth=10, widen_factor=1, translation=4, score=score).eval()
+    model = GEOM((1, 16, 16), net=partial(WideResNet, depth=10, widen_factor=1), translation=4,
+                 score=score).eval()
     model.net = Oracle(x0, model.maps, scale)
     return model
 
@@ -142,7 +145,8 @@ def reference_log_probs(model: GEOM, x: torch.Tensor) -> torch.Tensor:
 
 def test_scores_are_the_published_formulas_whatever_the_chunk():
     torch.manual_seed(0)
-    model = GEOM((1, 16, 16), depth=10, widen_factor=1, translation=4, score_chunk=72).eval()
+    model = GEOM((1, 16, 16), net=partial(WideResNet, depth=10, widen_factor=1), translation=4,
+                 score_chunk=72).eval()
     x = torch.rand(5, 1, 16, 16) * 2 - 1
     with torch.no_grad():
         log_p = reference_log_probs(model, x)
@@ -161,7 +165,7 @@ def test_scores_are_the_published_formulas_whatever_the_chunk():
 
 def test_prepare_scoring_fits_each_transformation_and_travels_with_the_weights():
     torch.manual_seed(1)
-    model = GEOM((1, 16, 16), depth=10, widen_factor=1, translation=4)
+    model = GEOM((1, 16, 16), net=partial(WideResNet, depth=10, widen_factor=1), translation=4)
     images = torch.rand(40, 1, 16, 16) * 2 - 1
     model.prepare_scoring([{"image": images[:25]}, {"image": images[25:]}])
     assert model.training  # restored after the fit
@@ -170,7 +174,7 @@ def test_prepare_scoring_fits_each_transformation_and_travels_with_the_weights()
         log_p = reference_log_probs(model, images)
     expected = dirichlet_mle(log_p.exp().mean(0), log_p.mean(0))
     assert torch.allclose(model.dirichlet_alpha, expected, rtol=1e-6)
-    again = GEOM((1, 16, 16), depth=10, widen_factor=1, translation=4).eval()
+    again = GEOM((1, 16, 16), net=partial(WideResNet, depth=10, widen_factor=1), translation=4).eval()
     again.load_state_dict(model.state_dict())
     assert bool(again.dirichlet_fitted) and torch.equal(again.score(images[:3]), model.score(images[:3]))
 
@@ -197,7 +201,7 @@ def test_inverse_digamma_inverts_digamma():
 @pytest.mark.parametrize("channels, size, depth, widen", [(1, 32, 10, 4), (3, 32, 16, 2), (3, 64, 10, 1),
                                                           (1, 16, 10, 1), (1, 28, 10, 1)])
 def test_wrn_takes_any_channels_and_sizes(channels, size, depth, widen):
-    net = WideResNet(channels, size, 72, depth, widen)
+    net = WideResNet((channels, size, size), 72, depth, widen)
     assert net(torch.randn(2, channels, size, size)).shape == (2, 72)
     convs3 = [m for m in net.modules() if isinstance(m, SameConv2d) and m.kernel_size == (3, 3)]
     assert len(convs3) == 1 + 6 * ((depth - 4) // 6)  # conv1 + 2 per block, n blocks × 3 groups
@@ -214,7 +218,7 @@ def test_wrn_stride_two_pads_as_tensorflow_same():
 
 
 def test_wrn_dropout_and_initialisation():
-    net = WideResNet(1, 32, 72, 10, 4, dropout=0.3)
+    net = WideResNet((1, 32, 32), 72, 10, 4, dropout=0.3)
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in net.modules())
     big = net.blocks[-1].conv2.weight  # 256·9 inputs: He normal, std √(2 / fan_in)
     assert abs(big.std().item() - (2 / big[0].numel()) ** 0.5) < 0.002
@@ -223,9 +227,9 @@ def test_wrn_dropout_and_initialisation():
 
 # ---- settings --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override, message", [
-    ("method.depth=12", "method.depth=12: must be an integer 6n + 4 ≥ 10 (10, 16, 22, 28, …)"),
+    ("method.net.depth=12", "method.net.depth=12: must be an integer 6n + 4 ≥ 10 (10, 16, 22, 28, …)"),
     ("method.score=mean", "method.score='mean': must be one of dirichlet, simple"),
-    ("method.dropout=1.0", "method.dropout=1.0: must be a number in [0, 1)"),
+    ("method.net.dropout=1.0", "method.net.dropout=1.0: must be a number in [0, 1)"),
     ("method.score_chunk=10", "method.score_chunk=10: must be an integer ≥ 72, or null (automatic: 288 on a "
                               "CPU, 4608 on a GPU)"),
 ])
@@ -239,8 +243,8 @@ def test_settings_the_image_size_refuses_in_one_line():
     with pytest.raises(AnomalyError, match=r"^method.translation=16: must be in \[1, 15\] for 16×16 network "
                                            r"inputs$"):
         GEOM((1, 16, 16), translation=16)
-    with pytest.raises(AnomalyError, match=r"^method.depth=12: a wide residual network's depth is 6n \+ 4"):
-        WideResNet(1, 32, 72, depth=12)
+    with pytest.raises(AnomalyError, match=r"^WideResNet depth=12: a wide residual network's depth is 6n \+ 4"):
+        WideResNet((1, 32, 32), 72, depth=12)
 
 
 def test_the_paper_configs_pad_28_to_32(tmp_path):

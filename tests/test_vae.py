@@ -101,8 +101,6 @@ def test_optimiser_and_bad_settings():
     assert (optimiser.defaults["lr"], optimiser.defaults["alpha"], optimiser.defaults["eps"]) == (1e-3, 0.9, 1e-7)
     with pytest.raises(AnomalyError, match=r"method.score='nll'; choose one of \['mse', 'elbo'\]"):
         VAE([1, 16, 16], score="nll")
-    with pytest.raises(AnomalyError, match=r"method.dropout=1.0 must be in \[0, 1\)"):
-        VAE([1, 16, 16], dropout=1.0)
     with pytest.raises(AnomalyError, match=r"method.latent_dim=0 must be an integer ≥ 1"):
         VAE([1, 16, 16], latent_dim=0)
     with pytest.raises(AnomalyError, match="value_range=unit"):
@@ -116,7 +114,7 @@ def test_vae_end_to_end_contaminated_protocol_and_paper_threshold(tmp_path, mnis
     # 20 % impurities in every split, training included; protocol=contamination picks the paper's
     # threshold, contamination_quantile with the protocol's contamination
     cfg = mnist_run(tmp_path, mnist_root, "method=vae", "protocol=contamination", "protocol.normal=[5]",
-                    "protocol.contamination=0.2", "trainer.max_epochs=4", "method.dropout=0.1", "method.l2=1e-5")
+                    "protocol.contamination=0.2", "trainer.max_epochs=4", "method.encoder.dropout=0.1", "method.l2=1e-5")
     results = train(cfg)
     assert results["status"] == "ok" and results["method"] == "vae"
     assert results["threshold_strategy"] == "contamination_quantile"
@@ -140,7 +138,7 @@ def test_vae_end_to_end_contaminated_protocol_and_paper_threshold(tmp_path, mnis
 def test_experiment_config_composes(tmp_path):
     cfg = compose_config(tmp_path, ["experiment=vae_mnist_contamination"])
     assert cfg.method._target_.endswith("VAE") and cfg.method.latent_dim == 32
-    assert cfg.method.l2 == 1e-5 and cfg.method.dropout == 0.5 and cfg.data.batch_size == 128
+    assert cfg.method.l2 == 1e-5 and cfg.method.encoder.dropout == cfg.method.decoder.dropout == 0.5 and cfg.data.batch_size == 128
     assert cfg.protocol._target_.endswith("Contamination")
     assert (cfg.protocol.n_train, cfg.protocol.n_val, cfg.protocol.n_test) == (4000, 800, 800)
     assert cfg.threshold._target_.endswith("ContaminationQuantile")

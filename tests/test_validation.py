@@ -57,13 +57,16 @@ BAD = [
     ("method.encoder.widths=[32,0]",
      "method.encoder.widths=[32, 0]: must be a list of integers ≥ 1, or null (the default widths)"),
     # method-specific keys
-    ("method=vae method.dropout=1.5", "method.dropout=1.5: must be a number in [0, 1)"),
+    ("method=vae method.encoder.dropout=1.5", "method.encoder.dropout=1.5: must be a number in [0, 1); "
+     "method.decoder.dropout=1.5: must be a number in [0, 1)"),
     ("method=arae method.steps=-1", "method.steps=-1: must be an integer ≥ 0"),
     ("method=arae method.hidden=[512,0]", "method.hidden=[512, 0]: must be a list of integers ≥ 1"),
     ("method=ocsvm method.nu=0", "method.nu=0: must be a number in (0, 1]"),
     ("method=gpnd method.betas=[0.5,1.5]", "method.betas=[0.5, 1.5]: must be a list of 2 numbers in [0, 1)"),
     ("method=anogan method.search_lr=0", "method.search_lr=0: must be a number > 0"),
-    ("method=adae method.negative_slope=-0.2", "method.negative_slope=-0.2: must be a number in [0, 1)"),
+    ("method=adae method.generator.negative_slope=-0.2",
+     "method.generator.negative_slope=-0.2: must be a number in [0, 1); "
+     "method.discriminator.negative_slope=-0.2: must be a number in [0, 1)"),
     ("method=fanogan method.critic_steps=0", "method.critic_steps=0: must be an integer ≥ 1"),
     # several bad values: one line naming them all
     ("data.batch_size=0 method.lr=-1",

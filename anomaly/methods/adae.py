@@ -32,7 +32,8 @@ Deliberate differences:
   falling after epoch 3, test AUROC 0.72 (the paper's 0.948 is after ~75k batches). Other traits
   of the published code (3×3 convs with max-pooling, per-batch min-max scaling, 1,000 training
   images of digit 1) are not reproduced: the paper's setup is.
-- Networks: the framework's DCGAN-style ConvEncoder / ConvDecoder, chained as
+- Networks (injected: `method.generator`, `method.discriminator`, the latter taking the former's
+  settings by default): the framework's DCGAN-style ConvEncoder / ConvDecoder, chained as
   `anomaly.nets.ConvAutoencoder` (4×4 stride-2 convs, widths doubling from `base_width`,
   N(0, 0.02) init); the paper gives no exact widths. The encoder's
   activation is ReLU (`negative_slope=0`, the paper's "BN + ReLU"); as in DCGAN its first conv
@@ -54,14 +55,16 @@ curve above for its first 1,015 batches.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar, Sequence
 
 import torch
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Float, Rule
+from anomaly.config_schema import WIDTHS, Float, Rule
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets import ConvAutoencoder, dcgan_init, frozen
+from anomaly.nets.build import NetSpec, build_net, expect_output
 
 # weight of the second term (‖G(x) − D(G(x))‖₁) of both losses, and whether L_D is taken in
 # absolute value, per variant
@@ -80,28 +83,28 @@ class ADAE(AnomalyModule):
     name: ClassVar[str] = "adae"
     # the keys of conf/method/adae.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
-        "negative_slope": Float(low=0, high=1, high_open=True),
+        **{f"{slot}.negative_slope": Float(low=0, high=1, high_open=True)
+           for slot in ("generator", "discriminator")},
+        **{f"{slot}.{key}": WIDTHS for slot in ("generator", "discriminator")
+           for key in ("encoder_widths", "decoder_widths")},
     }
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
-                 encoder_widths: Sequence[int] | None = None,
-                 decoder_widths: Sequence[int] | None = None, base_width: int = 64,
-                 batch_norm: bool = True, negative_slope: float = 0.0, variant: str = "code",
+                 generator: NetSpec = partial(ConvAutoencoder, negative_slope=0.0),
+                 discriminator: NetSpec = partial(ConvAutoencoder, negative_slope=0.0), variant: str = "code",
                  lr: float = 1e-5, betas: Sequence[float] = (0.5, 0.999),
                  value_range: str = "symmetric", **base) -> None:
         super().__init__(image_shape, value_range=value_range, **base)
         if variant not in VARIANTS:
             raise AnomalyError(f"method.variant={variant!r}; choose one of {sorted(VARIANTS)} "
                                "(paper: the paper's losses; code: the published code's)")
-        channels, size, _ = self.image_shape
-
-        def autoencoder() -> ConvAutoencoder:
-            return ConvAutoencoder(channels, size, int(latent_dim), encoder_widths, decoder_widths,
-                                   int(base_width), bool(batch_norm), float(negative_slope),
-                                   self.output_activation)
-
-        self.generator = autoencoder()
-        self.discriminator = autoencoder()
+        shape, n = self.image_shape, int(latent_dim)
+        self.generator = build_net(generator, "generator", self.name, image_shape=shape, latent_dim=n,
+                                   output=self.output_activation)
+        self.discriminator = build_net(discriminator, "discriminator", self.name, image_shape=shape,
+                                       latent_dim=n, output=self.output_activation)
+        for slot, net in (("generator", self.generator), ("discriminator", self.discriminator)):
+            expect_output(net, slot, self.name, shape, shape, "an image: both are autoencoders")
         dcgan_init(self)
         self.automatic_optimization = False
         self.variant = variant

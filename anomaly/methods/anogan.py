@@ -48,6 +48,7 @@ from anomaly import AnomalyError
 from anomaly.config_schema import BETAS, Bool, Float, Int, Rule, positive
 from anomaly.methods.base import AnomalyModule, real_fake_bce
 from anomaly.nets import DCGANDiscriminator, DCGANGenerator, dcgan_init, frozen, frozen_inference
+from anomaly.nets.build import NetSpec, build_net, expect_output
 
 Progress = Callable[[Iterable[int]], Iterable[int]]
 SearchResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (score, z, G(z)), each per image
@@ -113,8 +114,7 @@ class AnoGAN(AnomalyModule):
     }
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 100,
-                 generator_widths: Sequence[int] | None = None,
-                 discriminator_widths: Sequence[int] | None = None, top_width: int = 512,
+                 generator: NetSpec = DCGANGenerator, discriminator: NetSpec = DCGANDiscriminator,
                  lr: float = 2e-4, betas: Sequence[float] = (0.5, 0.999), generator_steps: int = 2,
                  search_steps: int = 500, search_lr: float = 1e-3,
                  search_betas: Sequence[float] = (0.9, 0.999), feature_weight: float = 0.1,
@@ -131,8 +131,14 @@ class AnoGAN(AnomalyModule):
         if int(generator_steps) < 1:
             raise AnomalyError(f"method.generator_steps={generator_steps}: need at least 1 per batch")
         self.latent_dim = int(latent_dim)
-        self.generator = DCGANGenerator(self.latent_dim, self.image_shape, generator_widths, top_width)
-        self.discriminator = DCGANDiscriminator(self.image_shape, discriminator_widths, top_width, norm="batch")
+        shape, n = self.image_shape, self.latent_dim
+        self.generator = build_net(generator, "generator", self.name, in_features=n, image_shape=shape)
+        self.discriminator = build_net(discriminator, "discriminator", self.name, image_shape=shape)
+        expect_output(self.generator, "generator", self.name, (n,), shape, "an image")
+        expect_output(self.discriminator, "discriminator", self.name, shape, (), "one logit per image")
+        if not callable(getattr(self.discriminator, "features", None)):
+            raise AnomalyError(f"method=anogan: method.discriminator={type(self.discriminator).__name__} has no "
+                               "features(x) (the feature map the residual loss compares)")
         dcgan_init(self)
         self.automatic_optimization = False
         self.lr, self.betas = float(lr), tuple(float(b) for b in betas)

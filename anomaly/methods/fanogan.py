@@ -34,7 +34,7 @@ Choices and differences:
   sum at the start of fit, with a warning.
 - Networks: the DCGAN generator / discriminator of `anomaly.nets.dcgan` (as AnoGAN's, sized from
   the image), not the paper's 64×64 residual networks. The critic (and the encoder) use layer
-  normalisation instead of batch norm (`critic_norm`: layer or none): the gradient penalty is
+  normalisation instead of batch norm (`method.critic.norm`: layer or none; the encoder's `norm` follows it): the gradient penalty is
   a per-image gradient, which batch statistics would couple across the batch.
 - Generator steps are counted over the whole run: one after every 5th critic step, whatever the
   epoch length (a 3-batch epoch still trains G).
@@ -49,16 +49,18 @@ Choices and differences:
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import ClassVar, Sequence
 
 import torch
 from omegaconf import DictConfig
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Int, Rule, check_stage_epochs, non_negative, positive
+from anomaly.config_schema import Choice, Int, Rule, check_stage_epochs, non_negative, positive
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets import (DCGANDiscriminator, DCGANEncoder, DCGANGenerator, dcgan_init, frozen,
                           frozen_inference)
+from anomaly.nets.build import NetSpec, build_net, expect_output
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ class FAnoGAN(AnomalyModule):
         "gradient_penalty_weight": non_negative(),
         "encoder_lr": positive(),
         "feature_weight": non_negative(),
+        # the critic's and the encoder's normalisation: no batch norm (the gradient penalty is per image)
+        **{f"{slot}.norm": Choice(options=CRITIC_NORMS) for slot in ("critic", "encoder")},
     }
 
     @classmethod
@@ -106,10 +110,9 @@ class FAnoGAN(AnomalyModule):
         check_stage_epochs(cfg, "fanogan", "gan_epochs", "encoder_epochs", first_min=1)
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int = 128, prior: str = "normal",
-                 generator_widths: Sequence[int] | None = None,
-                 critic_widths: Sequence[int] | None = None,
-                 encoder_widths: Sequence[int] | None = None, top_width: int = 512,
-                 critic_norm: str = "layer", gan_epochs: int = 100, encoder_epochs: int = 50,
+                 generator: NetSpec = DCGANGenerator,
+                 critic: NetSpec = partial(DCGANDiscriminator, norm="layer"),
+                 encoder: NetSpec = partial(DCGANEncoder, norm="layer"), gan_epochs: int = 100, encoder_epochs: int = 50,
                  critic_steps: int = 5, gradient_penalty_weight: float = 10.0, lr: float = 1e-4,
                  betas: Sequence[float] = (0.0, 0.9), encoder_optimizer: str = "rmsprop",
                  encoder_lr: float = 5e-5, feature_weight: float = 1.0,
@@ -120,9 +123,6 @@ class FAnoGAN(AnomalyModule):
                                "(inputs in [−1, 1] like its tanh generator)")
         if prior not in PRIORS:
             raise AnomalyError(f"method.prior={prior!r}; choose one of {list(PRIORS)}")
-        if critic_norm not in CRITIC_NORMS:
-            raise AnomalyError(f"method.critic_norm={critic_norm!r}; choose one of {list(CRITIC_NORMS)} "
-                               "(batch norm would couple the images of the gradient penalty)")
         if encoder_optimizer not in ENCODER_OPTIMIZERS:
             raise AnomalyError(f"method.encoder_optimizer={encoder_optimizer!r}; choose one of "
                                f"{list(ENCODER_OPTIMIZERS)}")
@@ -132,10 +132,17 @@ class FAnoGAN(AnomalyModule):
                 raise AnomalyError(f"method.{key}={value}: must be ≥ 1")
         self.latent_dim = int(latent_dim)
         self.prior = prior
-        self.generator = DCGANGenerator(self.latent_dim, self.image_shape, generator_widths, top_width)
-        self.critic = DCGANDiscriminator(self.image_shape, critic_widths, top_width, norm=critic_norm)
-        self.encoder = DCGANEncoder(self.image_shape, self.latent_dim, encoder_widths, top_width,
-                                    norm=critic_norm)
+        shape, n = self.image_shape, self.latent_dim
+        self.generator = build_net(generator, "generator", self.name, in_features=n, image_shape=shape)
+        self.critic = build_net(critic, "critic", self.name, image_shape=shape)
+        self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)
+        for slot, net, given, wanted, what in (("generator", self.generator, (n,), shape, "an image"),
+                                               ("critic", self.critic, shape, (), "one value per image"),
+                                               ("encoder", self.encoder, shape, (n,), "the latent: method.latent_dim")):
+            expect_output(net, slot, self.name, given, wanted, what)
+        if not callable(getattr(self.critic, "features", None)):
+            raise AnomalyError(f"method=fanogan: method.critic={type(self.critic).__name__} has no features(x) "
+                               "(the feature map the izi_f loss and the score compare)")
         dcgan_init(self)
         self.automatic_optimization = False
         self.gan_epochs, self.encoder_epochs = int(gan_epochs), int(encoder_epochs)

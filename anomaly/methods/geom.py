@@ -80,6 +80,7 @@ import torch.nn.functional as F
 from anomaly import AnomalyError
 from anomaly.config_schema import Choice, Float, Int, Rule, is_int, positive
 from anomaly.methods.base import VALUE_RANGES, AnomalyModule
+from anomaly.nets.build import NetSpec, build_net, expect_output
 from anomaly.nets.wrn import WideResNet
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,8 @@ class GEOM(AnomalyModule):
     """A WRN classifier of the 72 transformations; Dirichlet (or simplified) normality score
     (see the module docstring).
 
-    depth, widen_factor, dropout: the WRN (anomaly.nets.wrn). translation: the shift in pixels
+    net: the classifier, images (padded) → 72 logits (injected; the default: the WRN of
+    anomaly.nets.wrn, with its depth, widen_factor and dropout). translation: the shift in pixels
     (8: the code's for 32×32). pad: pixels added on each side before the network (2: 28×28 →
     32×32). score: dirichlet or simple. score_chunk: transformed images per forward pass when
     scoring (a multiple of 72 is used, at least 72; None: automatic, see `images_per_chunk`).
@@ -201,9 +203,9 @@ class GEOM(AnomalyModule):
     name: ClassVar[str] = "geom"
     # the keys of conf/method/geom.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
-        "depth": WrnDepth(),
-        "widen_factor": Int(low=1),
-        "dropout": Float(low=0, high=1, high_open=True),
+        "net.depth": WrnDepth(),
+        "net.widen_factor": Int(low=1),
+        "net.dropout": Float(low=0, high=1, high_open=True),
         "translation": Int(low=1),
         "pad": Int(low=0),
         "score": Choice(options=SCORES),
@@ -211,8 +213,8 @@ class GEOM(AnomalyModule):
         "eps": positive(),
     }
 
-    def __init__(self, image_shape: Sequence[int], depth: int = 10, widen_factor: int = 4,
-                 dropout: float = 0.0, translation: int = 8, pad: int = 0, lr: float = 1e-3,
+    def __init__(self, image_shape: Sequence[int], net: NetSpec = WideResNet, translation: int = 8,
+                 pad: int = 0, lr: float = 1e-3,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-7, weight_decay: float = 5e-4,
                  score: str = "dirichlet", score_chunk: int | None = None, value_range: str = "symmetric",
                  **base) -> None:
@@ -227,7 +229,9 @@ class GEOM(AnomalyModule):
         channels, size, _ = self.image_shape
         self.pad = int(pad)
         side = size + 2 * self.pad
-        self.net = WideResNet(channels, side, NUM_TRANSFORMATIONS, int(depth), int(widen_factor), float(dropout))
+        shape = (channels, side, side)
+        self.net = build_net(net, "net", self.name, image_shape=shape, out_features=NUM_TRANSFORMATIONS)
+        expect_output(self.net, "net", self.name, shape, (NUM_TRANSFORMATIONS,), "a logit per transformation")
         # channels-last weights: the convolutions run channels-last (on 2 CPU cores ~35 % faster
         # than NCHW for training and scoring, WRN-10-1 on 32×32; the values equal up to rounding)
         self.net.to(memory_format=torch.channels_last)

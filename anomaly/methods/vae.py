@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from anomaly import AnomalyError
 from anomaly.config_schema import Float, Int, Rule, non_negative
 from anomaly.methods.base import AnomalyModule
+from anomaly.nets.build import NetSpec, build_net, expect_output
 from anomaly.nets.vae import VAEDecoder, VAEEncoder, keras_init
 
 SCORES = ("mse", "elbo")
@@ -76,24 +77,26 @@ def reconstruction_bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class VAE(AnomalyModule):
     """Convolutional VAE (see the module docstring). Inputs in [0, 1] (value_range unit).
 
-    latent_dim: size of z (the published `hidden`, grid 2…64, best 32); width: channels of every
-    convolution (16); hidden: the dense layer's width (128); l2: Keras-style kernel penalty
-    l2·Σw² (published grid 0.1…1e-5; 0 = off); dropout: rate after most convolutions (0 = off);
-    score: "mse" or "elbo"; score_samples: 0 scores with z = μ, n > 0 averages n draws of z.
+    latent_dim: size of z (the published `hidden`, grid 2…64, best 32); encoder: images → (μ,
+    log σ²), decoder: z → logits (injected; the defaults' settings: width, the channels of every
+    convolution (16); hidden, the dense layer's width (128); dropout, the rate after most
+    convolutions (0 = off)); l2: Keras-style kernel penalty l2·Σw² on the layers a net lists in
+    `regularised` (published grid 0.1…1e-5; 0 = off); score: "mse" or "elbo"; score_samples: 0
+    scores with z = μ, n > 0 averages n draws of z.
     """
 
     name = "vae"
     # the keys of conf/method/vae.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
-        "width": Int(low=1),
-        "hidden": Int(low=1),
+        **{f"{slot}.{key}": rule for slot in ("encoder", "decoder")
+           for key, rule in (("width", Int(low=1)), ("hidden", Int(low=1)),
+                             ("dropout", Float(low=0, high=1, high_open=True)))},
         "l2": non_negative(),
-        "dropout": Float(low=0, high=1, high_open=True),
         "score_samples": Int(low=0),
     }
 
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32, width: int = 16,
-                 hidden: int = 128, l2: float = 0.0, dropout: float = 0.0, lr: float = 1e-3,
+    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32, encoder: NetSpec = VAEEncoder,
+                 decoder: NetSpec = VAEDecoder, l2: float = 0.0, lr: float = 1e-3,
                  score: str = "mse", score_samples: int = 0, **base) -> None:
         super().__init__(image_shape, **base)
         if self.value_range != "unit":
@@ -101,19 +104,15 @@ class VAE(AnomalyModule):
                                "(its loss is a binary cross-entropy on [0, 1] pixels)")
         if score not in SCORES:
             raise AnomalyError(f"method.score={score!r}; choose one of {list(SCORES)}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise AnomalyError(f"method.dropout={dropout} must be in [0, 1)")
         if not float(l2) >= 0.0:
             raise AnomalyError(f"method.l2={l2} must be ≥ 0")
-        for key, value, low in (("latent_dim", latent_dim, 1), ("width", width, 1), ("hidden", hidden, 1),
-                                ("score_samples", score_samples, 0)):
+        for key, value, low in (("latent_dim", latent_dim, 1), ("score_samples", score_samples, 0)):
             if int(value) != value or value < low:
                 raise AnomalyError(f"method.{key}={value} must be an integer ≥ {low}")
-        channels, height, side = self.image_shape
-        if height != side:
-            raise AnomalyError(f"method=vae needs square images, not {height}×{side}")
-        self.encoder = VAEEncoder(channels, side, int(latent_dim), int(width), int(hidden), float(dropout))
-        self.decoder = VAEDecoder(int(latent_dim), channels, side, int(width), int(hidden), float(dropout))
+        shape, n = self.image_shape, int(latent_dim)
+        self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)
+        self.decoder = build_net(decoder, "decoder", self.name, in_features=n, image_shape=shape)
+        expect_output(self.decoder, "decoder", self.name, (n,), shape, "logits of an image")
         keras_init(self)
         self.l2 = float(l2)
         self.lr = float(lr)
@@ -127,7 +126,7 @@ class VAE(AnomalyModule):
         return self.decoder(reparametrise(mean, log_var)), mean, log_var
 
     def regularised_weights(self) -> Iterator[torch.Tensor]:
-        for m in [*self.encoder.regularised, *self.decoder.regularised]:
+        for m in [*getattr(self.encoder, "regularised", ()), *getattr(self.decoder, "regularised", ())]:
             yield m.weight
 
     def l2_penalty(self) -> torch.Tensor:

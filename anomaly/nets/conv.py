@@ -112,12 +112,11 @@ class ConvAutoencoder(nn.Module):
     """ConvEncoder → latent vector → ConvDecoder as one network (ADAE's G and D are two of these).
     The arguments are ConvEncoder's and ConvDecoder's; `negative_slope` is the encoder's."""
 
-    def __init__(self, channels: int, image_size: int, latent_dim: int,
+    def __init__(self, image_shape: Sequence[int], latent_dim: int,
                  encoder_widths: Sequence[int] | None = None, decoder_widths: Sequence[int] | None = None,
                  base_width: int = 64, batch_norm: bool = True, negative_slope: float = 0.2,
                  output: str = "sigmoid") -> None:
         super().__init__()
-        image_shape = (channels, image_size, image_size)
         self.encoder = ConvEncoder(image_shape, latent_dim, encoder_widths, base_width,
                                    batch_norm, negative_slope)
         self.decoder = ConvDecoder(latent_dim, image_shape, decoder_widths, base_width,

@@ -58,15 +58,15 @@ def _norm(kind: str, width: int) -> nn.Module:
 
 
 class DCGANGenerator(nn.Module):
-    """z (B×latent_dim) → image (B×C×H×W) in (−1, 1). `widths` from the 4×4 side."""
+    """z (B×in_features) → image (B×C×H×W) in (−1, 1). `widths` from the 4×4 side."""
 
-    def __init__(self, latent_dim: int, image_shape: Sequence[int], widths: Sequence[int] | None = None,
+    def __init__(self, in_features: int, image_shape: Sequence[int], widths: Sequence[int] | None = None,
                  top_width: int = 512) -> None:
         super().__init__()
         n = dcgan_stages(image_shape)
         channels = int(image_shape[0])
         self.widths = _widths(widths, top_width, n, "generator")
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = int(in_features)
         # no bias before a BatchNorm: its shift would be removed by the normalisation
         self.project = nn.Linear(self.latent_dim, 16 * self.widths[0], bias=False)
         layers: list[nn.Module] = [nn.BatchNorm2d(self.widths[0]), nn.ReLU()]
@@ -117,13 +117,13 @@ class DCGANDiscriminator(nn.Module):
 
 
 class DCGANEncoder(nn.Module):
-    """f-AnoGAN's izi_f encoder: the discriminator's topology with a latent_dim output, tanh."""
+    """f-AnoGAN's izi_f encoder: the discriminator's topology with an out_features (latent) output, tanh."""
 
-    def __init__(self, image_shape: Sequence[int], latent_dim: int, widths: Sequence[int] | None = None,
+    def __init__(self, image_shape: Sequence[int], out_features: int, widths: Sequence[int] | None = None,
                  top_width: int = 512, norm: str = "layer", negative_slope: float = 0.2) -> None:
         super().__init__()
         self.net = DCGANDiscriminator(image_shape, widths, top_width, norm, negative_slope,
-                                      out_features=latent_dim)
+                                      out_features=out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(x))

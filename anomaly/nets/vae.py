@@ -15,6 +15,7 @@ Each network lists in `regularised` the layers the published model's Keras L2 ap
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,14 @@ def pooled_sides(size: int) -> list[int]:
     while sides[-1] > 4:
         sides.append(math.ceil(sides[-1] / 2))
     return sides
+
+
+def _side(image_shape: Sequence[int]) -> int:
+    """The side of a square C×H×W image; refuses others."""
+    _, height, side = (int(s) for s in image_shape)
+    if height != side:
+        raise AnomalyError(f"method=vae needs square images, not {height}×{side}")
+    return side
 
 
 def conv3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -50,9 +59,10 @@ def keras_init(module: nn.Module) -> None:
 class VAEEncoder(nn.Module):
     """x → (μ, log σ²): Conv → max-pool branch ‖ avg-pool branch → Dense → two linear heads."""
 
-    def __init__(self, channels: int, size: int, latent_dim: int, width: int = 16, hidden: int = 128,
+    def __init__(self, image_shape: Sequence[int], out_features: int, width: int = 16, hidden: int = 128,
                  dropout: float = 0.0) -> None:
         super().__init__()
+        channels, size, latent_dim = int(image_shape[0]), _side(image_shape), int(out_features)
         sides = pooled_sides(size)
         stages = len(sides) - 1
         self.stem = nn.Sequential(conv3(channels, width), nn.ReLU())
@@ -87,9 +97,10 @@ class VAEDecoder(nn.Module):
     """z → logits (B×C×H×W): Dense → Dense → small map → repetition-upsampling branch ‖
     transposed-convolution branch → Conv → Conv to C channels (no sigmoid: logits)."""
 
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 16, hidden: int = 128,
+    def __init__(self, in_features: int, image_shape: Sequence[int], width: int = 16, hidden: int = 128,
                  dropout: float = 0.0) -> None:
         super().__init__()
+        latent_dim, channels, size = int(in_features), int(image_shape[0]), _side(image_shape)
         sides = pooled_sides(size)
         self.width, self.side = width, sides[-1]
         self.dense = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),

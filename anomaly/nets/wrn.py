@@ -22,6 +22,7 @@ shape; its configurations always change the channels there).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,23 +79,24 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
 def wrn_blocks_per_group(depth: int) -> int:
     """n of a WRN of this depth (depth = 6n + 4, n ≥ 1); refuses other depths."""
     if depth < 10 or (depth - 4) % 6:
-        raise AnomalyError(f"method.depth={depth}: a wide residual network's depth is 6n + 4 "
+        raise AnomalyError(f"WideResNet depth={depth}: a wide residual network's depth is 6n + 4 "
                            "(10, 16, 22, 28, …)")
     return (depth - 4) // 6
 
 
 class WideResNet(nn.Module):
-    """x (B×C×S×S) → B×num_classes logits. depth = 6n + 4, widen_factor k ≥ 1, dropout between
-    the two convolutions of each block."""
+    """x (B×C×S×S, `image_shape`) → B×out_features logits. depth = 6n + 4, widen_factor k ≥ 1,
+    dropout between the two convolutions of each block."""
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int, depth: int = 10,
+    def __init__(self, image_shape: Sequence[int], out_features: int, depth: int = 10,
                  widen_factor: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
+        in_channels, image_size, num_classes = int(image_shape[0]), int(image_shape[-1]), int(out_features)
         n = wrn_blocks_per_group(int(depth))
         if widen_factor < 1:
-            raise AnomalyError(f"method.widen_factor={widen_factor}: must be an integer ≥ 1")
+            raise AnomalyError(f"WideResNet widen_factor={widen_factor}: must be an integer ≥ 1")
         if not 0.0 <= dropout < 1.0:
-            raise AnomalyError(f"method.dropout={dropout}: must be in [0, 1)")
+            raise AnomalyError(f"WideResNet dropout={dropout}: must be in [0, 1)")
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = SameConv2d(in_channels, widths[0], 3)
         blocks, channels = [], widths[0]
