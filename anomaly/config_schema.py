@@ -20,7 +20,9 @@ What is not here: settings whose check needs more than the value (a protocol's c
 threshold rule's settings, a network's widths against the image size) stay with the code that
 builds them (protocols and threshold rules are built before any data loads too; a method's
 networks once the image size is known), and so do the string choices the methods check
-themselves (`method.net`, `method.attack`, …). Keys absent from a config are not checked.
+themselves (`method.attack`, …). Keys absent from a config are not checked. The settings of a
+method's network nodes (`method.encoder.widths`, anomaly/nets/build.py) are rules by their path
+too; a net checks the rest when it is built.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ So a default run, or one that sets `method.encoder.widths=[…]` (formerly
 `FLAT` below is the whole rule's data: per method class, its former key order and, per net
 slot, for each class it built there, the flat key each node setting was (or the value a flat
 key had that the node no longer carries), and the method keys that came with the nodes (AE's
-`init`). It records history: a method added after nets were
-injected has no entry and needs none (its nodes are its identity).
+`init`). It records history: a method added after nets were injected has no entry and needs none
+(its nodes are its identity).
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ class Const:
 
 
 @dataclass(frozen=True)
+class Reversed:
+    """A flat key whose value is this node setting reversed (ARAE's decoder mirrors `hidden`)."""
+
+    setting: str
+
+
+@dataclass(frozen=True)
 class Flat:
     """A method's former flat form: `order` its config's keys as its YAML had them; `slots`: net
-    slot → class it built there → {flat key: the node's setting (str) or a Const}."""
+    slot → class it built there → {flat key: the node's setting (str), Reversed or a Const}."""
 
     order: tuple[str, ...]
-    slots: dict[str, dict[str, dict[str, str | Const]]] = field(default_factory=dict)
+    slots: dict[str, dict[str, dict[str, str | Reversed | Const]]] = field(default_factory=dict)
     # a method key the flat form did not have, left out where its value is the one a flat key's
     # value implied (AE's `init: dcgan` with `net: conv`): {key: (flat key, {flat value: value})}
     implied: dict[str, tuple[str, dict[Any, Any]]] = field(default_factory=dict)
@@ -53,7 +60,29 @@ ADAE_NET = {"anomaly.nets.ConvAutoencoder": {k: k for k in ("encoder_widths", "d
 
 VAE_NET = {"width": "width", "hidden": "hidden", "dropout": "dropout"}
 
+ARAE_FLAT = {"net": "mlp", "hidden": [512, 256], "activation": "sigmoid", "encoder_widths": None,
+             "decoder_widths": None, "base_width": 32, "batch_norm": True}  # each net's unused keys
+
 FLAT: dict[str, Flat] = {
+    "anomaly.methods.arae.ARAE": Flat(
+        order=("_target_", "net", "latent_dim", "hidden", "activation", "output", "encoder_widths", "decoder_widths",
+               "base_width", "batch_norm", "attack", "eps", "steps", "alpha", "latent_weight", "union_combine",
+               "union_latent_weight", "union_l2_eps", "union_l2_alpha", "union_l2_steps", "union_linf_eps",
+               "union_linf_alpha", "union_linf_steps", "union_max_rotation", "union_rotations", "union_max_shift",
+               "union_shifts", "union_transform_chunk", "lr", "value_range"),
+        slots={"encoder": {"anomaly.nets.DenseEncoder": {"net": Const("mlp"), "hidden": "hidden",
+                                                         "activation": "activation",
+                                                         **{k: Const(ARAE_FLAT[k]) for k in ("encoder_widths",
+                                                            "decoder_widths", "base_width", "batch_norm")}},
+                           CONV_ENCODER: {"net": Const("conv"), "encoder_widths": "widths", "base_width": "base_width",
+                                          "batch_norm": "batch_norm", "hidden": Const([512, 256]),
+                                          "activation": Const("sigmoid")}},
+               "decoder": {"anomaly.nets.DenseDecoder": {"net": Const("mlp"), "hidden": Reversed("hidden"),
+                                                         "activation": "activation", "output": "output",
+                                                         "decoder_widths": Const(None)},
+                           CONV_DECODER: {"net": Const("conv"), "decoder_widths": "widths", "base_width": "base_width",
+                                          "batch_norm": "batch_norm", "output": "output"}}},
+        implied={"init": ("net", {"conv": "dcgan", "mlp": "none"})}),
     "anomaly.methods.geom.GEOM": Flat(
         order=("_target_", "depth", "widen_factor", "dropout", "translation", "pad", "lr", "betas", "eps",
                "weight_decay", "score", "score_chunk", "value_range"),
@@ -120,6 +149,8 @@ def same_class(a: str, b: str) -> bool:
     in (anomaly.nets.ConvEncoder, anomaly.nets.conv.ConvEncoder)."""
     (pa, _, ca), (pb, _, cb) = a.rpartition("."), b.rpartition(".")
     return ca == cb and (pa == pb or pa.startswith(pb + ".") or pb.startswith(pa + "."))
+
+
 _UNSET = object()
 
 
@@ -137,10 +168,17 @@ def flat_method(method: dict[str, Any]) -> dict[str, Any]:
         if keys is None or node.get("_partial_", True) is not True:
             return method
         settings = {k: v for k, v in node.items() if k not in NODE_KEYS}
-        if set(settings) - {v for v in keys.values() if isinstance(v, str)}:
+        if set(settings) - {v.setting if isinstance(v, Reversed) else v for v in keys.values()
+                            if isinstance(v, (str, Reversed))}:
             return method  # a setting no flat key had
         for flat, source in keys.items():
-            value = source.value if isinstance(source, Const) else settings.get(source)
+            if isinstance(source, Const):
+                value = source.value
+            elif isinstance(source, Reversed):
+                value = settings.get(source.setting)
+                value = value[::-1] if isinstance(value, list) else value
+            else:
+                value = settings.get(source)
             if values.get(flat, value) != value:  # two nodes that no flat key could have set alike
                 return method
             values[flat] = value

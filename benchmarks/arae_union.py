@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from anomaly.methods.arae import ARAE, _project_l2
+from anomaly.nets import DenseDecoder, DenseEncoder
 from benchmarks.core import Case, Check, Goal, Timed, not_comparable, synchronize
 from benchmarks.data import unit_images
 
@@ -37,7 +39,8 @@ PUBLISHED_UNION_WHEN = "issue 8, quoted here 2026-11-26"
 
 
 def make_model(size) -> ARAE:
-    return ARAE([1, 28, 28], attack="union", activation="relu", output="none", union_combine="all",
+    return ARAE([1, 28, 28], encoder=partial(DenseEncoder, activation="relu"),
+                decoder=partial(DenseDecoder, activation="relu", output="none"), attack="union", union_combine="all",
                 union_l2_steps=size.union_l2_steps, union_linf_steps=size.union_linf_steps,
                 union_rotations=size.union_rotations, union_shifts=size.union_shifts)
 

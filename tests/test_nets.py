@@ -59,6 +59,7 @@ SWAPS = {
     "deep_svdd: another net": ["method=deep_svdd", "net/deep_svdd@method=conv", "method.encoder.base_width=8",
                                "method.pretrain_epochs=1", "method.svdd_epochs=1"],
     "ae: the MLP": ["method=ae", "net/ae@method=mlp", "method.encoder.hidden=[32]", "method.decoder.hidden=[32]"],
+    "arae: conv nets": ["method=arae", "net/arae@method=conv", "method.encoder.base_width=8", "method.steps=2"],
 }
 
 

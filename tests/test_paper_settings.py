@@ -81,7 +81,8 @@ def test_the_cards_command_composes_to_araes_coil_setup(tmp_path):
     assert cfg.protocol._target_.endswith("CoilRandom") and list(cfg.protocol.normal) == [1, 3, 77]
     assert cfg.paper_settings.name == "arae_coil100"
     assert (cfg.method.eps, cfg.method.steps, cfg.data.batch_size, cfg.trainer.max_epochs) == (0.05, 20, 16, 1000)
-    assert (cfg.dataset.image_size, cfg.dataset.resize_mode, cfg.method.net) == (32, "area", "mlp")
+    assert (cfg.dataset.image_size, cfg.dataset.resize_mode) == (32, "area")
+    assert cfg.method.encoder._target_ == "anomaly.nets.DenseEncoder"  # the paper's MLP
     assert cfg.threshold.positive == "normal"  # the papers' inlier-positive F1
     # the user can still choose another protocol for COIL-100
     assert compose_config(tmp_path, [*CARD[:2], "protocol=anomaly_ratio"]).protocol._target_.endswith("AnomalyRatio")

@@ -60,7 +60,7 @@ BAD = [
     ("method=vae method.encoder.dropout=1.5", "method.encoder.dropout=1.5: must be a number in [0, 1); "
      "method.decoder.dropout=1.5: must be a number in [0, 1)"),
     ("method=arae method.steps=-1", "method.steps=-1: must be an integer ≥ 0"),
-    ("method=arae method.hidden=[512,0]", "method.hidden=[512, 0]: must be a list of integers ≥ 1"),
+    ("method=arae method.encoder.hidden=[512,0]", "method.encoder.hidden=[512, 0]: must be a list of integers ≥ 1"),
     ("method=ocsvm method.nu=0", "method.nu=0: must be a number in (0, 1]"),
     ("method=gpnd method.betas=[0.5,1.5]", "method.betas=[0.5, 1.5]: must be a list of 2 numbers in [0, 1)"),
     ("method=anogan method.search_lr=0", "method.search_lr=0: must be a number > 0"),

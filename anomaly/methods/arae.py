@@ -48,8 +48,8 @@ Deliberate differences and bug fixes:
 - F1 threshold tuned on the test set (published COIL-100 code): the threshold comes from the
   validation split, as for every method (`threshold=f1_inlier`, the paper's inlier-positive F1,
   is what protocol=anomaly_ratio and coil_random pick).
-- `net=conv` (ConvEncoder / ConvDecoder, DCGAN init, sigmoid output) is an addition for RGB and
-  larger images; the paper used the MLP everywhere (COIL-100 at 32×32×3 included).
+- `net/arae@method=conv` (ConvEncoder / ConvDecoder, DCGAN init, sigmoid output) is an addition
+  for RGB and larger images; the paper used the MLP everywhere (COIL-100 at 32×32×3 included).
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Int, Ints, Rule, non_negative, positive
+from anomaly.config_schema import Choice, Int, Ints, Rule, non_negative, positive
 from anomaly.methods.base import AnomalyModule
-from anomaly.nets import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, dcgan_init, frozen
+from anomaly.nets import DenseDecoder, DenseEncoder, dcgan_init, frozen
+from anomaly.nets.build import NetSpec, build_net, expect_output
 
-NETS = ("mlp", "conv")
+INITS = ("dcgan", "none")
 ATTACKS = ("linf", "union")
 UNION_COMBINES = ("all", "worst")
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -207,9 +208,10 @@ def worst_spatial_transform(encoder: nn.Module, x: torch.Tensor, thetas: torch.T
 class ARAE(AnomalyModule):
     """Adversarially robust autoencoder (see the module docstring).
 
-    net: "mlp" (the paper: `hidden` widths from the input side, `activation` after every layer,
-    `output` on the decoder's last) or "conv" (ConvEncoder / ConvDecoder with `encoder_widths`,
-    `decoder_widths`, `base_width`, `batch_norm`; `output` on the decoder's last layer).
+    encoder: images → latent_dim, decoder: latent_dim → images (injected, conf/net/arae/: mlp,
+    the paper's, `hidden` widths from the input side, `activation` after every layer, `output`
+    on the decoder's last; or conv, ConvEncoder / ConvDecoder). init: dcgan re-initialises both
+    N(0, 0.02) after they are built (the conv nets'); none keeps the nets' own (the MLP's Glorot).
     attack: "linf" (eps, steps, alpha = null → 2.5·eps/steps; latent_weight) or "union"
     (the union_* settings). Inputs in [0, 1] (value_range unit).
     """
@@ -217,7 +219,9 @@ class ARAE(AnomalyModule):
     name = "arae"
     # the keys of conf/method/arae.yaml beyond the ones every method shares (anomaly.config_schema)
     config_rules: ClassVar[dict[str, Rule]] = {
-        "hidden": Ints(low=1),
+        "encoder.hidden": Ints(low=1),
+        "decoder.hidden": Ints(low=1),
+        "init": Choice(options=INITS),
         "eps": non_negative(),
         "steps": Int(low=0),
         "alpha": positive(null="2.5·eps/steps"),
@@ -236,10 +240,8 @@ class ARAE(AnomalyModule):
         "union_transform_chunk": Int(low=1),
     }
 
-    def __init__(self, image_shape: Sequence[int], net: str = "mlp", latent_dim: int = 128,
-                 hidden: Sequence[int] = (512, 256), activation: str = "sigmoid", output: str = "sigmoid",
-                 encoder_widths: Sequence[int] | None = None, decoder_widths: Sequence[int] | None = None,
-                 base_width: int = 32, batch_norm: bool = True,
+    def __init__(self, image_shape: Sequence[int], latent_dim: int = 128,
+                 encoder: NetSpec = DenseEncoder, decoder: NetSpec = DenseDecoder, init: str = "none",
                  attack: str = "linf", eps: float = 0.2, steps: int = 40, alpha: float | None = None,
                  latent_weight: float = 0.1,
                  union_combine: str = "all", union_latent_weight: float = 0.2,
@@ -252,7 +254,6 @@ class ARAE(AnomalyModule):
         if self.value_range != "unit":
             raise AnomalyError(f"method=arae needs method.value_range=unit, not {self.value_range!r} "
                                "(the attacks clip to [0, 1])")
-        _check_choice("net", net, NETS)
         _check_choice("attack", attack, ATTACKS)
         _check_choice("union_combine", union_combine, UNION_COMBINES)
         for key, value in (("eps", eps), ("union_l2_eps", union_l2_eps), ("union_linf_eps", union_linf_eps),
@@ -269,17 +270,13 @@ class ARAE(AnomalyModule):
             if int(value) != value or value < low:
                 raise AnomalyError(f"method.{key}={value} must be an integer ≥ {low}")
 
-        channels, size, width = self.image_shape
-        if net == "mlp":
-            hidden = [int(w) for w in hidden]
-            self.encoder = DenseEncoder(channels * size * width, latent_dim, hidden, activation)
-            self.decoder = DenseDecoder(latent_dim, self.image_shape, hidden[::-1], activation, output)
-        else:
-            self.encoder = ConvEncoder(self.image_shape, latent_dim, encoder_widths, base_width, batch_norm)
-            self.decoder = ConvDecoder(latent_dim, self.image_shape, decoder_widths, base_width, batch_norm,
-                                       output=output)
+        shape, n = self.image_shape, int(latent_dim)
+        self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)
+        self.decoder = build_net(decoder, "decoder", self.name, in_features=n, image_shape=shape)
+        expect_output(self.encoder, "encoder", self.name, shape, (n,), "the latent: method.latent_dim")
+        expect_output(self.decoder, "decoder", self.name, (n,), shape, "an image")
+        if init == "dcgan":
             dcgan_init(self)
-        self.net_kind = net
         self.attack = attack
         self.eps, self.steps = float(eps), int(steps)
         self.alpha = None if alpha is None else float(alpha)
