@@ -24,7 +24,7 @@ key had that the node no longer carries), and the method keys that came with the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,19 @@ class Flat:
     # a method key the flat form did not have, left out where its value is the one a flat key's
     # value implied (AE's `init: dcgan` with `net: conv`): {key: (flat key, {flat value: value})}
     implied: dict[str, tuple[str, dict[Any, Any]]] = field(default_factory=dict)
+    # node forms whose flat form would name another network than they build (kept as nodes)
+    ambiguous: Callable[[dict[str, Any]], bool] | None = None
 
 
 CONV_ENCODER, CONV_DECODER = "anomaly.nets.ConvEncoder", "anomaly.nets.ConvDecoder"
+
+
+def _ae_decoder_not_mirrored(method: dict[str, Any]) -> bool:
+    """AE's MLP: `decoder_widths: null` mirrored the encoder's widths; `decoder.hidden: null` is
+    256, 512 whatever the encoder's, so the two agree only where the encoder's are 512, 256."""
+    encoder, decoder = method.get("encoder") or {}, method.get("decoder") or {}
+    return (same_class("anomaly.nets.DenseDecoder", str(decoder.get("_target_"))) and decoder.get("hidden") is None
+            and encoder.get("hidden") not in (None, [512, 256]))
 
 ADAE_NET = {"anomaly.nets.ConvAutoencoder": {k: k for k in ("encoder_widths", "decoder_widths", "base_width",
                                                                "batch_norm", "negative_slope")}}
@@ -138,7 +148,7 @@ FLAT: dict[str, Flat] = {
                                           "base_width": "base_width", "batch_norm": "batch_norm"},
                            "anomaly.nets.DenseDecoder": {"net": Const("mlp"), "decoder_widths": "hidden",
                                                          "base_width": Const(32), "batch_norm": Const(True)}}},
-        implied={"init": ("net", {"conv": "dcgan", "mlp": "none"})}),
+        implied={"init": ("net", {"conv": "dcgan", "mlp": "none"})}, ambiguous=_ae_decoder_not_mirrored),
 }
 
 NODE_KEYS = ("_target_", "_partial_")
@@ -157,7 +167,7 @@ _UNSET = object()
 def flat_method(method: dict[str, Any]) -> dict[str, Any]:
     """The method's resolved config as its identity writes it (see the module docstring)."""
     form = FLAT.get(str(method.get("_target_")))
-    if form is None:
+    if form is None or (form.ambiguous is not None and form.ambiguous(method)):
         return method
     values: dict[str, Any] = {}
     for slot, classes in form.slots.items():

@@ -44,6 +44,15 @@ def test_a_non_default_net_changes_the_hash(tmp_path, command):
     assert config_hash(cfg) != HASHES[method]
 
 
+def test_a_node_form_that_builds_another_net_than_its_flat_form_gets_its_own_hash(tmp_path):
+    """AE's MLP: `method.encoder_widths=[64]` built a decoder of [64] (decoder_widths null: the
+    mirror); `method.encoder.hidden=[64]` alone keeps the decoder's 256, 512: not that run
+    (computed before nets were injected: 8608c1c2837e)."""
+    cfg = compose_config(tmp_path, ["method=ae", "net/ae@method=mlp", "method.encoder.hidden=[64]"])
+    check_train(cfg)
+    assert config_hash(cfg) != "8608c1c2837e"
+
+
 def test_a_net_class_named_by_its_module_is_the_same_net(tmp_path):
     cfg = compose_config(tmp_path, ["method=gpnd", "method.encoder._target_=anomaly.nets.conv.ConvEncoder"])
     assert config_hash(cfg) == HASHES["method=gpnd"]
