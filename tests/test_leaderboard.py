@@ -44,7 +44,7 @@ def test_every_method_config_is_a_variant_and_a_new_one_joins_without_an_edit(tm
 
 
 def test_the_real_benchmark_tables_run_every_method_on_one_protocol():
-    from anomaly.report.aggregate import table_config
+    from anomaly.report.table_conf import table_config
 
     for name, dataset in (("benchmark_mnist", "mnist"), ("benchmark_fashion_mnist", "fashion_mnist")):
         table = table_config(name)
@@ -220,7 +220,7 @@ def test_every_method_of_a_benchmark_is_accepted_at_every_budget(tmp_path, name)
     (a two-stage method's epochs at equal_steps, …) and keeps the budget's equal batch size."""
     from anomaly.config import compose
     from anomaly.config_schema import check_train
-    from anomaly.report.aggregate import table_config
+    from anomaly.report.table_conf import table_config
 
     table = table_config(name)
     first = {k: v[0] for k, v in table.grid.items() if k != "variant"}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.report import aggregate, main, readme, report
+from anomaly.report import group, layout, load, main, readme, report, table_conf
 from anomaly.report.render import README_END, README_START
 
 
@@ -27,7 +27,7 @@ def made_up_tables(request, monkeypatch):
     """The reproduced runs below carry made-up published numbers under real table names: the
     report is to use those, not conf/table's (unless a test asks for `real_table_configs`)."""
     if "real_table_configs" not in request.fixturenames:
-        monkeypatch.setattr(aggregate, "table_config", lambda name: None)
+        monkeypatch.setattr(table_conf, "table_config", lambda name: None)
 
 
 def config(normal=0, seed=0, fold=0, max_epochs=10, batch_size=32, lr=0.001, limit=None, **bookkeeping):
@@ -614,7 +614,7 @@ def test_a_table_over_outlier_shares_is_drawn_over_the_share(tmp_path):
             data["protocol"].update(data_protocol)
             (path / "results.json").write_text(json.dumps(data))
     runs, _ = report_plots_runs(tmp_path)
-    (table,) = aggregate.paper_tables(runs)
+    (table,) = layout.paper_tables(runs)
     assert report_plots.row_setting(table) == ("outlier_ratio", [0.1, 0.3])
     (path,) = report_plots.plot_paper([table], lambda t: ["f1_paper"], tmp_path)
     assert path.exists() and path.stat().st_size > 10_000
@@ -622,8 +622,8 @@ def test_a_table_over_outlier_shares_is_drawn_over_the_share(tmp_path):
 
 
 def report_plots_runs(root):
-    runs, left_out = aggregate.select_runs(aggregate.load_runs([root]))
-    aggregate.assign_rows(runs)
+    runs, left_out = load.select_runs(load.load_runs([root]))
+    group.assign_rows(runs)
     return runs, left_out
 
 

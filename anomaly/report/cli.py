@@ -11,17 +11,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from anomaly.report import across, leaderboard, render
-from anomaly.report.aggregate import (
-    LeftOut,
-    ReportError,
-    Run,
-    assign_rows,
-    check_metrics,
-    load_runs,
-    paper_tables,
-    protocol_groups,
-    select_runs,
-)
+from anomaly.report.group import assign_rows, protocol_groups
+from anomaly.report.layout import paper_tables
+from anomaly.report.load import LeftOut, ReportError, Run, check_metrics, load_runs, select_runs
 from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, plot_cd, print_leaderboard
 from anomaly.report.render import MARKS, markdown, metric_title, print_table
 from anomaly.report.selection import not_ok_lines, one_per_config, split_ok

@@ -25,8 +25,12 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
-                                      data_limits, paper_tables, setting_text, shared_schedule, table_config)
+from anomaly.report.group import CELL_CLASS, CELL_SWEPT, ordered_columns
+from anomaly.report.labels import data_limits, setting_text, shared_schedule
+from anomaly.report.layout import PaperTable, paper_tables
+from anomaly.report.load import Run
+from anomaly.report.statistics import Cell
+from anomaly.report.table_conf import table_config
 from anomaly.report.suspect import legend, marked
 
 ALPHA = 0.05
