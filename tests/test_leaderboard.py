@@ -133,7 +133,7 @@ def test_ranks_the_friedman_test_and_the_critical_difference(bench_runs):
     assert "the 5 classes every method has" in text and "| vae |" in text and "| — | 0.722 | 4.00 |" in text
     assert "Deep SVDD 0.948 (Ruff et al., ICML 2018)" in text  # the field's published means
     # the diagram says what it ranks, over which blocks, and gives each method's rank by its name
-    from anomaly.report.leaderboard import cd_labels, cd_title
+    from anomaly.report.leaderboard_figures import cd_labels, cd_title
 
     title = cd_title(board)
     assert "average rank of test AUROC" in title and "over 5 classes × 2 seeds" in title and "CD = 2.10" in title
@@ -304,7 +304,8 @@ def test_rank_statistics_are_autoranks_and_leave_out_the_method_tuned_on_labels(
 
 
 def test_the_leaderboard_shows_each_methods_flops_and_share_and_draws_them(tmp_path):
-    from anomaly.report.leaderboard import as_table, plot_cost
+    from anomaly.report.leaderboard import as_table
+    from anomaly.report.leaderboard_figures import plot_cost
 
     (board,) = leaderboards(report([fixed_runs(tmp_path / "runs")], echo=False, plots=False)["runs"])
     table = as_table(board)

@@ -13,7 +13,7 @@ rows inferred from the settings that differ among the runs of one method × data
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from anomaly.report import table_conf
 from anomaly.report.labels import group_title, natural, settings_text
