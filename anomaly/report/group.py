@@ -5,9 +5,10 @@ classes (`CELL_CLASS`, the columns) and the repetitions (`CELL_SWEPT`, averaged 
 its test keys and variants among them, read from conf/table/<table>.yaml (`row_keys`). Runs of one
 cell whose settings still differ are never averaged: the table is split by those settings.
 
-Any other run (an ad-hoc folder, no table) and the per-dataset × protocol tables: the fallback,
-rows inferred from the settings that differ among the runs of one method × dataset × protocol
-(`split_keys`, `assign_rows`). A run lacking a key others have joins the row it otherwise matches.
+The fallback, for runs of no table (an ad-hoc folder) and for the per-dataset × protocol tables
+that every run gets: rows inferred from the settings that differ among the runs of one method ×
+dataset × protocol (× table × budget) (`split_keys`, `assign_rows`); a run lacking a key others
+have joins the row it otherwise matches.
 """
 
 from __future__ import annotations
@@ -73,8 +74,6 @@ def paper_rows(members: Sequence[Run]) -> dict[tuple, dict[tuple, dict[str, list
 
 
 # ---- the fallback: rows inferred from the settings that differ -----------------------------------
-
-
 def split_keys(members: Sequence[Run], exempt=lambda key: False) -> list[str]:
     """The setting keys on which runs that have them disagree (not `exempt` ones)."""
     names = sorted({k for r in members for k in r.settings if not exempt(k)})

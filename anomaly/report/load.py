@@ -73,6 +73,8 @@ def check_metrics(metrics: Sequence[str], runs: Sequence[Run] = ()) -> None:
 
 @dataclass
 class Run:
+    """One results.json. `reproduce` (runs of `python -m anomaly.reproduce`): {table, cell: {grid
+    key: value}, paper, paper_mean, metric, paper_source, trained_in}; `row`: set by the grouping."""
     path: Path
     method: str
     dataset: str
