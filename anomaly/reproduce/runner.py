@@ -329,7 +329,7 @@ def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, ...]]:
     a mean over the classes (its `where` names none) is shown as such, never set against one
     class: `0.932 (mean)`, no Δ (the report sets a mean of ours over every class against it)."""
     from anomaly.provenance import schedule_text
-    from anomaly.report.aggregate import CELL_CLASS
+    from anomaly.report.group import CELL_CLASS
 
     means_only = bool(table.paper) and not any(k in CELL_CLASS for e in table.paper for k in (e.get("where") or {}))
     rows = []
