@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 import signal
 import time
@@ -33,6 +34,8 @@ from anomaly.config import config_hash, instantiate, method_name
 from anomaly.console import print_config_tree, print_line, print_results, print_trial, tuning_metric
 from anomaly.data.datamodule import AnomalyDataModule
 from anomaly.loggers import build_loggers, close_loggers, log_artifacts, log_config, run_name, sweep_group
+from anomaly.evaluation.evaluator import Evaluator
+from anomaly.evaluation.post_processor import PostProcessor
 from anomaly.evaluation.thresholds import F1Threshold, Threshold
 from anomaly.methods.base import AnomalyModule, check_checkpoint_identity
 from anomaly import provenance
@@ -75,12 +78,13 @@ def build_threshold(cfg: DictConfig) -> Threshold:
 def build_method(cfg: DictConfig, dm: AnomalyDataModule | None, threshold: Threshold | None = None,
                  image_shape: tuple[int, ...] | None = None) -> AnomalyModule:
     """The method of cfg.method for the datamodule's images (or, without a datamodule, images of
-    `image_shape`), with the threshold rule (None: built from cfg.threshold)."""
+    `image_shape`), with its components attached: the post-processor of the threshold rule (None:
+    built from cfg.threshold) and the evaluator."""
     if threshold is None:
         threshold = build_threshold(cfg)
     image_shape = tuple(dm.image_shape if dm is not None else image_shape)
     try:
-        model = instantiate(cfg.method, image_shape=list(image_shape), threshold=threshold)
+        model = instantiate(cfg.method, image_shape=list(image_shape))
     except AnomalyError as err:
         # a network that cannot take these images says which sizes it takes; say which method
         # and which images, as the dataset config decides them
@@ -91,6 +95,8 @@ def build_method(cfg: DictConfig, dm: AnomalyDataModule | None, threshold: Thres
         raise
     if not isinstance(model, AnomalyModule):
         raise AnomalyError(f"method._target_={cfg.method._target_} is not an AnomalyModule")
+    PostProcessor(threshold).attach(model)
+    Evaluator().attach(model)
     return model
 
 
@@ -166,20 +172,21 @@ def protocol_class_name(cfg: DictConfig) -> str | None:
 
 def run_summary(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, **extra: Any) -> dict:
     protocol = protocol_summary(dm)
-    status = "ok" if not model.test_problem or model.test_metrics else "invalid_scores"
+    evaluator, fit = model.evaluator, model.post_processor.fit_record
+    status = "ok" if not evaluator.test_problem or evaluator.test_metrics else "invalid_scores"
     return {
         "method": model.name,
         "dataset": cfg.dataset.name,
         "protocol": protocol,
         "seed": int(cfg.seed),
         "status": status,
-        "problem": model.test_problem,
-        "metrics": model.test_metrics,
+        "problem": evaluator.test_problem,
+        "metrics": evaluator.test_metrics,
         # the validation split's, at the same threshold: what model selection and sweepers may use
-        "val_metrics": model.val_metrics,
+        "val_metrics": evaluator.val_metrics,
         # the rule that fitted the threshold (a fallback's, where the configured one could not)
-        "threshold_strategy": model.threshold_fit["used"] or model.threshold_fit["configured"],
-        "threshold_fit": dict(model.threshold_fit),
+        "threshold_strategy": fit["used"] or fit["configured"],
+        "threshold_fit": dict(fit),
         # what the report tells rows apart by when a sweep varies a method setting
         "method_settings": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
                             if k != "_target_"},
@@ -307,7 +314,7 @@ def _test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, tr
                           accelerator=trainer.strategy.root_device.type, world_size=trainer.world_size,
                           run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume,
                           **provenance.record(cfg), **extra)
-    results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
+    results = write_results(output_dir, summary, model.test_scores, model.post_processor.value)
     if resume is not None:
         mark_resumed(Path(resume).parent.parent, output_dir)
     write_examples(output_dir, model, dm, run_title(results))
@@ -324,7 +331,7 @@ def write_examples(output_dir: Path, model: AnomalyModule, dm: AnomalyDataModule
     """examples.png: the test images the method found most / least anomalous, each with its class
     and score, over their reconstructions where the method has them."""
     scored = model.test_scores
-    if scored is None or model.test_problem:
+    if scored is None or model.evaluator.test_problem:
         return
     groups = {}
     for name, pos in example_indices(scored).items():
@@ -380,7 +387,7 @@ def evaluate(cfg: DictConfig) -> dict:
     model.load_state_dict(ckpt["state_dict"])
     model.run_config = info["config"]
     if not refit:
-        model.restore_threshold_fit(info.get("threshold_fit") or
+        model.post_processor.restore(info.get("threshold_fit") or
                                     ({"configured": run_cfg.threshold.get("strategy")} if legacy else None))
     if files is not None:
         return predict_folder(run_cfg, model, Path(str(predict_dir)).expanduser(), files, output_dir,
@@ -393,7 +400,7 @@ def evaluate(cfg: DictConfig) -> dict:
                           run_dir=str(output_dir), checkpoint=str(cfg.ckpt_path),
                           threshold_refit=refit,
                           **provenance.record(run_cfg, run_kind="rescore", entry="anomaly.evaluate"))
-    results = write_results(output_dir, summary, model.test_scores, float(model.threshold))
+    results = write_results(output_dir, summary, model.test_scores, model.post_processor.value)
     print_results(results)
     return results
 
@@ -449,7 +456,7 @@ def predict_folder(run_cfg: DictConfig, model: AnomalyModule, root: Path, files:
     value range. dm: the run's datamodule, to refit the threshold on its validation split first."""
     from anomaly.data.io import read_images
 
-    if dm is None and not torch.isfinite(model.threshold):
+    if dm is None and not math.isfinite(model.post_processor.value):
         raise AnomalyError(f"ckpt_path={checkpoint} has no fitted threshold, so images cannot be "
                            "labelled; refit_threshold=true fits one on the run's validation split")
     channels, size = model.image_shape[0], model.image_shape[1]
@@ -469,7 +476,7 @@ def predict_folder(run_cfg: DictConfig, model: AnomalyModule, root: Path, files:
         for i, score, anomalous in zip(predicted.index.tolist(), predicted.score.tolist(),
                                        predicted.anomalous.tolist()):
             writer.writerow([files[i].relative_to(root).as_posix(), repr(score), int(anomalous)])
-    threshold = float(model.threshold)
+    threshold = model.post_processor.value
     n_anomalous = int(predicted.anomalous.sum())
     print_line(f"{len(files)} images of {root} scored by {model.name} ({checkpoint}): {n_anomalous} "
                f"anomalous (score > threshold {threshold:.6g}); predictions: {path}")
