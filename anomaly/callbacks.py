@@ -6,11 +6,8 @@
   from what every method already does (return its loss or `self.log("train/…")` its terms), so
   GANs with manual optimisation are covered without code of their own. A diverged network never
   recovers; training on would only waste the job's time and then score with NaN weights.
-- `ResumableRNG`: stores the random number generators' states in every checkpoint and puts them
-  back when training resumes from one, so that a run resumed from its epoch-end `last.ckpt`
-  (`ckpt_path=last`) draws the same noise as the uninterrupted run and ends with the same
-  results. (The order of the training batches is a function of seed and epoch, see
-  `anomaly.data.datamodule.EpochShuffle`.) Under DDP each rank draws its own noise.
+- `anomaly.rng.ResumableRNG` (with the rest of the random generators' handling): the
+  generators' states in every checkpoint, back when training resumes from one.
 - The bookkeeping around the steps, on a cadence so that it stays a few percent of training
   (GPU steps take milliseconds): `EpochEndCheckpoint` (at most every few minutes), and
   `ValidationCadence` (about every 200 batches), `ProgressBar` (its numbers read once a second).
@@ -26,13 +23,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import signal
 import time
 from typing import Any, Mapping
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
@@ -217,73 +212,6 @@ def _describe(value: torch.Tensor) -> str:
     flat = value.detach().float().reshape(-1)
     bad = flat[~torch.isfinite(flat)]
     return str(float(bad[0])) if len(bad) else "?"
-
-
-class ResumableRNG(L.Callback):
-    """Save the RNG states with each checkpoint; restore them when training resumes from one.
-
-    Under DDP (world size > 1) every rank would otherwise draw the same noise (GAN latents, PGD
-    starts, VAE samples): each rank's generators are seeded at the start of every epoch from
-    (seed, epoch, rank), so ranks draw apart, reproducibly, and a resume at an epoch end is exact
-    without the other ranks' states. One process keeps one stream, as before."""
-
-    def __init__(self, seed: int | None = None) -> None:
-        self.seed = seed
-        self._pending: dict[str, Any] | None = None
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.world_size > 1:
-            seed = self.seed if self.seed is not None else (pl_module.run_config or {}).get("seed", 0)
-            seed_rank_streams(int(seed), trainer.current_epoch, trainer.global_rank)
-
-    def state_dict(self) -> dict[str, Any]:
-        # plain tensors and lists only: checkpoints are loaded with weights_only=True
-        np_state = np.random.get_state()
-        py_state = random.getstate()
-        state = {"torch": torch.get_rng_state(),
-                 "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                           "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                           "cached_gaussian": float(np_state[4])},
-                 "python": [py_state[0], list(py_state[1]), py_state[2]]}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # applied in on_train_start: nothing between it and the first resumed batch draws numbers
-        # (model building and checkpoint restoring before it may)
-        self._pending = dict(state_dict)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        state, self._pending = self._pending, None
-        if not state:
-            return
-        torch.set_rng_state(state["torch"])
-        if "numpy" in state:
-            n = state["numpy"]
-            np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                                 n["has_gauss"], n["cached_gaussian"]))
-        if "python" in state:
-            version, internal, gauss = state["python"]
-            random.setstate((version, tuple(internal), gauss))
-        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        log.info("resumed the random number generators of the checkpoint")
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a checkpoint of the training's last epoch (a run stopped then) leaves no epoch to train:
-        # Lightning skips on_train_start, and validation and test (which may sample: the VAE's
-        # scores) draw from the generators as the uninterrupted run left them
-        self.on_train_start(trainer, pl_module)
-
-
-def seed_rank_streams(seed: int, epoch: int, rank: int) -> None:
-    """Seed torch (CPU and CUDA), NumPy and Python for one rank's epoch: independent streams per
-    (seed, epoch, rank)."""
-    words = np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(2, np.uint32)
-    torch.manual_seed(int(words[0]) << 31 | int(words[1]) >> 1)
-    np.random.seed(int(words[0]))
-    random.seed(int(words[1]))
 
 
 class EpochEndCheckpoint(ModelCheckpoint):

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from anomaly.callbacks import ResumableRNG, seed_rank_streams
+from anomaly.rng import ResumableRNG, seed_rank_streams
 from anomaly.checkpoints import load_checkpoint
 from anomaly.pipeline import train
 from tests.conftest import TINY, compose_config

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import ExitStack
 from typing import Any, ClassVar, Iterator, Sequence
 
 import lightning as L
@@ -24,8 +23,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
 from anomaly.evaluation.evaluator import Evaluator
-from anomaly.evaluation.gather import Predicted, ScoredSplit
+from anomaly.evaluation.gather import Predicted, ScoredSplit, gather_rows
 from anomaly.evaluation.post_processor import PostProcessor
+from anomaly.rng import ValidationRNG
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class AnomalyModule(L.LightningModule):
         self.predictions: Predicted | None = None  # of the last Trainer.predict
         # this training batch's values logged under train/ (cleared by StopOnNonFiniteLoss)
         self.logged_train_values: dict[str, torch.Tensor] = {}
-        self._rng_fork = ExitStack()  # the forked generators of a validation inside fit
+        self._validation_rng = ValidationRNG()  # the forked generators of a validation inside fit
         # set by the progress bar (anomaly.callbacks.ProgressBar) while a val / test batch is scored
         self.scoring_progress: Any = None
 
@@ -190,38 +190,13 @@ class AnomalyModule(L.LightningModule):
                                                 "limit_test_batches 0?)"))
 
     def _gather_store(self, empty: str, uneven: bool = False) -> dict[str, torch.Tensor]:
-        """The stored batches' tensors, gathered over ranks, each `index` once, in index order.
-        uneven: ranks may hold different numbers of rows (Lightning's predict sampler does not
-        pad); they are padded to the longest with index -1 for the gather, and dropped after."""
-        local = {k: torch.cat([b[k] for b in self._store]) for k in self._store[0]} if self._store else None
-        self._store = []
-        if local is None:
-            raise AnomalyError(empty)
-        if self.trainer is not None and self.trainer.world_size > 1:
-            flags = [k for k, v in local.items() if v.dtype == torch.bool]
-            for k in flags:
-                local[k] = local[k].to(torch.uint8)  # not every backend gathers bool
-            if uneven:
-                local = _pad_rows(local, int(self.all_gather(torch.tensor(len(local["index"]),
-                                                                          device=self.device)).max()))
-            gathered = self.all_gather(local)
-            local = {k: v.reshape(-1, *v.shape[2:]) for k, v in gathered.items()}
-            if uneven:
-                keep = local["index"] >= 0
-                local = {k: v[keep] for k, v in local.items()}
-            for k in flags:
-                local[k] = local[k].bool()
-        # DistributedSampler pads with repeats: keep each dataset index once, in index order
-        index, first = _first_occurrence(local["index"])
-        return {**{k: v[first].cpu() for k, v in local.items() if k != "index"}, "index": index.cpu()}
+        """The stored batches, gathered over ranks (`anomaly.evaluation.gather.gather_rows`)."""
+        rows, self._store = self._store, []
+        return gather_rows(self, rows, empty, uneven)
 
     def on_validation_start(self) -> None:
-        # Validation inside fit draws from a fork of torch's generators (scores that sample, the
-        # VAE's): how often it runs (callbacks.validation_cadence) never changes the training.
-        self._rng_fork.close()
-        if self.trainer.state.fn == TrainerFn.FITTING:
-            devices = [self.device.index or 0] if self.device.type == "cuda" else []
-            self._rng_fork.enter_context(torch.random.fork_rng(devices=devices))
+        # validation inside fit draws from a fork of the generators: it never changes the training
+        self._validation_rng.start(self)
         # Only the stand-alone validation after fit (and evaluate's refit) fits score statistics:
         # validation inside fit (callbacks.validation_cadence) scores with whatever the method has.
         if self.trainer.state.fn == TrainerFn.VALIDATING and self.trainer.datamodule is not None:
@@ -236,7 +211,7 @@ class AnomalyModule(L.LightningModule):
             yield self.on_after_batch_transfer(batch, 0)
 
     def on_validation_end(self) -> None:
-        self._rng_fork.close()  # back to the training's own stream
+        self._validation_rng.end()  # back to the training's own stream
 
     def on_validation_epoch_start(self) -> None:
         self._store = []
@@ -349,21 +324,3 @@ def check_checkpoint_identity(checkpoint: dict[str, Any], method: str,
     if image_shape is not None and tuple(info.get("image_shape", ())) != tuple(image_shape):
         raise AnomalyError(f"{path} was trained on images of shape {tuple(info['image_shape'])}, "
                            f"not {tuple(image_shape)}")
-
-
-def _pad_rows(local: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
-    """Each tensor padded to `rows` rows (zeros; `index` with -1, which marks the padding)."""
-    missing = rows - len(local["index"])
-    if missing <= 0:
-        return local
-    return {k: torch.cat([v, torch.full((missing, *v.shape[1:]), -1 if k == "index" else 0,
-                                        dtype=v.dtype, device=v.device)]) for k, v in local.items()}
-
-
-def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted unique values of `index` and the position of each one's first occurrence."""
-    uniq, inverse = torch.unique(index, sorted=True, return_inverse=True)
-    positions = torch.arange(len(index), device=index.device)
-    first = torch.full((len(uniq),), len(index), dtype=torch.long, device=index.device)
-    first.scatter_reduce_(0, inverse, positions, reduce="amin")
-    return uniq, first
