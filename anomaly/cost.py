@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -1,4 +1,4 @@
-"""The bookkeeping around the training steps (anomaly.callbacks): checkpoints and validation on a
+"""The bookkeeping around the training steps (anomaly.callbacks, anomaly.rng): checkpoints and validation on a
 cadence, validation that never changes the training, and each DDP rank's own noise."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.protocols.contamination import Contamination, contamination_split, impurity_count
 from anomaly.evaluation.thresholds import ContaminationQuantile
 from anomaly.config import instantiate

@@ -61,12 +61,12 @@ class AnomalyModule(L.LightningModule):
         # this training batch's values logged under train/ (cleared by StopOnNonFiniteLoss)
         self.logged_train_values: dict[str, torch.Tensor] = {}
         self._validation_rng = ValidationRNG()  # the forked generators of a validation inside fit
-        # set by the progress bar (anomaly.callbacks.ProgressBar) while a val / test batch is scored
+        # set by the progress bar (anomaly.callbacks.progress.ProgressBar) while a val / test batch is scored
         self.scoring_progress: Any = None
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """LightningModule.log, keeping the tensors logged under `train/` for the non-finite check
-        (`anomaly.callbacks.StopOnNonFiniteLoss`), which reads them on the device."""
+        (`anomaly.callbacks.non_finite.StopOnNonFiniteLoss`), which reads them on the device."""
         if name.startswith("train/") and isinstance(value, torch.Tensor):
             self.logged_train_values[name] = value
         super().log(name, value, *args, **kwargs)
