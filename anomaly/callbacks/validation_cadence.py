@@ -16,8 +16,8 @@ class ValidationCadence(L.Callback):
     cost more than the rest of the bookkeeping together; this keeps it a few percent of training
     on any device (a validation batch costs about what a training batch does, on a GPU as on a
     CPU). 1: every epoch. The threshold is fitted on validation after fit in any case, and
-    validation never changes the training's numbers (`AnomalyModule` runs it on a fork of the
-    random generators)."""
+    validation never changes the training's numbers (it runs on a fork of the random generators,
+    `anomaly.rng.ValidationRNG`)."""
 
     def __init__(self, every_n_batches: int = 200) -> None:
         if int(every_n_batches) < 1:
