@@ -414,7 +414,7 @@ def test_readme_without_markers_is_an_error(tmp_path, capsys):
 def test_figures_name_classes_and_auroc(tmp_path):
     from anomaly import plots
     from anomaly.evaluation.metrics import compute_metrics
-    from anomaly.methods.base import ScoredSplit
+    from anomaly.evaluation.gather import ScoredSplit
     from anomaly.results import write_results
 
     assert plots.classes_text({"normal": ["1", "3", "77"], "normal_ids": [0, 2, 76]}) == "normal 1,3,77"
@@ -666,14 +666,14 @@ def test_examples_name_each_image_class_and_score(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
     from anomaly import pipeline
-    from anomaly.methods.base import ScoredSplit
+    from anomaly.evaluation.gather import ScoredSplit
 
     labels = torch.tensor([0, 0, 7, 3])
     scored = ScoredSplit(score=torch.tensor([0.1, 0.4, 2.5, 0.2]), anomalous=labels != 0, label=labels,
                          index=torch.tensor([10, 11, 12, 13]))
     images = torch.zeros(20, 1, 4, 4, dtype=torch.uint8)
     seen = {}
-    model = SimpleNamespace(test_scores=scored, test_problem=None,
+    model = SimpleNamespace(test_scores=scored, evaluator=SimpleNamespace(test_problem=None),
                             examples=lambda x: (seen.setdefault("shape", x.shape) and x.float(), None))
     dm = SimpleNamespace(data=SimpleNamespace(images=images, class_names=[f"c{i}" for i in range(10)]))
     drawn = {}
