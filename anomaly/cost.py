@@ -29,18 +29,16 @@ import contextlib
 import copy
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import lightning as L
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomaly import AnomalyError
+from anomaly.rng import kept_random_state
 
 log = logging.getLogger("anomaly")
 
@@ -319,21 +317,6 @@ def describe_plan(plan: BudgetPlan, model: Any) -> None:
 
 
 # ---- the probe ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def kept_random_state() -> Iterator[None]:
-    """torch's (CPU, CUDA), NumPy's and Python's generators as they were before the block."""
-    states = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
-              torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None)
-    try:
-        yield
-    finally:
-        torch.set_rng_state(states[0])
-        np.random.set_state(states[1])
-        random.setstate(states[2])
-        if states[3] is not None:
-            torch.cuda.set_rng_state_all(states[3])
-
-
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
     """Lightning's info lines (GPU available…, `Trainer.fit` stopped) are the real fit's to say."""

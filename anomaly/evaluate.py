@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     runlog.setup()  # our warning filters, no Lightning tips; what the terminal shows goes to evaluate.log too
     with job_errors(cfg):  # in a sweep (-m), one failing checkpoint does not stop the others
         configure_job(cfg)
-        from anomaly.pipeline import evaluate  # here: `--help` and `--cfg job` answer without it
+        from anomaly.rescore import evaluate  # here: `--help` and `--cfg job` answer without it
 
         evaluate(cfg)
 

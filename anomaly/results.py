@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from anomaly.evaluation.suspect import suspect_flags
-from anomaly.methods.base import ScoredSplit
+from anomaly.evaluation.gather import ScoredSplit
 from anomaly.plots import classes_text, plot_examples, plot_roc, plot_score_hist, run_title
 
 __all__ = ["write_results", "write_json", "example_indices", "plot_examples", "run_title", "versions", "machine"]

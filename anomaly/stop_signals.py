@@ -2,7 +2,7 @@
 stops by, without torch or Lightning (the reproduce entry point's fan-out uses them before either
 loads).
 
-- During training `anomaly.callbacks.StopAtEpochEnd` handles them: the epoch in progress finishes
+- During training `anomaly.callbacks.epoch_end.StopAtEpochEnd` handles them: the epoch in progress finishes
   and its checkpoint is written.
 - Elsewhere in a run `stop_at_once` does: the run ends at once with `RunInterrupted`.
 - `anomaly.reproduce.fanout` passes them on to its jobs.

@@ -28,7 +28,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from anomaly.callbacks import ResumableRNG, StopOnNonFiniteLoss
+from anomaly.callbacks.non_finite import StopOnNonFiniteLoss
+from anomaly.rng import ResumableRNG
 from anomaly.methods.ae import Autoencoder
 from anomaly.methods.arae import ARAE, pgd_linf_latent
 from anomaly.methods.base import real_fake_bce

@@ -209,7 +209,7 @@ def score_published(args, digit: int, seed: int, run_dir: Path) -> dict:
         trainer = build_trainer(cfg, with_callbacks=False, with_logger=False)
         trainer.validate(model, datamodule=dm, verbose=False)
         trainer.test(model, datamodule=dm, verbose=False)
-        metrics[str(ratio)] = {k: model.test_metrics[k] for k in ("f1_inlier", "auroc")}
+        metrics[str(ratio)] = {k: model.evaluator.test_metrics[k] for k in ("f1_inlier", "auroc")}
         sizes[str(ratio)] = dm.split.sizes()
     return {"metrics": metrics, "split_sizes": sizes}
 

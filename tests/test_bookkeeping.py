@@ -1,4 +1,4 @@
-"""The bookkeeping around the training steps (anomaly.callbacks): checkpoints and validation on a
+"""The bookkeeping around the training steps (anomaly.callbacks, anomaly.rng): checkpoints and validation on a
 cadence, validation that never changes the training, and each DDP rank's own noise."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from anomaly.callbacks import ResumableRNG, seed_rank_streams
+from anomaly.rng import ResumableRNG, seed_rank_streams
 from anomaly.checkpoints import load_checkpoint
 from anomaly.pipeline import train
 from tests.conftest import TINY, compose_config

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.protocols.coil_random import coil_outlier_ratio, CoilRandom, coil_random_split
 
 OBJECTS = [str(n) for n in range(1, 101)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.protocols.contamination import Contamination, contamination_split, impurity_count
 from anomaly.evaluation.thresholds import ContaminationQuantile
 from anomaly.config import instantiate
@@ -122,7 +122,8 @@ def test_protocol_threshold_takes_the_protocols_contamination(tmp_path):
 
     DM.protocol = protocol
     model = build_method(cfg, DM)
-    assert isinstance(model.threshold_rule, ContaminationQuantile) and model.threshold_rule.contamination == 0.1
+    rule = model.post_processor.rule
+    assert isinstance(rule, ContaminationQuantile) and rule.contamination == 0.1
     # other protocols have no contamination: the rule then needs it given
     cfg = compose_config(tmp_path, ["threshold=contamination_quantile"])
     assert cfg.threshold.contamination is None

@@ -19,7 +19,7 @@ import pytest
 from omegaconf import open_dict, read_write
 
 from anomaly import AnomalyError, distributed
-from anomaly.pipeline import evaluate
+from anomaly.rescore import evaluate
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -154,7 +154,7 @@ def test_ranks_stop_together_when_the_signal_reached_one():
     signal did not reach stops after the same epoch, with its checkpoint written there."""
     from types import SimpleNamespace
 
-    from anomaly.callbacks import EpochEndCheckpoint, StopAtEpochEnd
+    from anomaly.callbacks.epoch_end import EpochEndCheckpoint, StopAtEpochEnd
 
     asked = []
 

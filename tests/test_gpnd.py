@@ -245,14 +245,14 @@ def test_the_evaluation_bar_shows_progress_within_a_long_batch(monkeypatch):
     """What report_scoring tells reaches the bar's right side, at most every refresh_seconds."""
     from types import SimpleNamespace
 
-    from anomaly import callbacks
-    from anomaly.callbacks import ProgressBar
+    from anomaly.callbacks import progress
+    from anomaly.callbacks.progress import ProgressBar
 
     shown = []
     bar = SimpleNamespace(disable=False, set_postfix_str=lambda text, refresh: shown.append(text))
     model = GPND([1, 32, 32], latent_dim=8)
     clock = iter([0.0, 0.5, 1.2, 1.4, 2.5])
-    monkeypatch.setattr(callbacks.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     ProgressBar(refresh_seconds=1.0)._show_scoring(model, bar)  # (at a batch's start: clock 0.0)
     for done in (4, 8, 12, 16):  # at 0.5 s, 1.2 s, 1.4 s, 2.5 s
         model.report_scoring(done, 16)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import anomaly.pipeline as pipeline
+import anomaly.rescore as rescore
 from tests.conftest import compose_config
 from tests.helpers.runs import AUROC_FLOOR
 from tests.helpers.syncs import around_each_step
@@ -62,7 +63,7 @@ def test_method_on_cuda_separates_rescores_and_never_syncs_a_step(monkeypatch, t
     assert batch["image"].device.type == "cuda"  # sliced on the device, no copy per batch
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     monkeypatch.setattr(pipeline, "build_trainer", build)
-    again = pipeline.evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={ckpt}", "trainer=gpu",
+    again = rescore.evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={ckpt}", "trainer=gpu",
                                                                  "trainer.enable_progress_bar=false",
                                                                  f"method={method}"], config_name="evaluate"))
     assert again["metrics"] == results["metrics"]

@@ -91,7 +91,7 @@ def test_the_table_runner_never_sets_one_class_against_a_mean_over_classes():
 def test_a_cut_of_the_data_every_run_shares_is_said():
     from types import SimpleNamespace
 
-    from anomaly.report.aggregate import data_limits
+    from anomaly.report.labels import data_limits
 
     def run(n_train):
         return SimpleNamespace(settings={"protocol.n_train": n_train, "protocol.n_test": 1000})

@@ -44,7 +44,7 @@ def test_every_method_config_is_a_variant_and_a_new_one_joins_without_an_edit(tm
 
 
 def test_the_real_benchmark_tables_run_every_method_on_one_protocol():
-    from anomaly.report.aggregate import table_config
+    from anomaly.report.table_conf import table_config
 
     for name, dataset in (("benchmark_mnist", "mnist"), ("benchmark_fashion_mnist", "fashion_mnist")):
         table = table_config(name)
@@ -133,7 +133,7 @@ def test_ranks_the_friedman_test_and_the_critical_difference(bench_runs):
     assert "the 5 classes every method has" in text and "| vae |" in text and "| — | 0.722 | 4.00 |" in text
     assert "Deep SVDD 0.948 (Ruff et al., ICML 2018)" in text  # the field's published means
     # the diagram says what it ranks, over which blocks, and gives each method's rank by its name
-    from anomaly.report.leaderboard import cd_labels, cd_title
+    from anomaly.report.leaderboard_figures import cd_labels, cd_title
 
     title = cd_title(board)
     assert "average rank of test AUROC" in title and "over 5 classes × 2 seeds" in title and "CD = 2.10" in title
@@ -220,7 +220,7 @@ def test_every_method_of_a_benchmark_is_accepted_at_every_budget(tmp_path, name)
     (a two-stage method's epochs at equal_steps, …) and keeps the budget's equal batch size."""
     from anomaly.config import compose
     from anomaly.config_schema import check_train
-    from anomaly.report.aggregate import table_config
+    from anomaly.report.table_conf import table_config
 
     table = table_config(name)
     first = {k: v[0] for k, v in table.grid.items() if k != "variant"}
@@ -304,7 +304,8 @@ def test_rank_statistics_are_autoranks_and_leave_out_the_method_tuned_on_labels(
 
 
 def test_the_leaderboard_shows_each_methods_flops_and_share_and_draws_them(tmp_path):
-    from anomaly.report.leaderboard import as_table, plot_cost
+    from anomaly.report.leaderboard import as_table
+    from anomaly.report.leaderboard_figures import plot_cost
 
     (board,) = leaderboards(report([fixed_runs(tmp_path / "runs")], echo=False, plots=False)["runs"])
     table = as_table(board)

@@ -26,7 +26,8 @@ import torch
 from omegaconf import OmegaConf
 
 from anomaly import AnomalyError
-from anomaly.pipeline import build_datamodule, build_method, evaluate, train
+from anomaly.pipeline import build_datamodule, build_method, train
+from anomaly.rescore import evaluate
 from tests.conftest import CONF_DIR, compose_config
 from tests.helpers.runs import AUROC_FLOOR, mnist_run
 

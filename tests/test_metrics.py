@@ -96,22 +96,24 @@ def test_nonsense_warnings_name_an_inverted_ranking_and_unusable_scores():
 
 def test_a_method_warns_when_its_validation_ranks_anomalies_below_normals(caplog):
     from anomaly.methods.ae import Autoencoder
-    from anomaly.methods.base import ScoredSplit
+    from anomaly.evaluation.gather import ScoredSplit
 
     model = Autoencoder(image_shape=(1, 16, 16))
     labels = torch.tensor([False] * 3 + [True] * 3)
     inverted = ScoredSplit(score=torch.tensor([3.0, 4.0, 5.0, 0.0, 1.0, 2.0]), anomalous=labels,
                            label=labels.long(), index=torch.arange(6))
+    def validate(split):  # as the module's validation does with a gathered split
+        model.evaluator.validation(split, model.post_processor.fit(split))
+        model.evaluator.warn_if_nonsense(model.name)
+
     with caplog.at_level("WARNING", logger="anomaly"):
-        model.apply_validation(inverted)
-        model.warn_if_nonsense()
-    assert model.val_metrics["auroc"] == 0.0
+        validate(inverted)
+    assert model.evaluator.val_metrics["auroc"] == 0.0
     assert "method=ae: validation AUROC 0.000 is below chance" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="anomaly"):
-        model.apply_validation(ScoredSplit(-inverted.score, labels, labels.long(), torch.arange(6)))
-        model.warn_if_nonsense()
-    assert model.val_metrics["auroc"] == 1.0 and caplog.text == ""
+        validate(ScoredSplit(-inverted.score, labels, labels.long(), torch.arange(6)))
+    assert model.evaluator.val_metrics["auroc"] == 1.0 and caplog.text == ""
 
 
 # ---- suspect numbers: flagged, never hidden (anomaly.evaluation.suspect) -------------------------

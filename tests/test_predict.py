@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from anomaly import AnomalyError
-from anomaly.pipeline import build_datamodule, evaluate, train
+from anomaly.pipeline import build_datamodule, train
+from anomaly.rescore import evaluate
 from tests.conftest import TINY, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]

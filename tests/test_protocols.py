@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.protocols.anomaly_ratio import AnomalyRatio, anomaly_ratio_split
 from anomaly.data.protocols.base import Split, resolve_classes, resolve_normal_classes
 from anomaly.data.protocols.holdout_class import HoldoutClass, holdout_class_split

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.report import aggregate, main, readme, report
+from anomaly.report import group, layout, load, main, readme, report, table_conf
 from anomaly.report.render import README_END, README_START
 
 
@@ -27,7 +27,7 @@ def made_up_tables(request, monkeypatch):
     """The reproduced runs below carry made-up published numbers under real table names: the
     report is to use those, not conf/table's (unless a test asks for `real_table_configs`)."""
     if "real_table_configs" not in request.fixturenames:
-        monkeypatch.setattr(aggregate, "table_config", lambda name: None)
+        monkeypatch.setattr(table_conf, "table_config", lambda name: None)
 
 
 def config(normal=0, seed=0, fold=0, max_epochs=10, batch_size=32, lr=0.001, limit=None, **bookkeeping):
@@ -414,7 +414,7 @@ def test_readme_without_markers_is_an_error(tmp_path, capsys):
 def test_figures_name_classes_and_auroc(tmp_path):
     from anomaly import plots
     from anomaly.evaluation.metrics import compute_metrics
-    from anomaly.methods.base import ScoredSplit
+    from anomaly.evaluation.gather import ScoredSplit
     from anomaly.results import write_results
 
     assert plots.classes_text({"normal": ["1", "3", "77"], "normal_ids": [0, 2, 76]}) == "normal 1,3,77"
@@ -614,16 +614,51 @@ def test_a_table_over_outlier_shares_is_drawn_over_the_share(tmp_path):
             data["protocol"].update(data_protocol)
             (path / "results.json").write_text(json.dumps(data))
     runs, _ = report_plots_runs(tmp_path)
-    (table,) = aggregate.paper_tables(runs)
+    (table,) = layout.paper_tables(runs)
     assert report_plots.row_setting(table) == ("outlier_ratio", [0.1, 0.3])
     (path,) = report_plots.plot_paper([table], lambda t: ["f1_paper"], tmp_path)
     assert path.exists() and path.stat().st_size > 10_000
     assert report_plots.metric_axis("f1_paper", table.runs) == "F1, inliers positive"
 
 
+def test_a_reproduced_tables_rows_are_its_grid_keys_from_the_table_config(tmp_path, monkeypatch):
+    """The row keys come from conf/table/<table>.yaml's grid (less the classes and repetitions),
+    with any key a run's cell adds beyond it; without the table config, from the recorded cell."""
+    from anomaly.reproduce.tables import Table
+
+    budgets = {b: {} for b in ("paper", "reduced", "smoke")}
+    config_ = Table.from_config({"name": "gpnd_mnist", "metric": "f1_inlier", "budgets": budgets,
+                                 "grid": {"protocol.normal": [[0], [1]], "protocol.fold": [0, 1],
+                                          "protocol.outlier_ratio": [0.1, 0.3]},
+                                 "test_keys": ["protocol.outlier_ratio"],
+                                 "paper": [{"where": {"protocol.outlier_ratio": 0.1}, "f1_inlier": 0.96}]})
+    cell = {"protocol.n_test": 40, "protocol.normal": [0], "protocol.fold": 1, "protocol.outlier_ratio": 0.3}
+    write(tmp_path / "run", 0.9, fold=1, budget="reduced",
+          reproduce={"table": "gpnd_mnist", "metric": "f1_inlier", "cell": cell})
+    (run,) = load.load_runs([tmp_path])
+    assert group.row_keys(run) == ["protocol.n_test", "protocol.outlier_ratio"]  # recorded: no config
+    monkeypatch.setattr(table_conf, "table_config", lambda name: config_ if name == "gpnd_mnist" else None)
+    assert group.row_keys(run) == ["protocol.outlier_ratio", "protocol.n_test"]  # the grid's, then the cell's own
+    assert group.row_of(run) == (("protocol.n_test", 40), ("protocol.outlier_ratio", 0.3))
+    group.assign_rows([run])
+    (table,) = layout.paper_tables([run])
+    assert table.metrics() == ["f1_inlier"]  # the table config's metric and published numbers
+
+
+def test_a_metric_is_one_the_runs_recorded(tmp_path):
+    from anomaly.report.load import allowed_metrics, check_metrics
+
+    write(tmp_path / "run", 0.9)
+    runs = load.load_runs([tmp_path])
+    assert allowed_metrics(runs) == ["auroc", "f1", "f1_inlier", "f1_paper"]
+    with pytest.raises(SystemExit, match="--metric fpr95: not a metric; choose from auroc, f1, f1_inlier, f1_paper"):
+        check_metrics(["auroc", "fpr95"], runs)
+    check_metrics(["fpr95"], [])  # no run recorded a number: nothing to check against
+
+
 def report_plots_runs(root):
-    runs, left_out = aggregate.select_runs(aggregate.load_runs([root]))
-    aggregate.assign_rows(runs)
+    runs, left_out = load.select_runs(load.load_runs([root]))
+    group.assign_rows(runs)
     return runs, left_out
 
 
@@ -631,14 +666,14 @@ def test_examples_name_each_image_class_and_score(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
     from anomaly import pipeline
-    from anomaly.methods.base import ScoredSplit
+    from anomaly.evaluation.gather import ScoredSplit
 
     labels = torch.tensor([0, 0, 7, 3])
     scored = ScoredSplit(score=torch.tensor([0.1, 0.4, 2.5, 0.2]), anomalous=labels != 0, label=labels,
                          index=torch.tensor([10, 11, 12, 13]))
     images = torch.zeros(20, 1, 4, 4, dtype=torch.uint8)
     seen = {}
-    model = SimpleNamespace(test_scores=scored, test_problem=None,
+    model = SimpleNamespace(test_scores=scored, evaluator=SimpleNamespace(test_problem=None),
                             examples=lambda x: (seen.setdefault("shape", x.shape) and x.float(), None))
     dm = SimpleNamespace(data=SimpleNamespace(images=images, class_names=[f"c{i}" for i in range(10)]))
     drawn = {}

@@ -13,7 +13,8 @@ from sklearn.metrics import f1_score
 
 from anomaly import AnomalyError
 from anomaly.evaluation.thresholds import ContaminationQuantile, F1Threshold, QuantileThreshold, Threshold
-from anomaly.pipeline import build_threshold, evaluate, train
+from anomaly.pipeline import build_threshold, train
+from anomaly.rescore import evaluate
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 POSITIVES = {"f1": "anomalous", "f1_inlier": "normal"}

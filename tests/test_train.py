@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from anomaly import AnomalyError
-from anomaly.pipeline import evaluate, train
+from anomaly.pipeline import train
+from anomaly.rescore import evaluate
 from tests.conftest import TINY, compose_config
 from tests.helpers.runs import AUROC_FLOOR, mnist_run
 

@@ -123,7 +123,7 @@ def test_vae_end_to_end_contaminated_protocol_and_paper_threshold(tmp_path, mnis
     assert results["metrics"]["auroc"] > AUROC_FLOOR, results["metrics"]
     # the threshold is the 0.8 quantile of the training + validation scores of the final weights
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    model = VAE([1, 16, 16], threshold=ContaminationQuantile(0.2))
+    model = VAE([1, 16, 16])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     dm = build_datamodule(cfg)

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf, open_dict
 from anomaly import AnomalyError, sweep
 from anomaly.config_schema import ConfigError, Int, check_evaluate, check_keys, check_train, method_rules
 from anomaly.console import print_config_tree, print_results
-from anomaly.pipeline import build_trainer, evaluate, train
+from anomaly.pipeline import build_trainer, train
+from anomaly.rescore import evaluate
 from anomaly.runlog import DropLightningTips, RANK_ZERO_LOGGERS, error, quiet_lightning_tips
 from anomaly.sweep import configure_job, job_errors
 from tests.conftest import CONF_DIR, TINY, compose_config

@@ -1,7 +1,7 @@
-"""Data: loaders (datasets.py, their file I/O in io.py) -> protocols (protocols/) -> batches
-(datamodule.py)."""
+"""Data: loaders (datasets.py, their file I/O in io.py, what they return in image_set.py) ->
+protocols (protocols/) -> batches (datamodule.py)."""
 
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.protocols.base import Split
 
 __all__ = ["ImageSet", "Split"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.io import resize_images
 from anomaly.data.protocols.base import Protocol, Split
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from anomaly.data.datasets import ImageSet
+    from anomaly.data.image_set import ImageSet
     from anomaly.data.protocols.base import Split
 
 PARTS = ("train", "val", "test")

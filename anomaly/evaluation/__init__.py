@@ -1,5 +1,7 @@
 """Evaluation of anomaly scores: thresholds fitted on validation (`thresholds`) and the test
-metrics taken with them (`metrics`)."""
+metrics taken with them (`metrics`); the components a method's module hands its gathered scores
+(`gather`) to: the post-processor (`post_processor`: the threshold, fitted and applied) and the
+evaluator (`evaluator`: the metrics)."""
 
 # every metric a run reports (compute_metrics), in the order tables show them; `threshold` is the
 # fitted threshold's value, recorded beside them

@@ -50,7 +50,8 @@ def _between(low: float, high: float) -> float:
 class Threshold:
     """Base of the threshold rules. `fit(scores, anomalous, unlabeled)` returns τ; afterwards
     `used` and `reason` say what it did. `uses_unlabeled`: the rule pools the training scores
-    (the base module scores the training set for it in the stand-alone validation after fit)."""
+    (the post-processor scores the training set for it in the stand-alone validation after fit,
+    `anomaly.evaluation.post_processor`)."""
 
     name: ClassVar[str] = "threshold"
     uses_unlabeled: ClassVar[bool] = False

@@ -1,10 +1,11 @@
-"""What every method does the same way: input scaling, test-time scoring, the validation
-threshold (a buffer, so it travels with checkpoints), metrics, and checkpoint identity.
+"""What every method does the same way: input scaling, the scoring loops of validation, test and
+predict, and checkpoint identity.
 
 A method subclasses `AnomalyModule` and adds only its networks, its training step(s) and
-`score(x)` (per-sample, higher = more anomalous).
+`score(x)` (per-sample, higher = more anomalous). The scored splits go to the module's components
+(`anomaly.evaluation`): its `post_processor` fits the threshold on validation and labels scores
+with it, its `evaluator` takes the metrics; `anomaly.pipeline.build_method` attaches them.
 
-After the threshold is fitted (or restored from a checkpoint: it is the `threshold` buffer),
 `predict(images)` labels images (True = anomalous: score > threshold, PyOD's convention) and
 `predict_step` does the same in `Trainer.predict`, gathered over ranks into `predictions`.
 """
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Sequence
 
 import lightning as L
@@ -23,90 +22,60 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
-from anomaly.evaluation.metrics import compute_metrics, nonsense_warnings, score_problem
-from anomaly.evaluation.thresholds import F1Threshold, Threshold
+from anomaly.evaluation.evaluator import Evaluator
+from anomaly.evaluation.gather import Predicted, ScoredSplit, gather_rows
+from anomaly.evaluation.post_processor import PostProcessor
+from anomaly.rng import ValidationRNG
 
 log = logging.getLogger(__name__)
 
 VALUE_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
 
-@dataclass
-class ScoredSplit:
-    """Scores of one split, gathered over ranks and ordered as the split's indices."""
-
-    score: torch.Tensor
-    anomalous: torch.Tensor
-    label: torch.Tensor
-    index: torch.Tensor
-
-
-@dataclass
-class Predicted:
-    """Predictions on images of no split, gathered over ranks and ordered by `index` (the
-    images' positions in what was predicted): score, and anomalous = score > threshold."""
-
-    score: torch.Tensor
-    anomalous: torch.Tensor
-    index: torch.Tensor
-
-
 class AnomalyModule(L.LightningModule):
     """Base LightningModule of every method.
 
     image_shape: (C, H, W) of the inputs. value_range: "unit" ([0, 1]) or "symmetric" ([-1, 1]);
-    batches arrive as uint8 and are scaled on the device. threshold: the rule that fits the
-    threshold (an `anomaly.evaluation.thresholds.Threshold`, built from the `threshold` config
-    group; None: F1 with anomalies positive), fitted at the end of every validation epoch into
-    the `threshold` buffer (float64). A rule that pools the training scores
-    (contamination_quantile) gets them in the stand-alone validation after fit (the
-    validation inside fit uses validation alone). `threshold_fit` records what the last fit did.
+    batches arrive as uint8 and are scaled on the device. Its components (`post_processor`,
+    `evaluator`: defaults until the pipeline attaches the run's) get every gathered split.
     """
 
     name: ClassVar[str] = "base"
 
-    def __init__(self, image_shape: Sequence[int], value_range: str = "unit",
-                 threshold: Threshold | None = None) -> None:
+    def __init__(self, image_shape: Sequence[int], value_range: str = "unit") -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["threshold"])  # the rule is the run config's, not a weight
+        self.save_hyperparameters()
         if value_range not in VALUE_RANGES:
             raise AnomalyError(f"method.value_range={value_range!r}; choose one of {sorted(VALUE_RANGES)}")
         self.image_shape = check_image_shape(image_shape, self.name)
         self.value_range = value_range
-        if threshold is None:
-            threshold = F1Threshold()
-        if not isinstance(threshold, Threshold):
-            raise AnomalyError(f"threshold={threshold!r} is not a threshold rule "
-                               "(anomaly.evaluation.thresholds.Threshold)")
-        self.threshold_rule = threshold
-        # what the fitted threshold is: the rule configured, the one used and why they differ
-        self.threshold_fit: dict = threshold.record()
-        self._train_scores: torch.Tensor | None = None
-        self.register_buffer("threshold", torch.tensor(math.nan, dtype=torch.float64))
+        self.post_processor: PostProcessor = PostProcessor().attach(self)
+        self.evaluator: Evaluator = Evaluator().attach(self)
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
         self.config_hash: str | None = None  # stored in checkpoints: how ckpt_path=last finds them
         self.data_fingerprint: dict | None = None  # likewise: a resume needs the same images too
         self._store: list[dict[str, torch.Tensor]] = []
         self.val_scores: ScoredSplit | None = None
         self.test_scores: ScoredSplit | None = None
-        # what a sweeper may optimise (anomaly.train returns one of these, never a test number)
-        self.val_metrics: dict[str, float] = {}
-        self.val_problem: str | None = None
-        self.test_metrics: dict[str, float] = {}
-        self.test_problem: str | None = None
         self.predictions: Predicted | None = None  # of the last Trainer.predict
         # this training batch's values logged under train/ (cleared by StopOnNonFiniteLoss)
         self.logged_train_values: dict[str, torch.Tensor] = {}
-        self._rng_fork = ExitStack()  # the forked generators of a validation inside fit
-        # set by the progress bar (anomaly.callbacks.ProgressBar) while a val / test batch is scored
+        self._validation_rng = ValidationRNG()  # the forked generators of a validation inside fit
+        # set by the progress bar (anomaly.callbacks.progress.ProgressBar) while a val / test batch is scored
         self.scoring_progress: Any = None
 
     def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         """LightningModule.log, keeping the tensors logged under `train/` for the non-finite check
-        (`anomaly.callbacks.StopOnNonFiniteLoss`), which reads them on the device."""
+        (`anomaly.callbacks.non_finite.StopOnNonFiniteLoss`), which reads them on the device."""
         if name.startswith("train/") and isinstance(value, torch.Tensor):
             self.logged_train_values[name] = value
         super().log(name, value, *args, **kwargs)
+
+    @property
+    def components(self) -> tuple[Any, ...]:
+        """What gets the gathered scores, in order: the post-processor (the threshold), then the
+        evaluator (metrics at that threshold)."""
+        return self.post_processor, self.evaluator
 
     # ---- what a method provides -------------------------------------------------------------
     def score(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,47 +190,19 @@ class AnomalyModule(L.LightningModule):
                                                 "limit_test_batches 0?)"))
 
     def _gather_store(self, empty: str, uneven: bool = False) -> dict[str, torch.Tensor]:
-        """The stored batches' tensors, gathered over ranks, each `index` once, in index order.
-        uneven: ranks may hold different numbers of rows (Lightning's predict sampler does not
-        pad); they are padded to the longest with index -1 for the gather, and dropped after."""
-        local = {k: torch.cat([b[k] for b in self._store]) for k in self._store[0]} if self._store else None
-        self._store = []
-        if local is None:
-            raise AnomalyError(empty)
-        if self.trainer is not None and self.trainer.world_size > 1:
-            flags = [k for k, v in local.items() if v.dtype == torch.bool]
-            for k in flags:
-                local[k] = local[k].to(torch.uint8)  # not every backend gathers bool
-            if uneven:
-                local = _pad_rows(local, int(self.all_gather(torch.tensor(len(local["index"]),
-                                                                          device=self.device)).max()))
-            gathered = self.all_gather(local)
-            local = {k: v.reshape(-1, *v.shape[2:]) for k, v in gathered.items()}
-            if uneven:
-                keep = local["index"] >= 0
-                local = {k: v[keep] for k, v in local.items()}
-            for k in flags:
-                local[k] = local[k].bool()
-        # DistributedSampler pads with repeats: keep each dataset index once, in index order
-        index, first = _first_occurrence(local["index"])
-        return {**{k: v[first].cpu() for k, v in local.items() if k != "index"}, "index": index.cpu()}
+        """The stored batches, gathered over ranks (`anomaly.evaluation.gather.gather_rows`)."""
+        rows, self._store = self._store, []
+        return gather_rows(self, rows, empty, uneven)
 
     def on_validation_start(self) -> None:
-        # Validation inside fit draws from a fork of torch's generators (scores that sample, the
-        # VAE's): how often it runs (callbacks.validation_cadence) never changes the training.
-        self._rng_fork.close()
-        if self.trainer.state.fn == TrainerFn.FITTING:
-            devices = [self.device.index or 0] if self.device.type == "cuda" else []
-            self._rng_fork.enter_context(torch.random.fork_rng(devices=devices))
+        # validation inside fit draws from a fork of the generators: it never changes the training
+        self._validation_rng.start(self)
         # Only the stand-alone validation after fit (and evaluate's refit) fits score statistics:
         # validation inside fit (callbacks.validation_cadence) scores with whatever the method has.
-        self._train_scores = None
         if self.trainer.state.fn == TrainerFn.VALIDATING and self.trainer.datamodule is not None:
             self.prepare_scoring(self.device_batches(self.trainer.datamodule.train_eval_dataloader()))
-            if self.threshold_rule.uses_unlabeled:  # it pools train + validation
-                self._train_scores = torch.cat([
-                    self.score(b["image"]).detach().float().reshape(-1).cpu()
-                    for b in self.device_batches(self.trainer.datamodule.train_eval_dataloader())])
+        for component in self.components:
+            component.on_validation_start(self)
 
     def device_batches(self, loader) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of a loader on this module's device, scaled as in the training loop."""
@@ -270,7 +211,7 @@ class AnomalyModule(L.LightningModule):
             yield self.on_after_batch_transfer(batch, 0)
 
     def on_validation_end(self) -> None:
-        self._rng_fork.close()  # back to the training's own stream
+        self._validation_rng.end()  # back to the training's own stream
 
     def on_validation_epoch_start(self) -> None:
         self._store = []
@@ -282,15 +223,9 @@ class AnomalyModule(L.LightningModule):
         if self.trainer.sanity_checking:
             self._store = []
             return
-        out = self._gather()
-        self.apply_validation(out, self._train_scores)
-        normal = out.score[~out.anomalous]
-        if len(normal):
-            self.log("val/score_normal", normal.mean().item())
-        if math.isfinite(self.val_metrics.get("auroc", math.nan)):
-            self.log("val/auroc", self.val_metrics["auroc"], prog_bar=True)
-        if self.trainer.state.fn == TrainerFn.VALIDATING:  # the validation the threshold comes from
-            self.warn_if_nonsense()
+        self.val_scores = self._gather()
+        for component in self.components:
+            component.on_validation_scored(self, self.val_scores)
 
     def on_test_epoch_start(self) -> None:
         self._store = []
@@ -299,20 +234,11 @@ class AnomalyModule(L.LightningModule):
         self._collect(batch)
 
     def on_test_epoch_end(self) -> None:
-        self.apply_test(self._gather())
-        for key, value in self.test_metrics.items():
-            self.log(f"test/{key}", value)
+        self.test_scores = self._gather()
+        for component in self.components:
+            component.on_test_scored(self, self.test_scores)
 
-    # ---- predictions: images of no split, labelled at the fitted threshold -----------------------
-    def is_anomalous(self, scores: torch.Tensor) -> torch.Tensor:
-        """True where a score is above the fitted threshold (PyOD's convention: higher = more
-        anomalous), compared in float64 as the threshold is kept."""
-        threshold = float(self.threshold)
-        if not math.isfinite(threshold):
-            raise AnomalyError(f"method={self.name}: no validation threshold was fitted, so images "
-                               "cannot be labelled (anomaly.evaluate refit_threshold=true fits one)")
-        return scores.detach().double().cpu() > threshold
-
+    # ---- predictions: images of no split, labelled by the post-processor -------------------------
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Labels of one batch of images (bool: True = anomalous, score > threshold); `score`
@@ -323,7 +249,7 @@ class AnomalyModule(L.LightningModule):
         try:
             x = images.to(self.device)
             x = self.to_value_range(x) if x.dtype == torch.uint8 else x
-            return self.is_anomalous(self.score(x).float().reshape(-1))
+            return self.post_processor.is_anomalous(self.score(x).float().reshape(-1))
         finally:
             self.train(was_training)
 
@@ -339,7 +265,7 @@ class AnomalyModule(L.LightningModule):
         if images.dtype == torch.uint8:  # a plain tensor is not scaled on transfer
             images = self.to_value_range(images)
         scores = self.score(images).detach().float().reshape(-1)
-        out = {"score": scores, "anomalous": self.is_anomalous(scores).to(scores.device)}
+        out = {"score": scores, "anomalous": self.post_processor.is_anomalous(scores).to(scores.device)}
         if isinstance(batch, dict) and "index" in batch:
             self._store.append({**out, "index": batch["index"]})
         return out
@@ -354,48 +280,18 @@ class AnomalyModule(L.LightningModule):
             self.predictions = Predicted(**self._gather_store(
                 "no batches were predicted (is limit_predict_batches 0?)", uneven=True))
 
-    # ---- scored splits → threshold and metrics (also used on cached scores: anomaly.reproduce) ----
-    def apply_validation(self, out: ScoredSplit, train_scores: torch.Tensor | None = None) -> None:
-        """Fit the threshold on a scored validation split (`train_scores`: for rules that pool them)."""
-        self.val_scores = out
-        self.threshold.fill_(self.threshold_rule.fit(out.score, out.anomalous, unlabeled=train_scores))
-        self.threshold_fit = self.threshold_rule.record()
-        self.val_problem = score_problem(out.score)
-        self.val_metrics = ({} if self.val_problem is not None
-                            else compute_metrics(out.score, out.anomalous, float(self.threshold)))
-
-    def warn_if_nonsense(self) -> None:
-        """Warn where the validation numbers mean nothing (see nonsense_warnings)."""
-        for line in nonsense_warnings(self.val_metrics, self.val_problem):
-            log.warning(f"method={self.name}: {line}")
-
-    def apply_test(self, out: ScoredSplit) -> None:
-        """The test metrics of a scored test split at the fitted threshold."""
-        self.test_scores = out
-        self.test_problem = score_problem(out.score)
-        if self.test_problem is not None:  # metrics of such scores would mean nothing
-            self.test_metrics = {}
-            return
-        if not math.isfinite(float(self.threshold)):
-            self.test_problem = "no validation threshold was fitted: thresholded metrics are NaN"
-        self.test_metrics = compute_metrics(out.score, out.anomalous, float(self.threshold))
-
     # ---- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["anomaly"] = {"method": self.name, "image_shape": list(self.image_shape),
                                  "config": self.run_config, "config_hash": self.config_hash,
-                                 "data_fingerprint": self.data_fingerprint,
-                                 "threshold_fit": dict(self.threshold_fit)}
+                                 "data_fingerprint": self.data_fingerprint}
+        for component in self.components:  # the threshold's fit record (`threshold_fit`)
+            component.on_save_checkpoint(checkpoint["anomaly"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_identity(checkpoint, self.name, self.image_shape)
-        self.restore_threshold_fit(checkpoint["anomaly"].get("threshold_fit"))
-
-    def restore_threshold_fit(self, record: dict | None) -> None:
-        """The fit record of a loaded checkpoint's threshold (one written before the records
-        were kept has none: the configured rule, used unknown)."""
-        self.threshold_fit = {"configured": self.threshold_rule.name, "used": None, "reason": None,
-                              **(record or {})}
+        for component in self.components:
+            component.on_load_checkpoint(checkpoint["anomaly"])
 
 
 def real_fake_bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -428,21 +324,3 @@ def check_checkpoint_identity(checkpoint: dict[str, Any], method: str,
     if image_shape is not None and tuple(info.get("image_shape", ())) != tuple(image_shape):
         raise AnomalyError(f"{path} was trained on images of shape {tuple(info['image_shape'])}, "
                            f"not {tuple(image_shape)}")
-
-
-def _pad_rows(local: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
-    """Each tensor padded to `rows` rows (zeros; `index` with -1, which marks the padding)."""
-    missing = rows - len(local["index"])
-    if missing <= 0:
-        return local
-    return {k: torch.cat([v, torch.full((missing, *v.shape[1:]), -1 if k == "index" else 0,
-                                        dtype=v.dtype, device=v.device)]) for k, v in local.items()}
-
-
-def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted unique values of `index` and the position of each one's first occurrence."""
-    uniq, inverse = torch.unique(index, sorted=True, return_inverse=True)
-    positions = torch.arange(len(index), device=index.device)
-    first = torch.full((len(uniq),), len(index), dtype=torch.long, device=index.device)
-    first.scatter_reduce_(0, inverse, positions, reduce="amin")
-    return uniq, first

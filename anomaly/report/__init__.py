@@ -20,15 +20,20 @@ figure each. `--readme README.md` instead rewrites the README's section between
 Writes into `--out` (default `<first dir>/report`): `report.md`, one long-format CSV per metric
 (`auroc.csv`, `f1.csv`), `paper.csv` (ours vs paper, long format), `runs.csv` (one line per run) and `plots/`.
 
-Modules: `aggregate` (runs → rows and cells), `selection` (which runs the tables count), `suspect`
-(marks and legends of suspect numbers), `render` (tables as Markdown, CSV, rich, README), `plots`
-(which figures; `anomaly.plots` draws them), `leaderboard` (benchmark tables), `cli` (`report`,
-`readme`, `main`).
+Stages: `load` (results.json → runs; debug and re-score runs left out), `group` (rows, columns
+and cells: a reproduced table's keys from its conf/table config, else inferred from the settings
+that differ), `statistics` (cell means, spreads, ours vs the paper), `layout` (a reproduced table's
+rows × columns). Then `render` (Markdown, CSV, rich, README), `plots`, `leaderboard` (benchmark
+tables), `across`, `summary`, `cli`; `selection` and `suspect` say which runs count and which
+numbers are marked; `labels`, `metrics` and `table_conf` hold the text, the metric names and the
+table configs as read now.
 """
 
-from anomaly.report.aggregate import Cell, ReportError, Run, load_runs, paper_tables, select_runs
 from anomaly.report.cli import main, readme, report
+from anomaly.report.layout import paper_tables
+from anomaly.report.load import ReportError, Run, load_runs, select_runs
 from anomaly.report.render import Table
+from anomaly.report.statistics import Cell
 
 __all__ = ["Cell", "ReportError", "Run", "Table", "load_runs", "main", "paper_tables", "readme", "report",
            "select_runs"]

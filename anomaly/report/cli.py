@@ -11,18 +11,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from anomaly.report import across, leaderboard, render
-from anomaly.report.aggregate import (
-    LeftOut,
-    ReportError,
-    Run,
-    assign_rows,
-    check_metrics,
-    load_runs,
-    paper_tables,
-    protocol_groups,
-    select_runs,
-)
-from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, plot_cd, print_leaderboard
+from anomaly.report.group import assign_rows, protocol_groups
+from anomaly.report.layout import paper_tables
+from anomaly.report.load import LeftOut, ReportError, Run, check_metrics, load_runs, select_runs
+from anomaly.report.leaderboard import as_table, is_benchmark, leaderboards, print_leaderboard
+from anomaly.report.leaderboard_figures import plot_cd, plot_cost
 from anomaly.report.render import MARKS, markdown, metric_title, print_table
 from anomaly.report.selection import not_ok_lines, one_per_config, split_ok
 
@@ -152,7 +145,7 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
         pngs, not_drawn = plot_groups(runs, plot_dir)
         pngs += plot_paper(shown, paper_metrics, plot_dir)
         pngs += [p for p in (plot_cd(b, plot_dir) for b in boards) if p is not None]
-        pngs += [p for p in (leaderboard.plot_cost(b, plot_dir) for b in boards) if p is not None]
+        pngs += [p for p in (plot_cost(b, plot_dir) for b in boards) if p is not None]
         parts += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in pngs] + [""]
         parts += [f"- {line}" for line in not_drawn] + ([""] if not_drawn else [])
         if echo and not_drawn:

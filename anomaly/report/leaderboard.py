@@ -25,8 +25,12 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from anomaly.report.aggregate import (CELL_CLASS, CELL_SWEPT, Cell, PaperTable, Run, ordered_columns,
-                                      data_limits, paper_tables, setting_text, shared_schedule, table_config)
+from anomaly.report.group import CELL_CLASS, CELL_SWEPT, ordered_columns
+from anomaly.report.labels import data_limits, setting_text, shared_schedule
+from anomaly.report.layout import PaperTable, paper_tables
+from anomaly.report.load import Run
+from anomaly.report.statistics import Cell
+from anomaly.report.table_conf import table_config
 from anomaly.report.suspect import legend, marked
 
 ALPHA = 0.05
@@ -334,97 +338,13 @@ def field_line(board: Leaderboard) -> str:
     return "Published means on this protocol (full budgets, not run here unless `ours` says so): " + "; ".join(parts) + "."
 
 
-def plot_cost(board: Leaderboard, out_dir: Path) -> Path | None:
-    """The figure of what each method bought with its compute: its mean metric over the ranked
-    classes against its mean training FLOPs per run (log axis), one labelled point per method
-    (hollow: tuned on labelled anomalies); None where no run recorded its cost."""
-    points = [(m, board.costs[m][0], board.mean(m)) for m in board.methods
-              if (board.costs.get(m) or (None,))[0] and board.mean(m) is not None]
-    if not points:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from anomaly.report.plots import slug
-    from anomaly.report.render import metric_title
-
-    fig, axis = plt.subplots(figsize=(6.4, 4.2))
-    for method, flops, mean in points:
-        tuned = method in board.tuned
-        axis.scatter([flops], [mean], s=36, facecolors="none" if tuned else "C0", edgecolors="C0", zorder=3)
-        axis.annotate(METHOD_TITLES.get(method, method) + (f" {TUNED_MARK}" if tuned else ""), (flops, mean),
-                      textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if board.budget_flops:
-        axis.axvline(board.budget_flops, color="grey", lw=0.8, ls="--", zorder=1)
-        axis.annotate("the budget", (board.budget_flops, axis.get_ylim()[0]), textcoords="offset points",
-                      xytext=(3, 3), fontsize=7, color="grey")
-    axis.set_xscale("log")
-    axis.set_xlabel("training FLOPs per run (mean over its runs)")
-    axis.set_ylabel(f"mean test {metric_title(board.metric)} over {len(board.complete)} classes")
-    axis.grid(True, which="major", alpha=0.3)
-    note = f" (hollow {TUNED_MARK}: tuned on labelled anomalies)" if board.tuned else ""
-    axis.set_title(f"{board.table} · budget {board.budget}: what each method bought with its compute{note}",
-                   fontsize=8)
-    path = out_dir / f"{slug(board.title)}_flops.png"
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-# the methods as their papers name them (the diagram's labels; tables keep the config ids)
-METHOD_TITLES = {"ae": "AE", "adae": "ADAE", "anogan": "AnoGAN", "arae": "ARAE", "deep_svdd": "Deep SVDD",
-                 "fanogan": "f-AnoGAN", "geom": "GEOM", "gpnd": "GPND", "ocsvm": "OC-SVM", "ocsvm_tuned": "OC-SVM tuned",
-                 "vae": "VAE"}
-
-
-def cd_labels(board: Leaderboard) -> dict[str, str]:
-    """Each method of the diagram by its name and its average rank, as the leaderboard gives them."""
-    return {m: f"{METHOD_TITLES.get(m, m)} ({board.ranks[m]:.1f})" for m in board.ranks}
-
-
-def cd_title(board: Leaderboard) -> str:
-    """What the diagram ranks: the table and budget, the metric, the blocks (classes × seeds), the
-    Friedman p and the Nemenyi CD."""
-    from anomaly.report.render import metric_title
-
-    seeds = board.seeds()
-    return (f"{board.table} · budget {board.budget}: average rank of test {metric_title(board.metric)}\n"
-            f"over {board.test.n_classes} classes × {seeds} seed{'s' if seeds != 1 else ''}; Friedman "
-            f"p = {board.test.pvalue:.1g}; bars join methods within the Nemenyi CD = {board.test.cd:.2f} "
-            f"(α = {ALPHA})")
-
-
-def plot_cd(board: Leaderboard, out_dir: Path) -> Path | None:
-    """The critical-difference diagram (autorank's), or None without a test."""
-    if board.test is None or board.test.result is None:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from autorank import plot_stats
-
-    from anomaly.report.plots import slug
-
-    result = board.test.result
-    result = result._replace(rankdf=result.rankdf.rename(index=cd_labels(board)))
-    with contextlib.redirect_stdout(io.StringIO()):
-        axis = plot_stats(result, allow_insignificant=True)
-    axis.set_title(cd_title(board), fontsize=9)
-    path = out_dir / f"{slug(board.title)}_cd.png"
-    axis.figure.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(axis.figure)
-    return path
-
-
 def readme_section(boards: Sequence[Leaderboard], command: str, figure_dir: Path, readme_dir: Path) -> str:
     """The Markdown between the README's leaderboard markers: per benchmark table and budget the
     leaderboard, its notes, its critical-difference diagram and its figure of the metric against
     the training FLOPs (written to figure_dir) and the command that runs it again; then, per
     budget that several benchmarks share, the comparison across datasets (anomaly.report.across)."""
     from anomaly.report.across import across_boards, as_table as across_table
+    from anomaly.report.leaderboard_figures import plot_cd, plot_cost
     from anomaly.report.render import markdown as table_markdown
 
     parts = [f"<!-- written by `{command}` from the results files: edit those, not this section -->", ""]

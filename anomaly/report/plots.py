@@ -15,19 +15,12 @@ from typing import Sequence
 import numpy as np
 
 from anomaly import plots
-from anomaly.report.aggregate import (
-    BOUNDED,
-    SHORT_NAMES,
-    PaperTable,
-    Run,
-    cells,
-    columns_of,
-    group_title,
-    shared_schedule,
-    method_label,
-    natural,
-    protocol_groups,
-)
+from anomaly.report.group import method_label, ordered_columns, protocol_groups
+from anomaly.report.labels import group_title, natural, shared_schedule
+from anomaly.report.layout import PaperTable
+from anomaly.report.load import Run
+from anomaly.report.metrics import BOUNDED, SHORT_NAMES
+from anomaly.report.statistics import cells
 
 
 def slug(text: str) -> str:
@@ -68,7 +61,7 @@ def plot_groups(runs: list[Run], out_dir: Path, metric: str = "auroc") -> tuple[
         title = " · ".join(filter(None, [group_title(group), shared_schedule(members)]))  # what the runs trained
         by_method = cells(members, metric, key=method_label)
         methods = sorted(by_method, key=natural)
-        columns = columns_of(members)[:plots.MAX_PANELS]
+        columns = ordered_columns(members)[:plots.MAX_PANELS]
         colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
         metric_name = SHORT_NAMES.get(metric, metric)
 

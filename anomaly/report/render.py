@@ -8,27 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from anomaly.report.aggregate import (
-    METRIC_NAMES,
-    SHORT_NAMES,
-    Cell,
-    Comparison,
-    LeftOut,
-    PaperTable,
-    Run,
-    cells,
-    columns_of,
-    data_limits,
-    group_title,
-    method_label,
-    natural,
-    protocol_groups,
-    row_label,
-    row_name,
-    settings_text,
-    shared_schedule,
-    summary,
-)
+from anomaly.report.group import method_label, ordered_columns, protocol_groups, row_name
+from anomaly.report.labels import data_limits, group_title, natural, row_label, settings_text, shared_schedule
+from anomaly.report.layout import PaperTable
+from anomaly.report.load import LeftOut, ReportError, Run
+from anomaly.report.metrics import METRIC_NAMES, SHORT_NAMES
+from anomaly.report.statistics import Cell, Comparison, cells, summary
 from anomaly.report.suspect import MARK, flag_ids, legend, marked
 
 README_START = "<!-- reproduction:start -->"
@@ -91,7 +76,7 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
             return " · ".join([row_name(run), run.schedule or "epochs unknown"]) if per_row else row_name(run)
 
         by_row = cells(members, metric, key=label_of)
-        columns = columns_of(members)
+        columns = ordered_columns(members)
         rows, numbers, flagged = [], [], []
         for r, label in enumerate(sorted(by_row, key=natural)):
             row_cells = by_row[label]
@@ -126,7 +111,7 @@ def compare_tables(runs: list[Run], metric: str) -> list[Table]:
     for group, members in protocol_groups(runs):
         by_method = cells(members, metric, key=method_label)
         methods = sorted(by_method, key=natural)
-        columns = columns_of(members)
+        columns = ordered_columns(members)
         rows, numbers, flagged = [], [], []
         for r, column in enumerate(columns):
             row_cells = [by_method[m].get(column) for m in methods]
@@ -397,8 +382,6 @@ def replace_section(text: str, section: str, name: str = "README",
 
 
 def raise_missing_markers(name: str, markers: tuple[str, str] = (README_START, README_END)) -> None:
-    from anomaly.report.aggregate import ReportError
-
     what = markers[0].removeprefix("<!-- ").split(":")[0]
     raise ReportError(f"{name} has no {what} section: put the lines {markers[0]} and {markers[1]} "
                       "(once each, in that order) where the tables go")

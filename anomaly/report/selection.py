@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from anomaly.report.aggregate import Run
+from anomaly.report.load import Run
 
 SHOWN = 4  # not-ok runs listed by name; the others are counted (runs.csv has every one)
 

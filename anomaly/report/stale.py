@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from anomaly.report.aggregate import Run
+from anomaly.report.load import Run
 
 
 def kept_root(run: Run) -> tuple[Path, str, str] | None:

@@ -8,7 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from anomaly.report.aggregate import PaperTable, shared_schedule
+from anomaly.report.labels import shared_schedule
+from anomaly.report.layout import PaperTable
 from anomaly.report.render import SHORT_NAMES, Table
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from anomaly.evaluation.suspect import FLAG_TITLES
-from anomaly.report.aggregate import Run
+from anomaly.report.load import Run
 
 MARK = "!"
 

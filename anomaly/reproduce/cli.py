@@ -59,7 +59,7 @@ def run_suffix(table: Table, cell, budget: str, passed: list[str]) -> str:
     from hydra import compose
     from omegaconf import open_dict
 
-    from anomaly.report.aggregate import is_ignored
+    from anomaly.report.load import is_ignored
 
     changed = [o for o in passed if "=" in o and not is_ignored(_key(o))]
     if not changed:
@@ -214,7 +214,8 @@ def log_table(cfg: DictConfig, table: Table, results: list[dict], run_root: Path
 
 def print_benchmark(kept: Path) -> None:
     """A benchmark table's leaderboard from every cell kept so far (this run's and earlier ones)."""
-    from anomaly.report.aggregate import assign_rows, load_runs, select_runs
+    from anomaly.report.group import assign_rows
+    from anomaly.report.load import load_runs, select_runs
     from anomaly.report.leaderboard import leaderboards, print_leaderboard
 
     runs, _ = select_runs(load_runs([kept])) if kept.is_dir() else ([], None)

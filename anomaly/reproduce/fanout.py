@@ -8,7 +8,7 @@ dir below this run's; kept results, skipping and resuming work as in a single pr
 parent prints one line per finished training: where the table stands and the time per training.
 
 SIGTERM or SIGINT (Ctrl-C) to the parent is passed on to the running jobs, which stop at the end
-of their epoch in progress with its checkpoint written (`anomaly.callbacks.StopAtEpochEnd`); no
+of their epoch in progress with its checkpoint written (`anomaly.callbacks.epoch_end.StopAtEpochEnd`); no
 job starts after it, the parent prints one line per stopped job and ends with `RunInterrupted`
 (exit 143 / 130). A second signal is passed on too: the jobs stop at once. The jobs run in a
 session of their own, so that a Ctrl-C in the terminal reaches them once, through the parent.

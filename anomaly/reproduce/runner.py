@@ -26,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anomaly import AnomalyError, RunInterrupted, config_schema, distributed
 from anomaly.data.datamodule import AnomalyDataModule, IndexedImages
-from anomaly.methods.base import AnomalyModule, ScoredSplit
+from anomaly.evaluation.gather import ScoredSplit
+from anomaly.evaluation.post_processor import PostProcessor
+from anomaly.methods.base import AnomalyModule
 from anomaly.checkpoints import RESUME_COMMAND
 from anomaly.config import config_hash, instantiate
 from anomaly.loggers import WANDB_TARGET, table_group
@@ -117,21 +119,23 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
         raise AnomalyError(f"table cell {extra['reproduce']['cell']} changes the training images "
                            f"(one of {changed}): it cannot share the model trained in "
                            f"{state['run_dir']}; take that key out of the table's test_keys")
-    rule = instantiate(cfg.threshold)
-    model.threshold_rule = rule
+    post_processor = PostProcessor(instantiate(cfg.threshold)).attach(model)
     start = time.perf_counter()
-    train_scores = cache.split(dm, "train").score if rule.uses_unlabeled else None
-    model.apply_validation(cache.split(dm, "val"), train_scores)
-    model.warn_if_nonsense()
+    train_scores = cache.split(dm, "train").score if post_processor.rule.uses_unlabeled else None
+    model.val_scores = cache.split(dm, "val")
+    post_processor.fit(model.val_scores, train_scores)
+    model.evaluator.validation(model.val_scores, post_processor.value)
+    model.evaluator.warn_if_nonsense(model.name)
     validate_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    model.apply_test(cache.split(dm, "test"))
+    model.test_scores = cache.split(dm, "test")
+    model.evaluator.test(model.test_scores, post_processor.value)
     score_seconds = time.perf_counter() - start
     summary = run_summary(cfg, dm, model, validate_seconds=round(validate_seconds, 3),
                           score_seconds=round(score_seconds, 3), epochs=state["epochs"], cost=state.get("cost"),
                           run_dir=str(output_dir), checkpoint=state["checkpoint"],
                           **provenance.record(cfg), **extra)
-    return write_results(output_dir, summary, model.test_scores, float(model.threshold), plots=True)
+    return write_results(output_dir, summary, model.test_scores, post_processor.value, plots=True)
 
 
 def failed_results(cfg: DictConfig | None, output_dir: Path, err: BaseException, extra: dict) -> dict:
@@ -329,7 +333,7 @@ def comparison_rows(table: Table, results: list[dict]) -> list[tuple[str, ...]]:
     a mean over the classes (its `where` names none) is shown as such, never set against one
     class: `0.932 (mean)`, no Δ (the report sets a mean of ours over every class against it)."""
     from anomaly.provenance import schedule_text
-    from anomaly.report.aggregate import CELL_CLASS
+    from anomaly.report.group import CELL_CLASS
 
     means_only = bool(table.paper) and not any(k in CELL_CLASS for e in table.paper for k in (e.get("where") or {}))
     rows = []

@@ -48,7 +48,7 @@ class WaitForSignal(L.Callback):
         self.marker_dir, self.epoch, self.batch, self.timeout = Path(marker_dir), int(epoch), int(batch), timeout
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        from anomaly.callbacks import StopAtEpochEnd
+        from anomaly.callbacks.epoch_end import StopAtEpochEnd
 
         if trainer.current_epoch != self.epoch or batch_idx != self.batch:
             return

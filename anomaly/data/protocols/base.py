@@ -19,7 +19,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from anomaly import AnomalyError
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.protocols.base import Protocol, Split, check_fraction, resolve_classes
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomaly.data.datasets import ImageSet
+from anomaly.data.image_set import ImageSet
 from anomaly.data.protocols.base import Protocol, Split, check_fraction, check_share
 
 
