@@ -86,6 +86,15 @@ class TrainingCost(L.Callback):
         self.flops = 0.0
         self.batches = 0
         self.images = 0
+        self.carried_seconds = 0.0  # training seconds of the fits before a resume (the checkpoint's)
+        self._fit_start: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_start = time.perf_counter()  # after a resume's state is loaded
+
+    def seconds_so_far(self) -> float:
+        """Training seconds of this run, the fits before a resume included."""
+        return self.carried_seconds + (time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -128,12 +137,13 @@ class TrainingCost(L.Callback):
     # resumable: a checkpoint carries what was spent
     def state_dict(self) -> dict[str, Any]:
         return {"flops": self.flops, "batches": self.batches, "images": self.images,
-                "flops_per_image": dict(self.flops_per_image),
+                "seconds": self.seconds_so_far(), "flops_per_image": dict(self.flops_per_image),
                 "counting": {k: list(v) for k, v in self._counting.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.flops, self.batches = float(state_dict["flops"]), int(state_dict["batches"])
         self.images = int(state_dict["images"])
+        self.carried_seconds = float(state_dict.get("seconds", 0.0))  # older checkpoints: not recorded
         self.flops_per_image = {k: float(v) for k, v in state_dict["flops_per_image"].items()}
         self._counting = {k: list(v) for k, v in state_dict.get("counting", {}).items()}
 
@@ -158,6 +168,12 @@ class TrainingCost(L.Callback):
                                else "schedule"),
                 "stages": {s: {"epochs": round(epochs.get(s, 0.0), 3), "published": published[s]} for s in published},
                 "schedule_share": share, "share_of": share_of}
+
+
+def carried_seconds(trainer: L.Trainer) -> float:
+    """The training seconds a resumed fit's checkpoint carried (0 for a fit from the start)."""
+    counter = next((c for c in trainer.callbacks if isinstance(c, TrainingCost)), None)
+    return counter.carried_seconds if counter is not None else 0.0
 
 
 def spent(trainer: L.Trainer, model: Any, cfg: DictConfig, dm: Any, **seconds: float) -> dict[str, Any] | None:

@@ -278,7 +278,9 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
                     raise AnomalyError(diagnosis) from err
                 raise
             fitted = True  # its last epoch's checkpoint is written (EpochEndCheckpoint)
-            return _test_write(cfg, dm, model, trainer, output_dir, resume, extra, time.perf_counter() - start)
+            # a resumed run's training seconds include those of the fits its checkpoint carries
+            train_seconds = time.perf_counter() - start + cost.carried_seconds(trainer)
+            return _test_write(cfg, dm, model, trainer, output_dir, resume, extra, train_seconds)
     except (RunInterrupted, SIGTERMException) as stop:
         # SIGTERMException: Lightning's own handler stopped after the batch in progress, where
         # StopAtEpochEnd's was not in place (a run configured without it). StopAtEpochEnd says

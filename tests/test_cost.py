@@ -114,6 +114,9 @@ def test_the_budget_stop_is_deterministic_and_a_resume_carries_its_count(tmp_pat
             "+callbacks.fault.epoch=1", "+callbacks.fault.batch=0"]
     with pytest.raises(RunInterrupted):
         train(compose_config(tmp_path / "log" / "stopped", [*RUN, *budget, *stop]))
+    (ckpt,) = (tmp_path / "log").rglob("checkpoints/last.ckpt")
+    kept = torch.load(ckpt, weights_only=False)["callbacks"]
+    carried = next(v for k, v in kept.items() if k.startswith("TrainingCost"))["seconds"]
     cfg = compose_config(tmp_path / "resumed", [*RUN, *budget, "ckpt_path=last"])
     cfg.paths.log_dir = str(tmp_path / "log")  # where the stopped run's checkpoint is, and no other
     resumed = train(cfg)
@@ -121,3 +124,6 @@ def test_the_budget_stop_is_deterministic_and_a_resume_carries_its_count(tmp_pat
     assert resumed["metrics"] == once["metrics"]
     for key in ("training_flops", "training_batches", "optimizer_updates", "schedule_share"):
         assert resumed["cost"][key] == once["cost"][key], key
+    # the training seconds too: the stopped fit's, carried in the checkpoint, plus the resumed one's
+    assert carried > 0 and resumed["cost"]["train_seconds"] > carried
+    assert resumed["train_seconds"] == resumed["cost"]["train_seconds"]
