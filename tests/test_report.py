@@ -805,6 +805,8 @@ def test_the_terminal_report_on_the_kept_results_leads_with_a_summary(tmp_path):
     assert "no Δ, anogan_mnist: ours covers 1 of 10 classes of the paper's means" in " ".join(proc.stdout.split())
     text = (tmp_path / "report.md").read_text()
     blocks = text.split("\n\n")
-    (at,) = [i for i, block in enumerate(blocks) if block.startswith("### AUROC · mnist · one_class · table=benchmark_mnist")]
+    # one block per budget kept (budget=compute is being filled): the reduced one holds all ten
+    (at,) = [i for i, block in enumerate(blocks)
+             if block.startswith("### AUROC · mnist · one_class · table=benchmark_mnist · budget=reduced")]
     methods = [row.split("|")[1].strip() for row in blocks[at + 1].splitlines()[2:]]
     assert len(methods) == 10 and methods[0].startswith("adae"), blocks[at + 1]
