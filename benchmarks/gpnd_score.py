@@ -117,7 +117,7 @@ def cases(size, device) -> list[Case]:
             warmup_ours=lambda m=model: our_scores(m, warm, bs),
             compare=compare_values(1e-4, "scores"),
             goal=Goal("speedup", 50.0 if cuda else 1.6),
-            items=len(x)))
+            items=len(x), once=latent in size.gpnd_latents_once))
         if latent == 16 and not cuda and size.repeats > 1:
             out.append(Case(
                 bench="1", what=f"GPND score, latent 16, {len(x):,} images 32×32",

@@ -1,6 +1,6 @@
 """7. Trainings sharing one device: k trainings at once (each its own process, as
 `anomaly.reproduce jobs_per_gpu=k` runs them) against one alone, in trainings per minute, for the
-AE, GPND and ARAE at MNIST size (each method's MNIST paper settings, a short schedule, synthetic
+AE, GPND and ARAE at MNIST size (`Size.share_methods`: `make bench` the AE only) (each method's MNIST paper settings, a short schedule, synthetic
 MNIST files). One small training leaves a GPU mostly idle (kernel launches, Python); k of them
 fill it. The issue's target on a GPU: 8 jobs ≥ 5× one job's trainings per minute. The times
 include each process's start, as a table's fan-out pays it.
@@ -51,7 +51,7 @@ def cases(size, device, workdir: Path) -> list[Case]:
     write_mnist_like(data, n_train=size.share_images)
     out = []
     for k in size.share_jobs:
-        for method in METHODS:
+        for method in size.share_methods:
             goal = Goal("speedup", 5.0 if device.type == "cuda" and k >= 8 else None)
             out.append(Case(
                 bench="7", what=f"{method}: {k} trainings at once on one {device.type} vs one alone "
