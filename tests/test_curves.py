@@ -41,3 +41,27 @@ def test_a_folder_without_logs_is_refused_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "no CSV logs with val/auroc" in capsys.readouterr().err
+
+
+def test_merge_keeps_the_earlier_files_cells_that_the_runs_no_longer_hold(tmp_path):
+    out = tmp_path / "curves.json"
+    first = tmp_path / "first"
+    write_log(first / "2026-01-01_10-00-00", "dae-normal8", [(1, 7, 0.8)],
+              results={"status": "ok", "epochs": 2, "metrics": {"auroc": 0.83}})
+    write_log(first / "2026-01-01_10-00-00", "arae_union-normal8", [(0, 3, None)])  # lost before a check
+    assert main([str(first), "--out", str(out)]) == 0
+    made = json.loads(out.read_text())
+    # the first runs are gone; a later folder holds the union cell only
+    second = tmp_path / "second"
+    write_log(second / "2026-01-02_10-00-00", "arae_union-normal8", [(1, 7, 0.9)],
+              results={"status": "ok", "epochs": 2, "metrics": {"auroc": 0.91}})
+    assert main([str(second), "--out", str(out), "--merge"]) == 0
+    merged = json.loads(out.read_text())
+    assert sorted(merged["cells"]) == ["arae_union-normal8", "dae-normal8"]
+    assert merged["cells"]["arae_union-normal8"]["points"] == [[2, 7, 0.9]]
+    dae = merged["cells"]["dae-normal8"]
+    assert dae["test"] == 0.83 and dae["from"] == {"command": made["command"], "created": made["created"]}
+    assert "--merge" in merged["command"]
+    # without --merge the file holds what the runs hold
+    assert main([str(second), "--out", str(out)]) == 0
+    assert sorted(json.loads(out.read_text())["cells"]) == ["arae_union-normal8"]

@@ -7,7 +7,9 @@ one step, the later run's value is kept).
         --out reproduced/curves/arae_mnist_p2-paper.json --plot docs/arae_mnist_p2_curves.png
 
 The JSON keeps the points, whether each cell's training finished (its results.json written) and
-the command that made it; the figure has one panel per value of `--panel` (the normal class by
+the command that made it; `--merge` keeps the cells of an earlier --out file that these runs do
+not hold (their run folders gone, say: a machine that did not outlive its session), each with the
+command and date of the file it came from; the figure has one panel per value of `--panel` (the normal class by
 default), one curve per other cell key (the variant), and the paper's number of each panel where
 the table gives one (a dashed line: what the published model reached at the end of its schedule).
 """
@@ -76,6 +78,17 @@ def cell_curves(runs_root: Path, metric: str) -> dict[str, dict]:
     return dict(sorted(cells.items()))
 
 
+def kept_cells(earlier: dict, metric: str, fresh: set[str]) -> dict[str, dict]:
+    """The cells of an earlier curves file that `fresh` does not hold, each with the command and date
+    of the file it came from (a cell's own `from` where it was merged in before). A cell with no
+    points (a run lost before its first check) is not kept: a fresh run of it replaces it."""
+    if earlier.get("metric") != metric:
+        raise SystemExit(f"error: --merge: the curves file holds {earlier.get('metric')}, not {metric}")
+    source = {"command": earlier.get("command"), "created": earlier.get("created")}
+    return {name: {**cell, "from": cell.get("from", source)} for name, cell in earlier.get("cells", {}).items()
+            if name not in fresh and cell.get("points")}
+
+
 def paper_numbers(table: str, metric: str, panel: str) -> dict[str, tuple[str, float]]:
     """Panel value → (the variant it is of, the paper's number), from conf/table/<table>.yaml."""
     config = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "table" / f"{table}.yaml"))["table"]
@@ -131,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--panel", default="normal", help="the cell key that makes one figure each (default normal)")
     parser.add_argument("--out", type=Path, help="write the curves here (JSON)")
     parser.add_argument("--plot", type=Path, help="draw the figures here (one per panel value, the value added to the name)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the cells of the --out file that runs_root has no logs of (each says where it came from)")
     args = parser.parse_args(argv)
+    if args.merge and not args.out:
+        parser.error("--merge needs --out: the curves file to merge into")
     if not args.runs_root.is_dir():
         parser.error(f"{args.runs_root}: no such folder (a table's runs: outputs/reproduce/<table>/<budget>)")
     curves = cell_curves(args.runs_root, args.metric)
@@ -141,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     record = {"command": shlex.join(["python", "-m", "anomaly.reproduce.curves", *(argv if argv is not None else sys.argv[1:])]),
               "table": table, "budget": budget, "metric": args.metric,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cells": curves}
+    if args.merge and args.out.exists():
+        curves.update(kept_cells(json.loads(args.out.read_text()), args.metric, set(curves)))
+        record["cells"] = curves = dict(sorted(curves.items()))
     for name, cell in curves.items():
         last = cell["points"][-1] if cell["points"] else None
         print(f"{name}: {len(cell['points'])} points" + (f", last {last[2]:.4f} after epoch {last[0]}" if last else "")
