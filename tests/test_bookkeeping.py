@@ -91,3 +91,24 @@ def test_each_rank_draws_its_own_noise_reproducibly(world_size):
     assert not torch.equal(draws(1, epoch=3), draws(1, epoch=4))
     seed_rank_streams(7, 3, 1)
     assert torch.equal(torch.rand(4), draws(1))
+
+
+def test_versions_name_what_the_process_imported_and_read_the_installed_set_once(monkeypatch):
+    """results.json's `versions`: the installed distributions are read once per process (slow:
+    every distribution's RECORD), while which of them count is read from what is imported at each
+    call: a module imported later still shows up."""
+    import sys
+
+    import yaml  # noqa: F401 - PyYAML, imported by Hydra anyway
+
+    from anomaly import results
+
+    found = results.versions()
+    assert found["torch"] == torch.__version__ and "lightning" in found and "numpy" in found
+    assert found["PyYAML"] == yaml.__version__
+    for module in [m for m in sys.modules if m.split(".")[0] in ("yaml", "_yaml")]:
+        monkeypatch.delitem(sys.modules, module)  # PyYAML's modules, as if not imported
+    assert "PyYAML" not in results.versions()
+    monkeypatch.undo()
+    assert results.versions() == found
+    assert results._distributions_of_modules.cache_info().misses == 1
