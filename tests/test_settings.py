@@ -84,3 +84,12 @@ def test_a_network_parameter_declares_its_node_keys():
     rules = hint_rules(Annotated[Sequence, Net(hidden=Ints(low=1))])
     assert rules["hidden"] == Ints(low=1) and rules["batch_norm"].describe() == "true or false"
     assert "" not in rules
+
+
+class HalfResolved:
+    def __init__(self, known: Annotated[int, Int(low=1)] = 1, unknown: "NotDefinedAnywhere" = None) -> None:  # noqa: F821
+        pass
+
+
+def test_an_annotation_that_does_not_resolve_leaves_the_others_declared():
+    assert signature_rules(HalfResolved) == {"known": Int(low=1)}

@@ -2,7 +2,10 @@
 predict, and checkpoint identity.
 
 A method subclasses `AnomalyModule` and adds only its networks, its training step(s) and
-`score(x)` (per-sample, higher = more anomalous). The scored splits go to the module's components
+`score(x)` (per-sample, higher = more anomalous). Its hyper-parameters are the typed parameters
+of its `__init__`, each with its default (`nu: Nu = 0.1`, `jacobian: Literal["generator",
+"encoder"] = "generator"`): that signature is their one declaration, checked when the config is
+composed (anomaly.config_schema, anomaly.settings), so `__init__` takes the values as given. The scored splits go to the module's components
 (`anomaly.evaluation`): its `post_processor` fits the threshold on validation and labels scores
 with it, its `evaluator` takes the metrics; `anomaly.pipeline.build_method` attaches them.
 

@@ -5,8 +5,8 @@ Each parameter with a default is a setting under `method.`: its annotation gives
 one; `Annotated[T, rule]` gives it), read along the class's MRO so a method gets its base's
 (`value_range` of AnomalyModule) and a subclass's own declaration of a name wins. A network's
 parameter (`NetSpec`, metadata `Net(...)`) gives the rules of its config node's keys
-(`encoder.widths`). A parameter without an annotation, or with one that implies nothing (`str`,
-a sequence without a rule), is not checked.
+(`encoder.widths`). A parameter without an annotation, with one that implies nothing (`str`, a
+sequence without a rule, `Any`) or with one that does not resolve, is not checked.
 """
 
 from __future__ import annotations
@@ -60,6 +60,20 @@ def hint_rules(hint: Any) -> dict[str, Rule]:
     return {"": rule}
 
 
+def _hints(init: Any) -> dict[str, Any]:
+    """The annotations of `init`, resolved; where they do not all resolve, each one that does."""
+    try:
+        return typing.get_type_hints(init, include_extras=True)
+    except Exception:  # noqa: BLE001 - a name only a type checker sees: the others still declare
+        hints = {}
+        for name, hint in getattr(init, "__annotations__", {}).items():
+            try:
+                hints[name] = eval(hint, init.__globals__) if isinstance(hint, str) else hint  # noqa: S307
+            except Exception:  # noqa: BLE001
+                continue
+        return hints
+
+
 @functools.lru_cache(maxsize=None)
 def signature_rules(cls: Any) -> dict[str, Rule]:
     """Key (relative to the config node the class is built from: `nu`, `encoder.widths`) → rule,
@@ -71,10 +85,10 @@ def signature_rules(cls: Any) -> dict[str, Rule]:
         init = klass.__dict__.get("__init__")
         if not inspect.isfunction(init):
             continue
+        hints = _hints(init)
         try:
-            hints = typing.get_type_hints(init, include_extras=True)
             parameters = inspect.signature(init).parameters.values()
-        except Exception:  # noqa: BLE001 - annotations that do not resolve declare nothing
+        except (TypeError, ValueError):
             continue
         for param in parameters:
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.name not in hints:
