@@ -226,4 +226,3 @@ Count = Annotated[int, Int(low=0)]  # steps, epochs that may be none
 AtLeastOne = Annotated[int, Int(low=1)]
 Milestones = Annotated[Sequence[int], Ints(low=1)]  # epochs at which a learning rate drops
 Nu = Annotated[float, Float(low=0, high=1, low_open=True)]  # ν of a one-class SVM objective
-Fraction = Annotated[float, FRACTION]
