@@ -1,35 +1,36 @@
 """Every plain setting of a run config, checked when the config is composed, before any data loads.
 
-Types and ranges are declared once, as tables keyed by config path (`data.batch_size: an
-integer ≥ 1`); `check_train(cfg)` and `check_evaluate(cfg)` run at the start of
-`anomaly.pipeline.train` / `evaluate` (and in the entry points before `configure_job`). A bad
-value raises one `ConfigError` (an `AnomalyError`: one `error:` line, exit 2) that names the key,
-the value and what is allowed, e.g. `data.batch_size=0: must be an integer ≥ 1`; several bad
-values are named in the same line.
+`check_train(cfg)` and `check_evaluate(cfg)` run at the start of `anomaly.pipeline.train` /
+`evaluate` (and in the entry points before `configure_job`). A bad value raises one
+`ConfigError` (an `AnomalyError`: one `error:` line, exit 2) that names the key, the value and
+what is allowed, e.g. `data.batch_size=0: must be an integer ≥ 1`; several bad values are named
+in the same line.
 
-Here: the rule types, the run's and the trainer's keys, the method keys every method shares
-(METHOD_COMMON: `latent_dim`, `lr` and `*_lr`, `*_widths`, …), and the mechanism. A method's own
-keys are declared on its class, next to its code: `config_rules: dict[str, Rule]` (key under
-`method.` → rule), read here from the class that `method._target_` names (imported when a config
-names it); a rule across keys is the class's `check_config(cfg)` classmethod, called after the
-plain rules passed (f-AnoGAN's: trainer.max_epochs must be method.gan_epochs +
-method.encoder_epochs, see anomaly/methods/fanogan.py). So a method of your own (any
-`method._target_`) gets the shared rules, plus its own where its class declares them.
+One declaration per setting. The run's and the trainer's keys are tables here (RUN, TRAINER,
+EVALUATE: config path → rule). A method's keys are its class's `__init__` signature: each
+hyper-parameter a typed parameter with its default, its range in `typing.Annotated` where the
+type is not enough (`nu: Annotated[float, Float(low=0, high=1, low_open=True)] = 0.1`,
+`jacobian: Literal["generator", "encoder"] = "generator"`; anomaly/settings/rules.py has the rule
+types and the shared ranges, anomaly/settings/signature.py reads them along the class's MRO). The
+class is the one `method._target_` names (imported when a config names it), so a method of your
+own gets its rules the same way; its `__init__` takes the values as given. Its network nodes'
+keys (`method.encoder.widths`) are declared on its network parameters (`NetSpec`: the shared ones;
+`Annotated[NetSpec, Net(hidden=Ints(low=1))]`: more). `method.lr` and any `method.*_lr` are
+checked first, before the method's module (and torch) loads. A rule across keys is the class's
+`check_config(cfg)` classmethod, called after the plain rules passed (f-AnoGAN's:
+trainer.max_epochs must be method.gan_epochs + method.encoder_epochs, see
+anomaly/methods/fanogan.py; `check_stage_epochs` below).
 
 What is not here: settings whose check needs more than the value (a protocol's classes, a
-threshold rule's settings, a network's widths against the image size) stay with the code that
-builds them (protocols and threshold rules are built before any data loads too; a method's
-networks once the image size is known), and so do the string choices the methods check
-themselves (`method.attack`, …). Keys absent from a config are not checked. The settings of a
-method's network nodes (`method.encoder.widths`, anomaly/nets/build.py) are rules by their path
-too; a net checks the rest when it is built.
+threshold rule's settings, a network's widths against the image size, a method that needs
+value_range=unit) stay with the code that builds them (protocols and threshold rules are built
+before any data loads too; a method's networks once the image size is known). Keys absent from
+a config are not checked.
 """
 
 from __future__ import annotations
 
 import importlib
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -37,6 +38,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from anomaly import AnomalyError
 from anomaly.evaluation import METRIC_KEYS
+from anomaly.settings.rules import (BETAS, LR, WIDTHS, Batches, Bool, BoolOrInt, Choice, Float, Floats, Int, Ints,
+                                    Rule, is_int, is_number, non_negative, positive)
+from anomaly.settings.signature import signature_rules
+
+__all__ = ["BETAS", "LR", "WIDTHS", "Batches", "Bool", "BoolOrInt", "Choice", "ConfigError", "Float", "Floats",
+           "Int", "Ints", "Rule", "check_evaluate", "check_keys", "check_stage_epochs", "check_train",
+           "is_int", "is_number", "method_rules", "non_negative", "positive", "setting"]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -48,186 +56,10 @@ class ConfigError(AnomalyError):
     failure (anomaly.sweep.job_errors)."""
 
 
-# ---- rules ----------------------------------------------------------------------------------------------
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _number(x: float) -> str:
-    return str(x) if is_int(x) else f"{x:g}"
-
-
-def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{'>' if low_open else '≥'} {_number(low)}"
-    if high is not None:
-        return f"{'<' if high_open else '≤'} {_number(high)}"
-    return ""
-
-
-def _within(value: float, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
-    if low is not None and not (value > low if low_open else value >= low):
-        return False
-    if high is not None and not (value < high if high_open else value <= high):
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What a key takes. `null`: where null is allowed, what it means (None: not allowed)."""
-
-    null: str | None = None
-
-    def ok(self, value: Any) -> bool:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def problem(self, value: Any) -> str | None:
-        """None when `value` is allowed, else what is allowed ("an integer ≥ 1, or null (…)")."""
-        if value is None and self.null is not None:
-            return None
-        if value is not None and self.ok(value):
-            return None
-        return self.describe() + (f", or null ({self.null})" if self.null is not None else "")
-
-
-@dataclass(frozen=True)
-class Int(Rule):
-    low: int | None = None
-    high: int | None = None
-    # further values with a meaning of their own: {-1: "no limit"}
-    special: Mapping[int, str] = field(default_factory=dict)
-
-    def ok(self, value: Any) -> bool:
-        return is_int(value) and (value in self.special or _within(value, self.low, self.high, False, False))
-
-    def describe(self) -> str:
-        bounds = _bounds(self.low, self.high, False, False)
-        text = "an integer" + (f" {bounds}" if bounds else "")
-        return text + "".join(f", or {k} ({v})" for k, v in self.special.items())
-
-
-@dataclass(frozen=True)
-class Float(Rule):
-    """A finite number (an integer is one too) in the given range."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def ok(self, value: Any) -> bool:
-        return is_number(value) and _within(value, self.low, self.high, self.low_open, self.high_open)
-
-    def describe(self) -> str:
-        bounds = _bounds(self.low, self.high, self.low_open, self.high_open)
-        return "a number" + (f" {bounds}" if bounds else "")
-
-
-def positive(null: str | None = None) -> Float:
-    return Float(null=null, low=0, low_open=True)
-
-
-def non_negative(null: str | None = None) -> Float:
-    return Float(null=null, low=0)
-
-
-@dataclass(frozen=True)
-class Bool(Rule):
-    also: tuple[str, ...] = ()  # strings with a meaning of their own ("warn")
-
-    def ok(self, value: Any) -> bool:
-        return isinstance(value, bool) or value in self.also
-
-    def describe(self) -> str:
-        return "true or false" + "".join(f" or {a}" for a in self.also)
-
-
-@dataclass(frozen=True)
-class Choice(Rule):
-    options: tuple[str, ...] = ()
-
-    def ok(self, value: Any) -> bool:
-        return isinstance(value, str) and value in self.options
-
-    def describe(self) -> str:
-        return "one of " + ", ".join(self.options)
-
-
-@dataclass(frozen=True)
-class Ints(Rule):
-    """A list of integers ≥ low (of `length` items where given)."""
-
-    low: int = 1
-    length: int | None = None
-
-    def ok(self, value: Any) -> bool:
-        return (isinstance(value, list) and (self.length is None or len(value) == self.length)
-                and all(is_int(v) and v >= self.low for v in value))
-
-    def describe(self) -> str:
-        count = f"{self.length} " if self.length is not None else ""
-        return f"a list of {count}integers ≥ {self.low}"
-
-
-@dataclass(frozen=True)
-class Floats(Rule):
-    """A list of `length` numbers in the given range."""
-
-    length: int = 2
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def ok(self, value: Any) -> bool:
-        return (isinstance(value, list) and len(value) == self.length
-                and all(is_number(v) and _within(v, self.low, self.high, self.low_open, self.high_open)
-                        for v in value))
-
-    def describe(self) -> str:
-        return f"a list of {self.length} numbers {_bounds(self.low, self.high, self.low_open, self.high_open)}"
-
-
-@dataclass(frozen=True)
-class Batches(Rule):
-    """Lightning's limit_*_batches: a number of batches or a share of them."""
-
-    def ok(self, value: Any) -> bool:
-        return (is_int(value) and value >= 0) or (is_number(value) and 0.0 <= value <= 1.0)
-
-    def describe(self) -> str:
-        return "an integer ≥ 0 (batches) or a number in [0, 1] (a share of them)"
-
-
-@dataclass(frozen=True)
-class BoolOrInt(Rule):
-    """Lightning's fast_dev_run: true/false or a number of batches."""
-
-    def ok(self, value: Any) -> bool:
-        return isinstance(value, bool) or (is_int(value) and value >= 0)
-
-    def describe(self) -> str:
-        return "true, false or an integer ≥ 0 (batches)"
-
-
 # torch.nn.functional.interpolate's modes for images (anomaly.data.io resizes with them)
 RESIZE_MODES = ("bilinear", "area", "bicubic", "nearest", "nearest-exact")
 
 # ---- the tables ---------------------------------------------------------------------------------------
-LR = positive()
-BETAS = Floats(length=2, low=0, high=1, high_open=True)
-WIDTHS = Ints(low=1, null="the default widths")
-
 # the run's own keys (train; evaluate takes threads and the trainer)
 RUN: dict[str, Rule] = {
     # Lightning's seed_everything takes 0 … 2³² − 1
@@ -275,27 +107,9 @@ EVALUATE: dict[str, Rule] = {
     "refit_threshold": Bool(),
 }
 
-# keys that mean the same in every method (and in a method of your own); a method's own keys are
-# its class's `config_rules` (see method_rules)
-METHOD_COMMON: dict[str, Rule] = {
-    "latent_dim": Int(low=1),
-    "lr": LR,
-    "betas": BETAS,
-    "encoder_widths": WIDTHS,
-    "decoder_widths": WIDTHS,
-    "generator_widths": WIDTHS,
-    "discriminator_widths": WIDTHS,
-    "critic_widths": WIDTHS,
-    "base_width": Int(low=1),
-    "top_width": Int(low=1),
-    "batch_norm": Bool(),
-    "noise_std": non_negative(),
-    "weight_decay": non_negative(),
-    # the settings of injected networks (anomaly/nets/build.py) that mean the same in every slot
-    **{f"{slot}.{key}": rule for slot in ("encoder", "decoder", "generator", "discriminator", "critic")
-       for key, rule in (("widths", WIDTHS), ("base_width", Int(low=1)), ("top_width", Int(low=1)),
-                         ("batch_norm", Bool()), ("out_features", Int(low=1)))},
-}
+# what `method.lr` and any `method.*_lr` take, whatever the method: checked before a method's module
+# (and with it torch) loads; the rest of a method's keys are its class's signature (method_rules)
+METHOD_COMMON: dict[str, Rule] = {"lr": LR}
 
 
 # ---- a method's own rules and checks: on its class ------------------------------------------------------
@@ -316,16 +130,16 @@ def method_class(cfg: DictConfig) -> Any:
 
 
 def method_rules(cfg: DictConfig, own: bool = True) -> dict[str, Rule]:
-    """The rules of cfg.method's keys, by config path (method.lr, …): METHOD_COMMON, the method
-    class's own `config_rules` (a dict key → Rule; none where the class has none; `own=False`:
-    without them, so without importing the method's module), and a positive number for any other
+    """The rules of cfg.method's keys, by config path (method.lr, …): those the method class's
+    `__init__` signatures declare (anomaly.settings.signature; `own=False`: without them, so
+    without importing the method's module), METHOD_COMMON's, and a positive number for any other
     `*_lr` key."""
     method = cfg.get("method")
     if not isinstance(method, DictConfig):
         return {}
     rules = dict(METHOD_COMMON)
     if own:
-        rules.update(getattr(method_class(cfg), "config_rules", None) or {})
+        rules.update(signature_rules(method_class(cfg)))
     for key in method:
         if str(key).endswith("_lr") and key not in rules:
             rules[str(key)] = LR

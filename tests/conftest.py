@@ -24,6 +24,15 @@ def compose_config(output_dir: Path, overrides: list[str] = (), config_name: str
     return compose(output_dir, overrides, config_name)
 
 
+def refusal(output_dir: Path, overrides: list[str]) -> str:
+    """The one line the config check refuses these train overrides with (anomaly.config_schema)."""
+    from anomaly.config_schema import ConfigError, check_train
+
+    with pytest.raises(ConfigError) as refused:
+        check_train(compose_config(output_dir, overrides))
+    return str(refused.value)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """The test models are tiny: intra-op threads only add synchronisation, and two OpenMP

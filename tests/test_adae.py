@@ -5,10 +5,10 @@ from functools import partial
 import pytest
 import torch
 
-from anomaly import AnomalyError
 from anomaly.methods.adae import ADAE
 from anomaly.nets import ConvAutoencoder
 from anomaly.pipeline import train
+from tests.conftest import refusal
 from tests.helpers.runs import changed_networks, mnist_run, snapshot
 
 
@@ -114,9 +114,9 @@ def test_score_and_reconstruction():
     assert recon.shape == x.shape and recon.min() >= -1 and recon.max() <= 1  # tanh output
 
 
-def test_bad_variant_is_refused():
-    with pytest.raises(AnomalyError, match=r"method.variant='gan'; choose one of \['code', 'paper'\]"):
-        ADAE([1, 16, 16], variant="gan")
+def test_bad_variant_is_refused(tmp_path):
+    assert refusal(tmp_path, ["method=adae", "method.variant=gan"]) == \
+        "method.variant='gan': must be one of code, paper"
 
 
 # ---- end to end -------------------------------------------------------------------------------------------

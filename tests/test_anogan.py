@@ -14,6 +14,7 @@ from anomaly.methods.anogan import AnoGAN, anogan_loss, latent_search, latent_se
 from anomaly.methods.fanogan import FAnoGAN, gradient_penalty
 from anomaly.nets import DCGANDiscriminator, DCGANEncoder, DCGANGenerator
 from anomaly.pipeline import train
+from tests.conftest import refusal
 from tests.helpers.runs import changed_networks, mnist_run
 
 SHAPE = [1, 16, 16]
@@ -81,13 +82,13 @@ def test_sizes_the_networks_cannot_take_are_named():
         AnoGAN(SHAPE, generator=partial(DCGANGenerator, widths=[64, 32, 16]))
 
 
-def test_bad_settings_are_refused():
+def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(AnomalyError, match=r"method.value_range='unit'"):
         AnoGAN(SHAPE, value_range="unit")
-    with pytest.raises(AnomalyError, match=r"method.feature_weight=1.5"):
-        AnoGAN(SHAPE, feature_weight=1.5)
-    with pytest.raises(AnomalyError, match=r"method.encoder_epochs=0"):
-        FAnoGAN(SHAPE, encoder_epochs=0)
+    assert refusal(tmp_path, ["method=anogan", "method.feature_weight=1.5"]) == \
+        "method.feature_weight=1.5: must be a number in [0, 1]"
+    assert refusal(tmp_path, ["method=fanogan", "method.encoder_epochs=0"]) == \
+        "method.encoder_epochs=0: must be an integer ≥ 1"
 
 
 # ---- AnoGAN: the latent search --------------------------------------------------------------------------

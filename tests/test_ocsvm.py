@@ -13,6 +13,7 @@ from anomaly import AnomalyError
 from anomaly.methods.ocsvm import OneClassSVM, rbf_decision
 from anomaly.checkpoints import load_checkpoint
 from anomaly.pipeline import build_datamodule, train
+from tests.conftest import refusal
 from tests.helpers.runs import AUROC_FLOOR, mnist_run
 
 
@@ -82,15 +83,14 @@ def test_fitted_svm_round_trips_through_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(fresh.score(x), model.score(x))
 
 
-def test_bad_settings_are_refused():
-    with pytest.raises(AnomalyError, match=r"method.nu=0 must be in \(0, 1\]"):
-        OneClassSVM([1, 8, 8], nu=0)
-    with pytest.raises(AnomalyError, match=r"'auto' is neither a positive number nor 'scale'"):
-        OneClassSVM([1, 8, 8], gammas=["auto"])
-    with pytest.raises(AnomalyError, match="method.gammas is empty"):
-        OneClassSVM([1, 8, 8], gammas=[])
-    with pytest.raises(AnomalyError, match=r"method.max_train=1 must be an integer ≥ 2"):
-        OneClassSVM([1, 8, 8], max_train=1)
+@pytest.mark.parametrize("override, message", [
+    ("method.nu=0", "method.nu=0: must be a number in (0, 1]"),
+    ("method.gammas=[auto]", "method.gammas=['auto']: must be a non-empty list of numbers > 0 or scale"),
+    ("method.gammas=[]", "method.gammas=[]: must be a non-empty list of numbers > 0 or scale"),
+    ("method.max_train=1", "method.max_train=1: must be an integer ≥ 2, or null (all training images)"),
+])
+def test_bad_settings_are_refused(tmp_path, override, message):
+    assert refusal(tmp_path, ["method=ocsvm", override]) == message
 
 
 def ocsvm_run(tmp_path, mnist_root, *extra):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 from omegaconf import OmegaConf, open_dict
@@ -69,6 +70,11 @@ BAD = [
      "method.generator.negative_slope=-0.2: must be a number in [0, 1); "
      "method.discriminator.negative_slope=-0.2: must be a number in [0, 1)"),
     ("method=fanogan method.critic_steps=0", "method.critic_steps=0: must be an integer ≥ 1"),
+    # string choices, declared as Literal in the method's signature (or its base's)
+    ("method.value_range=bogus", "method.value_range='bogus': must be one of unit, symmetric"),
+    ("method=gpnd method.jacobian=hessian", "method.jacobian='hessian': must be one of generator, encoder"),
+    ("method=gpnd method.generator.output=tanh",
+     "method.generator.output='tanh': must be one of half_tanh, sigmoid"),
     # several bad values: one line naming them all
     ("data.batch_size=0 method.lr=-1",
      "data.batch_size=0: must be an integer ≥ 1; method.lr=-1: must be a number > 0"),
@@ -99,9 +105,9 @@ def test_every_shipped_config_passes(tmp_path, group):
 
 @pytest.mark.parametrize("method", options("method"))
 def test_every_plain_setting_of_every_method_has_a_rule(tmp_path, method):
-    """Numbers, booleans, lists and nulls of conf/method/<method>.yaml are all declared, those of
-    its network nodes too (method.encoder.widths; strings are choices the methods and nets check
-    themselves)."""
+    """Numbers, booleans, lists and nulls of conf/method/<method>.yaml are all declared (in the
+    method's signature), those of its network nodes too (method.encoder.widths; strings are
+    declared where they are a choice: method.value_range, or left to the nets that take them)."""
     cfg = compose_config(tmp_path, [f"method={method}"])
     settings = OmegaConf.to_container(cfg.method, resolve=True)
     for slot, node in list(settings.items()):
@@ -113,9 +119,10 @@ def test_every_plain_setting_of_every_method_has_a_rule(tmp_path, method):
 
 
 class OwnMethod:
-    """A method of your own, as `method._target_` names it: its rules are declared on its class."""
+    """A method of your own, as `method._target_` names it: its rules are its `__init__` signature."""
 
-    config_rules = {"depth": Int(low=1)}
+    def __init__(self, image_shape, depth: Annotated[int, Int(low=1)] = 2, lr: float = 0.1) -> None:
+        self.depth, self.lr = depth, lr
 
 
 @pytest.mark.parametrize("target, lr, message", [
@@ -125,7 +132,7 @@ class OwnMethod:
     # a class that does not import: the shared rules only (building the method says why, later)
     ("no_such_package.Method", 0, "method.lr=0: must be a number > 0"),
 ])
-def test_a_method_declares_its_own_rules_on_its_class(tmp_path, target, lr, message):
+def test_a_method_declares_its_own_rules_in_its_signature(tmp_path, target, lr, message):
     cfg = compose_config(tmp_path, ["method=ae", f"method.lr={lr}", "+method.depth=0"])
     with open_dict(cfg):
         cfg.method._target_ = target

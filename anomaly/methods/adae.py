@@ -56,15 +56,14 @@ curve above for its first 1,015 batches.
 from __future__ import annotations
 
 from functools import partial
-from typing import ClassVar, Sequence
+from typing import Annotated, ClassVar, Literal, Sequence
 
 import torch
 
-from anomaly import AnomalyError
-from anomaly.config_schema import WIDTHS, Float, Rule
-from anomaly.methods.base import AnomalyModule
+from anomaly.methods.base import AnomalyModule, ValueRange
 from anomaly.nets import ConvAutoencoder, dcgan_init, frozen
 from anomaly.nets.build import NetSpec, build_net, expect_output
+from anomaly.settings.rules import FRACTION, WIDTHS, Betas, LatentDim, LearningRate, Net
 
 # weight of the second term (‖G(x) − D(G(x))‖₁) of both losses, and whether L_D is taken in
 # absolute value, per variant
@@ -76,28 +75,24 @@ def l1_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().flatten(1).mean(1)
 
 
+# the two networks: autoencoders, their settings beyond the shared ones (anomaly.settings.rules)
+Autoencoders = Annotated[NetSpec, Net(negative_slope=FRACTION, encoder_widths=WIDTHS,
+                                      decoder_widths=WIDTHS)]
+
+
 class ADAE(AnomalyModule):
     """Adversarial dual autoencoders (see the module docstring). Two Adam optimisers, manual
     optimisation: `update_discriminator` then `update_generator` per batch."""
 
     name: ClassVar[str] = "adae"
-    # the keys of conf/method/adae.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        **{f"{slot}.negative_slope": Float(low=0, high=1, high_open=True)
-           for slot in ("generator", "discriminator")},
-        **{f"{slot}.{key}": WIDTHS for slot in ("generator", "discriminator")
-           for key in ("encoder_widths", "decoder_widths")},
-    }
-
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
-                 generator: NetSpec = partial(ConvAutoencoder, negative_slope=0.0),
-                 discriminator: NetSpec = partial(ConvAutoencoder, negative_slope=0.0), variant: str = "code",
-                 lr: float = 1e-5, betas: Sequence[float] = (0.5, 0.999),
-                 value_range: str = "symmetric", **base) -> None:
+    def __init__(self, image_shape: Sequence[int], latent_dim: LatentDim = 32,
+                 generator: Autoencoders = partial(ConvAutoencoder, negative_slope=0.0),
+                 discriminator: Autoencoders = partial(ConvAutoencoder, negative_slope=0.0),
+                 # paper: the paper's losses; code: the published code's
+                 variant: Literal["code", "paper"] = "code",
+                 lr: LearningRate = 1e-5, betas: Betas = (0.5, 0.999),
+                 value_range: ValueRange = "symmetric", **base) -> None:
         super().__init__(image_shape, value_range=value_range, **base)
-        if variant not in VARIANTS:
-            raise AnomalyError(f"method.variant={variant!r}; choose one of {sorted(VARIANTS)} "
-                               "(paper: the paper's losses; code: the published code's)")
         shape, n = self.image_shape, int(latent_dim)
         self.generator = build_net(generator, "generator", self.name, image_shape=shape, latent_dim=n,
                                    output=self.output_activation)

@@ -9,18 +9,15 @@ connected network (sigmoid layers, Glorot init) so that ARAE and the DAE differ 
 from __future__ import annotations
 
 from functools import partial
-from typing import ClassVar, Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from anomaly.config_schema import Choice, Rule
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets import ConvDecoder, ConvEncoder, dcgan_init
 from anomaly.nets.build import NetSpec, build_net, expect_output
-
-INITS = ("dcgan", "none")
-
+from anomaly.settings.rules import LatentDim, LearningRate, NonNegative
 
 class Autoencoder(AnomalyModule):
     """encoder → latent → decoder, trained with MSE to reconstruct the (clean) input.
@@ -34,12 +31,12 @@ class Autoencoder(AnomalyModule):
     """
 
     name = "ae"
-    config_rules: ClassVar[dict[str, Rule]] = {"init": Choice(options=INITS)}
 
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
+    def __init__(self, image_shape: Sequence[int], latent_dim: LatentDim = 32,
                  encoder: NetSpec = partial(ConvEncoder, base_width=32),
-                 decoder: NetSpec = partial(ConvDecoder, base_width=32), init: str = "dcgan",
-                 noise_std: float = 0.0, lr: float = 1e-3, weight_decay: float = 0.0, **base) -> None:
+                 decoder: NetSpec = partial(ConvDecoder, base_width=32), init: Literal["dcgan", "none"] = "dcgan",
+                 noise_std: NonNegative = 0.0, lr: LearningRate = 1e-3, weight_decay: NonNegative = 0.0,
+                 **base) -> None:
         super().__init__(image_shape, **base)
         shape, n = self.image_shape, int(latent_dim)
         self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)

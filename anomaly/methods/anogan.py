@@ -39,16 +39,16 @@ Deliberate differences and bug fixes:
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable, Sequence
+from typing import Annotated, Callable, ClassVar, Iterable, Sequence
 
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from anomaly import AnomalyError
-from anomaly.config_schema import BETAS, Bool, Float, Int, Rule, positive
-from anomaly.methods.base import AnomalyModule, real_fake_bce
+from anomaly.methods.base import AnomalyModule, ValueRange, real_fake_bce
 from anomaly.nets import DCGANDiscriminator, DCGANGenerator, dcgan_init, frozen, frozen_inference
 from anomaly.nets.build import NetSpec, build_net, expect_output
+from anomaly.settings.rules import AtLeastOne, Betas, Count, Float, LatentDim, LearningRate, Positive
 
 Progress = Callable[[Iterable[int]], Iterable[int]]
 SearchResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (score, z, G(z)), each per image
@@ -102,34 +102,19 @@ class AnoGAN(AnomalyModule):
     optimisation: `update_discriminator`, then `update_generator` `generator_steps` times."""
 
     name: ClassVar[str] = "anogan"
-    # the keys of conf/method/anogan.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        "generator_steps": Int(low=1),
-        "search_steps": Int(low=0),
-        "search_lr": positive(),
-        "search_betas": BETAS,
-        "feature_weight": Float(low=0, high=1),
-        "search_seed": Int(low=0),
-        "fit_validation": Bool(),
-    }
-
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 100,
+    def __init__(self, image_shape: Sequence[int], latent_dim: LatentDim = 100,
                  generator: NetSpec = DCGANGenerator, discriminator: NetSpec = DCGANDiscriminator,
-                 lr: float = 2e-4, betas: Sequence[float] = (0.5, 0.999), generator_steps: int = 2,
-                 search_steps: int = 500, search_lr: float = 1e-3,
-                 search_betas: Sequence[float] = (0.9, 0.999), feature_weight: float = 0.1,
-                 search_seed: int = 0, fit_validation: bool = False,
-                 value_range: str = "symmetric", **base) -> None:
+                 lr: LearningRate = 2e-4, betas: Betas = (0.5, 0.999), generator_steps: AtLeastOne = 2,
+                 search_steps: Count = 500, search_lr: Positive = 1e-3,
+                 search_betas: Betas = (0.9, 0.999),
+                 # λ weighs the search's two terms (residual, discrimination)
+                 feature_weight: Annotated[float, Float(low=0, high=1)] = 0.1,
+                 search_seed: Count = 0, fit_validation: bool = False,
+                 value_range: ValueRange = "symmetric", **base) -> None:
         super().__init__(image_shape, value_range=value_range, **base)
         if self.value_range != "symmetric":
             raise AnomalyError(f"method.value_range={self.value_range!r}: method=anogan needs symmetric "
                                "(inputs in [−1, 1] like its tanh generator)")
-        if int(search_steps) < 0:
-            raise AnomalyError(f"method.search_steps={search_steps}: the number of search steps must be ≥ 0")
-        if not 0.0 <= float(feature_weight) <= 1.0:
-            raise AnomalyError(f"method.feature_weight={feature_weight}: λ weighs two terms, use 0 ≤ λ ≤ 1")
-        if int(generator_steps) < 1:
-            raise AnomalyError(f"method.generator_steps={generator_steps}: need at least 1 per batch")
         self.latent_dim = int(latent_dim)
         shape, n = self.image_shape, self.latent_dim
         self.generator = build_net(generator, "generator", self.name, in_features=n, image_shape=shape)

@@ -56,21 +56,22 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import ClassVar, Iterator, Sequence
+from typing import Annotated, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Choice, Int, Ints, Rule, non_negative, positive
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets import DenseDecoder, DenseEncoder, dcgan_init, frozen
 from anomaly.nets.build import NetSpec, build_net, expect_output
+from anomaly.settings.rules import (AtLeastOne, Count, Ints, LatentDim, LearningRate, Net, NonNegative,
+                                    positive)
 
-INITS = ("dcgan", "none")
-ATTACKS = ("linf", "union")
-UNION_COMBINES = ("all", "worst")
+# the networks (conf/net/arae/): their `hidden` widths beyond the shared settings (anomaly.settings.rules)
+Dense = Annotated[NetSpec, Net(hidden=Ints(low=1))]
+
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -217,59 +218,24 @@ class ARAE(AnomalyModule):
     """
 
     name = "arae"
-    # the keys of conf/method/arae.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        "encoder.hidden": Ints(low=1),
-        "decoder.hidden": Ints(low=1),
-        "init": Choice(options=INITS),
-        "eps": non_negative(),
-        "steps": Int(low=0),
-        "alpha": positive(null="2.5·eps/steps"),
-        "latent_weight": non_negative(),
-        "union_latent_weight": non_negative(),
-        "union_l2_eps": non_negative(),
-        "union_l2_alpha": non_negative(),
-        "union_l2_steps": Int(low=0),
-        "union_linf_eps": non_negative(),
-        "union_linf_alpha": non_negative(),
-        "union_linf_steps": Int(low=0),
-        "union_max_rotation": non_negative(),
-        "union_rotations": Int(low=1),
-        "union_max_shift": non_negative(),
-        "union_shifts": Int(low=1),
-        "union_transform_chunk": Int(low=1),
-    }
 
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 128,
-                 encoder: NetSpec = DenseEncoder, decoder: NetSpec = DenseDecoder, init: str = "none",
-                 attack: str = "linf", eps: float = 0.2, steps: int = 40, alpha: float | None = None,
-                 latent_weight: float = 0.1,
-                 union_combine: str = "all", union_latent_weight: float = 0.2,
-                 union_l2_eps: float = 5.0, union_l2_alpha: float = 0.1, union_l2_steps: int = 100,
-                 union_linf_eps: float = 0.2, union_linf_alpha: float = 0.01, union_linf_steps: int = 40,
-                 union_max_rotation: float = 30.0, union_rotations: int = 31,
-                 union_max_shift: float = 4 / 28, union_shifts: int = 3, union_transform_chunk: int = 64,
-                 lr: float = 1e-3, **base) -> None:
+    def __init__(self, image_shape: Sequence[int], latent_dim: LatentDim = 128,
+                 encoder: Dense = DenseEncoder, decoder: Dense = DenseDecoder,
+                 init: Literal["dcgan", "none"] = "none", attack: Literal["linf", "union"] = "linf",
+                 eps: NonNegative = 0.2, steps: Count = 40,
+                 alpha: Annotated[float | None, positive(null="2.5·eps/steps")] = None,
+                 latent_weight: NonNegative = 0.1,
+                 union_combine: Literal["all", "worst"] = "all", union_latent_weight: NonNegative = 0.2,
+                 union_l2_eps: NonNegative = 5.0, union_l2_alpha: NonNegative = 0.1, union_l2_steps: Count = 100,
+                 union_linf_eps: NonNegative = 0.2, union_linf_alpha: NonNegative = 0.01,
+                 union_linf_steps: Count = 40, union_max_rotation: NonNegative = 30.0,
+                 union_rotations: AtLeastOne = 31, union_max_shift: NonNegative = 4 / 28,
+                 union_shifts: AtLeastOne = 3, union_transform_chunk: AtLeastOne = 64,
+                 lr: LearningRate = 1e-3, **base) -> None:
         super().__init__(image_shape, **base)
         if self.value_range != "unit":
             raise AnomalyError(f"method=arae needs method.value_range=unit, not {self.value_range!r} "
                                "(the attacks clip to [0, 1])")
-        _check_choice("attack", attack, ATTACKS)
-        _check_choice("union_combine", union_combine, UNION_COMBINES)
-        for key, value in (("eps", eps), ("union_l2_eps", union_l2_eps), ("union_linf_eps", union_linf_eps),
-                           ("union_l2_alpha", union_l2_alpha), ("union_linf_alpha", union_linf_alpha),
-                           ("union_max_rotation", union_max_rotation), ("union_max_shift", union_max_shift)):
-            if not value >= 0:
-                raise AnomalyError(f"method.{key}={value} must be ≥ 0")
-        if alpha is not None and not alpha > 0:
-            raise AnomalyError(f"method.alpha={alpha} must be > 0, or null for 2.5·eps/steps")
-        for key, value, low in (("steps", steps, 0), ("union_l2_steps", union_l2_steps, 0),
-                                ("union_linf_steps", union_linf_steps, 0),
-                                ("union_rotations", union_rotations, 1), ("union_shifts", union_shifts, 1),
-                                ("union_transform_chunk", union_transform_chunk, 1)):
-            if int(value) != value or value < low:
-                raise AnomalyError(f"method.{key}={value} must be an integer ≥ {low}")
-
         shape, n = self.image_shape, int(latent_dim)
         self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)
         self.decoder = build_net(decoder, "decoder", self.name, in_features=n, image_shape=shape)
@@ -339,7 +305,3 @@ class ARAE(AnomalyModule):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return (self.reconstruct(x) - x).pow(2).flatten(1).sum(1)
 
-
-def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise AnomalyError(f"method.{key}={value!r}; choose one of {list(allowed)}")

@@ -2,7 +2,10 @@
 predict, and checkpoint identity.
 
 A method subclasses `AnomalyModule` and adds only its networks, its training step(s) and
-`score(x)` (per-sample, higher = more anomalous). The scored splits go to the module's components
+`score(x)` (per-sample, higher = more anomalous). Its hyper-parameters are the typed parameters
+of its `__init__`, each with its default (`nu: Nu = 0.1`, `jacobian: Literal["generator",
+"encoder"] = "generator"`): that signature is their one declaration, checked when the config is
+composed (anomaly.config_schema, anomaly.settings), so `__init__` takes the values as given. The scored splits go to the module's components
 (`anomaly.evaluation`): its `post_processor` fits the threshold on validation and labels scores
 with it, its `evaluator` takes the metrics; `anomaly.pipeline.build_method` attaches them.
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Literal, Sequence, get_args
 
 import lightning as L
 import torch
@@ -29,7 +32,9 @@ from anomaly.rng import ValidationRNG
 
 log = logging.getLogger(__name__)
 
-VALUE_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+# the inputs' range: unit [0, 1], symmetric [-1, 1]
+ValueRange = Literal["unit", "symmetric"]
+VALUE_RANGES = dict(zip(get_args(ValueRange), ((0.0, 1.0), (-1.0, 1.0))))
 
 
 class AnomalyModule(L.LightningModule):
@@ -42,11 +47,9 @@ class AnomalyModule(L.LightningModule):
 
     name: ClassVar[str] = "base"
 
-    def __init__(self, image_shape: Sequence[int], value_range: str = "unit") -> None:
+    def __init__(self, image_shape: Sequence[int], value_range: ValueRange = "unit") -> None:
         super().__init__()
         self.save_hyperparameters()
-        if value_range not in VALUE_RANGES:
-            raise AnomalyError(f"method.value_range={value_range!r}; choose one of {sorted(VALUE_RANGES)}")
         self.image_shape = check_image_shape(image_shape, self.name)
         self.value_range = value_range
         self.post_processor: PostProcessor = PostProcessor().attach(self)

@@ -61,22 +61,21 @@ from __future__ import annotations
 
 import logging
 from itertools import chain
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Annotated, Any, ClassVar, Iterable, Iterator, Literal, Sequence
 
 import torch
 from omegaconf import DictConfig
 
 from anomaly import AnomalyError
-from anomaly.config_schema import (Choice, ConfigError, Float, Int, Ints, Rule, check_stage_epochs, is_int,
-                                   is_number, non_negative, positive, setting)
-from anomaly.methods.base import AnomalyModule
+from anomaly.config_schema import ConfigError, check_stage_epochs, setting
+from anomaly.methods.base import AnomalyModule, ValueRange
 from anomaly.nets.build import NetSpec, build_net, expect_output, output_shape
 from anomaly.nets.lenet import LeNetDecoder, LeNetEncoder, lenet_preset, lenet_xavier_init
+from anomaly.settings.rules import (AtLeastOne, Count, Int, LearningRate, Milestones, Net, NonNegative, Nu,
+                                    is_int)
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("one-class", "soft-boundary")
-PREPROCESSING = ("gcn_minmax", "none")
 
 
 def warm_up_problem(objective: Any, warm_up: Any, svdd_epochs: Any) -> str | None:
@@ -104,20 +103,6 @@ class DeepSVDD(AnomalyModule):
     # the two stages and their lr milestones (a compute budget shortens both: anomaly.cost)
     stage_settings: ClassVar[dict[str, str]] = {"pretrain": "method.pretrain_epochs", "svdd": "method.svdd_epochs"}
     milestone_settings: ClassVar[dict[str, str]] = {"ae_lr_milestones": "pretrain", "lr_milestones": "svdd"}
-    config_rules: ClassVar[dict[str, Rule]] = {
-        "objective": Choice(options=OBJECTIVES),
-        "nu": Float(low=0, high=1, low_open=True),
-        "warm_up_epochs": Int(low=0),
-        "center_eps": non_negative(),
-        "preprocessing": Choice(options=PREPROCESSING),
-        "encoder.rep_dim": Int(low=1, null="the published net's: 32 for 1 channel, 128 for more"),
-        "pretrain_epochs": Int(low=0),
-        "svdd_epochs": Int(low=1),
-        "ae_lr": positive(),
-        "ae_weight_decay": non_negative(),
-        "lr_milestones": Ints(low=1),
-        "ae_lr_milestones": Ints(low=1),
-    }
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -129,29 +114,19 @@ class DeepSVDD(AnomalyModule):
             raise ConfigError(problem)
         check_stage_epochs(cfg, "deep_svdd", "pretrain_epochs", "svdd_epochs", first_min=0)
 
-    def __init__(self, image_shape: Sequence[int], objective: str = "one-class", nu: float = 0.1,
-                 warm_up_epochs: int = 10, center_eps: float = 0.1, preprocessing: str = "gcn_minmax",
-                 encoder: NetSpec = LeNetEncoder, decoder: NetSpec = LeNetDecoder,
-                 pretrain_epochs: int = 150, svdd_epochs: int = 150, lr: float = 1e-4,
-                 weight_decay: float = 0.5e-6, lr_milestones: Sequence[int] = (50,),
-                 ae_lr: float = 1e-4, ae_weight_decay: float = 0.5e-3,
-                 ae_lr_milestones: Sequence[int] = (50,), value_range: str = "unit", **base) -> None:
+    def __init__(self, image_shape: Sequence[int], objective: Literal["one-class", "soft-boundary"] = "one-class",
+                 nu: Nu = 0.1, warm_up_epochs: Count = 10, center_eps: NonNegative = 0.1,
+                 preprocessing: Literal["gcn_minmax", "none"] = "gcn_minmax",
+                 encoder: Annotated[NetSpec, Net(rep_dim=Int(low=1, null="the published net's: 32 for 1 channel, "
+                                                                      "128 for more"))] = LeNetEncoder,
+                 decoder: NetSpec = LeNetDecoder, pretrain_epochs: Count = 150, svdd_epochs: AtLeastOne = 150,
+                 lr: LearningRate = 1e-4, weight_decay: NonNegative = 0.5e-6, lr_milestones: Milestones = (50,),
+                 ae_lr: LearningRate = 1e-4, ae_weight_decay: NonNegative = 0.5e-3,
+                 ae_lr_milestones: Milestones = (50,), value_range: ValueRange = "unit", **base) -> None:
         super().__init__(image_shape, value_range=value_range, **base)
         if self.value_range != "unit":
             raise AnomalyError(f"method.value_range={self.value_range!r}: method=deep_svdd needs unit "
                                "(its autoencoder ends in a sigmoid, as the published code's)")
-        for key, value, options in (("objective", objective, OBJECTIVES),
-                                    ("preprocessing", preprocessing, PREPROCESSING)):
-            if value not in options:
-                raise AnomalyError(f"method.{key}={value!r}; choose one of {list(options)}")
-        if not (is_number(nu) and 0 < nu <= 1):
-            raise AnomalyError(f"method.nu={nu}: must be in (0, 1]")
-        if int(pretrain_epochs) < 0 or int(svdd_epochs) < 1 or int(warm_up_epochs) < 0:
-            raise AnomalyError(f"method.pretrain_epochs={pretrain_epochs}, method.svdd_epochs={svdd_epochs}, "
-                               f"method.warm_up_epochs={warm_up_epochs}: must be ≥ 0, ≥ 1 and ≥ 0")
-        problem = warm_up_problem(objective, int(warm_up_epochs), int(svdd_epochs))
-        if problem is not None:
-            raise AnomalyError(problem)
         self.objective, self.nu, self.warm_up_epochs = objective, float(nu), int(warm_up_epochs)
         self.center_eps, self.preprocessing = float(center_eps), preprocessing
         self.pretrain_epochs, self.svdd_epochs = int(pretrain_epochs), int(svdd_epochs)

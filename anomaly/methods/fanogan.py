@@ -50,23 +50,23 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import ClassVar, Sequence
+from typing import Annotated, ClassVar, Literal, Sequence
 
 import torch
 from omegaconf import DictConfig
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Choice, Int, Rule, check_stage_epochs, non_negative, positive
-from anomaly.methods.base import AnomalyModule
+from anomaly.config_schema import check_stage_epochs
+from anomaly.methods.base import AnomalyModule, ValueRange
 from anomaly.nets import (DCGANDiscriminator, DCGANEncoder, DCGANGenerator, dcgan_init, frozen,
                           frozen_inference)
 from anomaly.nets.build import NetSpec, build_net, expect_output
+from anomaly.settings.rules import AtLeastOne, Betas, Choice, LatentDim, LearningRate, Net, NonNegative
 
 log = logging.getLogger(__name__)
 
-PRIORS = ("normal", "uniform")
-ENCODER_OPTIMIZERS = ("rmsprop", "adam")
-CRITIC_NORMS = ("layer", "none")
+# the critic's and the encoder's normalisation: no batch norm (the gradient penalty is per image)
+Normed = Annotated[NetSpec, Net(norm=Choice(options=("layer", "none")))]
 
 
 def mse_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -88,18 +88,6 @@ class FAnoGAN(AnomalyModule):
     name: ClassVar[str] = "fanogan"
     # the two stages (a compute budget shortens both: anomaly.cost)
     stage_settings: ClassVar[dict[str, str]] = {"gan": "method.gan_epochs", "encoder": "method.encoder_epochs"}
-    # the keys of conf/method/fanogan.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        "gan_epochs": Int(low=1),
-        "encoder_epochs": Int(low=1),
-        "critic_steps": Int(low=1),
-        "gradient_penalty_weight": non_negative(),
-        "encoder_lr": positive(),
-        "feature_weight": non_negative(),
-        # the critic's and the encoder's normalisation: no batch norm (the gradient penalty is per image)
-        **{f"{slot}.norm": Choice(options=CRITIC_NORMS) for slot in ("critic", "encoder")},
-    }
-
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         """The run trains method.gan_epochs + method.encoder_epochs epochs (called by
@@ -109,27 +97,18 @@ class FAnoGAN(AnomalyModule):
         run's config records the schedule it ran."""
         check_stage_epochs(cfg, "fanogan", "gan_epochs", "encoder_epochs", first_min=1)
 
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 128, prior: str = "normal",
-                 generator: NetSpec = DCGANGenerator,
-                 critic: NetSpec = partial(DCGANDiscriminator, norm="layer"),
-                 encoder: NetSpec = partial(DCGANEncoder, norm="layer"), gan_epochs: int = 100, encoder_epochs: int = 50,
-                 critic_steps: int = 5, gradient_penalty_weight: float = 10.0, lr: float = 1e-4,
-                 betas: Sequence[float] = (0.0, 0.9), encoder_optimizer: str = "rmsprop",
-                 encoder_lr: float = 5e-5, feature_weight: float = 1.0,
-                 value_range: str = "symmetric", **base) -> None:
+    def __init__(self, image_shape: Sequence[int], latent_dim: LatentDim = 128,
+                 prior: Literal["normal", "uniform"] = "normal", generator: NetSpec = DCGANGenerator,
+                 critic: Normed = partial(DCGANDiscriminator, norm="layer"),
+                 encoder: Normed = partial(DCGANEncoder, norm="layer"), gan_epochs: AtLeastOne = 100,
+                 encoder_epochs: AtLeastOne = 50, critic_steps: AtLeastOne = 5,
+                 gradient_penalty_weight: NonNegative = 10.0, lr: LearningRate = 1e-4, betas: Betas = (0.0, 0.9),
+                 encoder_optimizer: Literal["rmsprop", "adam"] = "rmsprop", encoder_lr: LearningRate = 5e-5,
+                 feature_weight: NonNegative = 1.0, value_range: ValueRange = "symmetric", **base) -> None:
         super().__init__(image_shape, value_range=value_range, **base)
         if self.value_range != "symmetric":
             raise AnomalyError(f"method.value_range={self.value_range!r}: method=fanogan needs symmetric "
                                "(inputs in [−1, 1] like its tanh generator)")
-        if prior not in PRIORS:
-            raise AnomalyError(f"method.prior={prior!r}; choose one of {list(PRIORS)}")
-        if encoder_optimizer not in ENCODER_OPTIMIZERS:
-            raise AnomalyError(f"method.encoder_optimizer={encoder_optimizer!r}; choose one of "
-                               f"{list(ENCODER_OPTIMIZERS)}")
-        for key, value in (("gan_epochs", gan_epochs), ("encoder_epochs", encoder_epochs),
-                           ("critic_steps", critic_steps)):
-            if int(value) < 1:
-                raise AnomalyError(f"method.{key}={value}: must be ≥ 1")
         self.latent_dim = int(latent_dim)
         self.prior = prior
         shape, n = self.image_shape, self.latent_dim

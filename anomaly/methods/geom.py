@@ -72,20 +72,19 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, ClassVar, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Choice, Float, Int, Rule, is_int, positive
-from anomaly.methods.base import VALUE_RANGES, AnomalyModule
+from anomaly.methods.base import VALUE_RANGES, AnomalyModule, ValueRange
 from anomaly.nets.build import NetSpec, build_net, expect_output
+from anomaly.settings.rules import (FRACTION, AtLeastOne, Betas, Count, Int, LearningRate, Net, NonNegative,
+                                    Positive, Rule, is_int)
 from anomaly.nets.wrn import WideResNet
 
 log = logging.getLogger(__name__)
-
-SCORES = ("dirichlet", "simple")
 
 
 # ---- the 72 transformations ------------------------------------------------------------------------
@@ -201,31 +200,15 @@ class GEOM(AnomalyModule):
     """
 
     name: ClassVar[str] = "geom"
-    # the keys of conf/method/geom.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        "net.depth": WrnDepth(),
-        "net.widen_factor": Int(low=1),
-        "net.dropout": Float(low=0, high=1, high_open=True),
-        "translation": Int(low=1),
-        "pad": Int(low=0),
-        "score": Choice(options=SCORES),
-        "score_chunk": Int(low=NUM_TRANSFORMATIONS, null="automatic: 288 on a CPU, 4608 on a GPU"),
-        "eps": positive(),
-    }
-
-    def __init__(self, image_shape: Sequence[int], net: NetSpec = WideResNet, translation: int = 8,
-                 pad: int = 0, lr: float = 1e-3,
-                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-7, weight_decay: float = 5e-4,
-                 score: str = "dirichlet", score_chunk: int | None = None, value_range: str = "symmetric",
-                 **base) -> None:
+    def __init__(self, image_shape: Sequence[int],
+                 net: Annotated[NetSpec, Net(depth=WrnDepth(), widen_factor=Int(low=1), dropout=FRACTION)]
+                 = WideResNet, translation: AtLeastOne = 8, pad: Count = 0, lr: LearningRate = 1e-3,
+                 betas: Betas = (0.9, 0.999), eps: Positive = 1e-7, weight_decay: NonNegative = 5e-4,
+                 score: Literal["dirichlet", "simple"] = "dirichlet",
+                 score_chunk: Annotated[int | None, Int(low=NUM_TRANSFORMATIONS,
+                                                        null="automatic: 288 on a CPU, 4608 on a GPU")] = None,
+                 value_range: ValueRange = "symmetric", **base) -> None:
         super().__init__(image_shape, value_range=value_range, **base)
-        if score not in SCORES:
-            raise AnomalyError(f"method.score={score!r}; choose one of {', '.join(SCORES)}")
-        if not is_int(pad) or pad < 0:
-            raise AnomalyError(f"method.pad={pad}: must be an integer ≥ 0")
-        if score_chunk is not None and (not is_int(score_chunk) or score_chunk < NUM_TRANSFORMATIONS):
-            raise AnomalyError(f"method.score_chunk={score_chunk}: must be an integer ≥ {NUM_TRANSFORMATIONS}, "
-                               "or null (automatic)")
         channels, size, _ = self.image_shape
         self.pad = int(pad)
         side = size + 2 * self.pad

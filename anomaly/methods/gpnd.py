@@ -54,7 +54,7 @@ import logging
 import math
 from functools import partial
 from itertools import chain
-from typing import Callable, ClassVar, Iterable, Sequence
+from typing import Annotated, Callable, ClassVar, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -62,10 +62,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Bool, Choice, Int, Ints, Rule, non_negative, positive
 from anomaly.methods.base import AnomalyModule, real_fake_bce
 from anomaly.nets import MLP, ConvDecoder, ConvEncoder, dcgan_init, frozen
 from anomaly.nets.build import NetSpec, build_net, expect_output
+from anomaly.settings.rules import (AtLeastOne, Betas, Choice, Int, Ints, LatentDim, LearningRate, Milestones, Net,
+                                    NonNegative, Positive)
 
 log = logging.getLogger(__name__)
 
@@ -175,41 +176,25 @@ class GPND(AnomalyModule):
     name = "gpnd"
     # a compute budget (anomaly.cost) moves the lr milestones with the epochs the run gets
     milestone_settings: ClassVar[dict[str, str]] = {"lr_milestones": "train"}
-    # the keys of conf/method/gpnd.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        "latent_discriminator.hidden": Ints(low=1),
-        "lr_milestones": Ints(low=1),
-        "lr_gamma": positive(),
-        "reconstruction_weight": non_negative(),
-        "latent_adversarial_weight": non_negative(),
-        "jacobian_chunk": Int(low=1, null="automatic"),
-        "residual_bins": Int(low=1),
-        "perp_dim_factor": positive(),
-        "reuse_forward_passes": Bool(),
-        # the generator's output activation: in [0, 1] for the BCE losses (tanh·½+½: the 2018 code)
-        "generator.output": Choice(options=("half_tanh", "sigmoid")),
-        "batchnorm_init": Choice(options=("pytorch", "dcgan")),
-    }
-
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32,
+    def __init__(self, image_shape: Sequence[int], latent_dim: LatentDim = 32,
                  encoder: NetSpec = partial(ConvEncoder, widths=(64, 256, 512)),
-                 generator: NetSpec = partial(ConvDecoder, widths=(256, 256, 128), output="half_tanh"),
+                 # its output activation: in [0, 1] for the BCE losses (tanh·½+½: the 2018 code)
+                 generator: Annotated[NetSpec, Net(output=Choice(options=("half_tanh", "sigmoid")))] =
+                 partial(ConvDecoder, widths=(256, 256, 128), output="half_tanh"),
                  discriminator: NetSpec = partial(ConvEncoder, widths=(64, 256, 512)),
-                 latent_discriminator: NetSpec = partial(MLP, hidden=(128, 128)),
-                 lr: float = 0.002, betas: Sequence[float] = (0.5, 0.999),
-                 lr_milestones: Sequence[int] = (30, 60), lr_gamma: float = 0.25,
-                 reconstruction_weight: float = 1.0, latent_adversarial_weight: float = 2.0,
-                 batchnorm_init: str = "pytorch", reuse_forward_passes: bool = False,
-                 jacobian: str = "generator", jacobian_chunk: int | None = None, residual_bins: int = 30,
-                 perp_dim_factor: float = 1.0, **base) -> None:
+                 latent_discriminator: Annotated[NetSpec, Net(hidden=Ints(low=1))] = partial(MLP, hidden=(128, 128)),
+                 lr: LearningRate = 0.002, betas: Betas = (0.5, 0.999),
+                 lr_milestones: Milestones = (30, 60), lr_gamma: Positive = 0.25,
+                 reconstruction_weight: NonNegative = 1.0, latent_adversarial_weight: NonNegative = 2.0,
+                 # pytorch: BatchNorm weight 1 (the 2018 code) · dcgan: weight ~ N(1, 0.02)
+                 batchnorm_init: Literal["pytorch", "dcgan"] = "pytorch", reuse_forward_passes: bool = False,
+                 # generator: the paper's term · encoder: the published code's route, its sign fixed
+                 jacobian: Literal["generator", "encoder"] = "generator",
+                 jacobian_chunk: Annotated[int | None, Int(low=1, null="automatic")] = None,
+                 residual_bins: AtLeastOne = 30, perp_dim_factor: Positive = 1.0, **base) -> None:
         super().__init__(image_shape, **base)
         if self.value_range != "unit":
             raise AnomalyError("method=gpnd needs method.value_range=unit (sigmoid outputs, BCE losses)")
-        if jacobian not in ("generator", "encoder"):
-            raise AnomalyError(f"method.jacobian={jacobian!r}; choose generator (the paper) or encoder")
-        if batchnorm_init not in ("dcgan", "pytorch"):
-            raise AnomalyError(f"method.batchnorm_init={batchnorm_init!r}; choose pytorch (weight 1, "
-                               "the 2018 code) or dcgan (weight ~ N(1, 0.02))")
         shape, n = self.image_shape, int(latent_dim)
         self.latent_dim = n
         # built in this order (the order their weights draw from the RNG)

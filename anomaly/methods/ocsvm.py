@@ -39,15 +39,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Annotated, Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Float, Int, Rule, is_number, positive
 from anomaly.methods.base import AnomalyModule
 from anomaly.evaluation.metrics import compute_metrics
+from anomaly.settings.rules import Int, Nu, Positive, Rule, is_number
 
 log = logging.getLogger("anomaly")
 
@@ -89,30 +89,13 @@ class OneClassSVM(AnomalyModule):
     # its schedule is one epoch, whatever trainer.max_epochs says (see on_fit_start)
     stage_settings: ClassVar[dict[str, str]] = {"fit": "method.fit_epochs"}
     fit_epochs = 1
-    # the keys of conf/method/ocsvm.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        "nu": Float(low=0, high=1, low_open=True),
-        "gammas": Gammas(),
-        "tol": positive(),
-        "cache_size": positive(),
-        "max_train": Int(low=2, null="all training images"),
-    }
-
-    def __init__(self, image_shape: Sequence[int], nu: float = 0.1,
-                 gammas: Sequence[float | str] = ("scale",),
-                 tol: float = 1e-3, cache_size: float = 500.0, max_train: int | None = None,
+    def __init__(self, image_shape: Sequence[int], nu: Nu = 0.1,
+                 gammas: Annotated[Sequence[float | str], Gammas()] = ("scale",),
+                 tol: Positive = 1e-3, cache_size: Positive = 500.0,
+                 max_train: Annotated[int | None, Int(low=2, null="all training images")] = None,
                  **base) -> None:
         super().__init__(image_shape, **base)
-        if not 0.0 < float(nu) <= 1.0:
-            raise AnomalyError(f"method.nu={nu} must be in (0, 1]")
         gammas = [gammas] if isinstance(gammas, (int, float, str)) else list(gammas)
-        if not gammas:
-            raise AnomalyError("method.gammas is empty: give at least one γ, e.g. method.gammas=[scale]")
-        for g in gammas:
-            if not (g == "scale" or (isinstance(g, (int, float)) and not isinstance(g, bool) and g > 0)):
-                raise AnomalyError(f"method.gammas={gammas}: {g!r} is neither a positive number nor 'scale'")
-        if max_train is not None and (int(max_train) != max_train or max_train < 2):
-            raise AnomalyError(f"method.max_train={max_train} must be an integer ≥ 2, or null for all")
         self.automatic_optimization = False
         self.nu = float(nu)
         self.gammas = [g if g == "scale" else float(g) for g in gammas]

@@ -45,18 +45,20 @@ Deliberate differences and bug fixes:
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterator, Sequence
+from typing import Annotated, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from anomaly import AnomalyError
-from anomaly.config_schema import Float, Int, Rule, non_negative
 from anomaly.methods.base import AnomalyModule
 from anomaly.nets.build import NetSpec, build_net, expect_output
 from anomaly.nets.vae import VAEDecoder, VAEEncoder, keras_init
+from anomaly.settings.rules import FRACTION, Count, Int, LatentDim, LearningRate, Net, NonNegative
 
-SCORES = ("mse", "elbo")
+# the networks' settings beyond the shared ones (anomaly.settings.rules): the channels of every
+# convolution, the dense layer's width, the dropout rate
+Conv = Annotated[NetSpec, Net(width=Int(low=1), hidden=Int(low=1), dropout=FRACTION)]
 
 
 def reparametrise(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -86,29 +88,13 @@ class VAE(AnomalyModule):
     """
 
     name = "vae"
-    # the keys of conf/method/vae.yaml beyond the ones every method shares (anomaly.config_schema)
-    config_rules: ClassVar[dict[str, Rule]] = {
-        **{f"{slot}.{key}": rule for slot in ("encoder", "decoder")
-           for key, rule in (("width", Int(low=1)), ("hidden", Int(low=1)),
-                             ("dropout", Float(low=0, high=1, high_open=True)))},
-        "l2": non_negative(),
-        "score_samples": Int(low=0),
-    }
-
-    def __init__(self, image_shape: Sequence[int], latent_dim: int = 32, encoder: NetSpec = VAEEncoder,
-                 decoder: NetSpec = VAEDecoder, l2: float = 0.0, lr: float = 1e-3,
-                 score: str = "mse", score_samples: int = 0, **base) -> None:
+    def __init__(self, image_shape: Sequence[int], latent_dim: LatentDim = 32, encoder: Conv = VAEEncoder,
+                 decoder: Conv = VAEDecoder, l2: NonNegative = 0.0, lr: LearningRate = 1e-3,
+                 score: Literal["mse", "elbo"] = "mse", score_samples: Count = 0, **base) -> None:
         super().__init__(image_shape, **base)
         if self.value_range != "unit":
             raise AnomalyError(f"method=vae needs method.value_range=unit, not {self.value_range!r} "
                                "(its loss is a binary cross-entropy on [0, 1] pixels)")
-        if score not in SCORES:
-            raise AnomalyError(f"method.score={score!r}; choose one of {list(SCORES)}")
-        if not float(l2) >= 0.0:
-            raise AnomalyError(f"method.l2={l2} must be ≥ 0")
-        for key, value, low in (("latent_dim", latent_dim, 1), ("score_samples", score_samples, 0)):
-            if int(value) != value or value < low:
-                raise AnomalyError(f"method.{key}={value} must be an integer ≥ {low}")
         shape, n = self.image_shape, int(latent_dim)
         self.encoder = build_net(encoder, "encoder", self.name, image_shape=shape, out_features=n)
         self.decoder = build_net(decoder, "decoder", self.name, in_features=n, image_shape=shape)

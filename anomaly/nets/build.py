@@ -17,14 +17,17 @@ Any class that takes those keywords fits; `build_net` refuses one that does not 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from anomaly import AnomalyError
+from anomaly.settings.rules import Net
 
-NetSpec = Mapping[str, Any] | Callable[..., nn.Module]
+# a method's network parameter; its config node's keys (method.encoder.widths) are checked by the
+# shared rules (anomaly.settings.rules.NET_COMMON), more with Annotated[NetSpec, Net(key=rule)]
+NetSpec = Annotated[Mapping[str, Any] | Callable[..., nn.Module], Net()]
 
 
 def target_name(spec: NetSpec) -> str:

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -72,7 +73,8 @@ class EpochProbe(L.Callback):
 class ConstantScore(Autoencoder):
     """An autoencoder whose scores collapsed to one value (`constant`; NaN: non-finite scores)."""
 
-    def __init__(self, *args, constant: float = 0.25, **kwargs) -> None:
+    # NaN too, so no rule: a parameter typed `float` takes finite numbers only (anomaly.settings)
+    def __init__(self, *args, constant: Any = 0.25, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.constant = float(constant)
 
