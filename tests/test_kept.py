@@ -196,3 +196,35 @@ def test_a_refused_setting_leaves_nothing(tmp_path, entry):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == "error: threshold.quantile=1.5 must be in (0, 1)"
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no run dir, no failed results.json
+
+
+def test_older_code_counts_the_commits_not_listed_as_changing_no_number(tmp_path):
+    """--status's "older code": a method file changed since a cell's commit, by a commit that
+    reproduced/numbers_neutral_commits.txt does not list, or in the working tree."""
+    import subprocess
+
+    from anomaly.reproduce.status import CodeCheck, neutral_commits
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    method = tmp_path / "method.py"
+    commits = []
+    for text in ("a = 1\n", "a = 1  # moved\n", "a = 2\n"):
+        method.write_text(text)
+        git("add", "method.py")
+        git("commit", "-q", "-m", text)
+        commits.append(git("rev-parse", "HEAD"))
+    kept_at, structure, numbers = commits
+    assert CodeCheck({structure}, tmp_path).changed(kept_at, ["method.py"]) == ["method.py"]  # `numbers` is not listed
+    assert CodeCheck({structure, numbers}, tmp_path).changed(kept_at, ["method.py"]) == []
+    assert CodeCheck(set(), tmp_path).changed(numbers, ["method.py"]) == []  # kept at the last commit
+    method.write_text("a = 3\n")  # an edit not committed yet
+    assert CodeCheck({structure, numbers}, tmp_path).changed(kept_at, ["method.py"]) == ["method.py"]
+    assert CodeCheck(set(), tmp_path).changed("0" * 40, ["method.py"]) == []  # a commit this clone lacks
+    # the kept list: full hashes, each with its evidence
+    listed = neutral_commits()
+    assert listed and all(len(c) == 40 for c in listed)

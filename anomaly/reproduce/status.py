@@ -8,7 +8,9 @@ Per table and budget, each kept cell is one of:
   are named) or draws other images (`data_fingerprint`; another copy of the dataset);
 - older code: ok, but its method's files (the method module and the nets it imports) changed in
   git since the cell's code (its recorded commit; for a cell kept before commits were recorded,
-  `code.at_most`: the last commit that wrote its file before then, an upper bound);
+  `code.at_most`: the last commit that wrote its file before then, an upper bound), by a commit
+  that reproduced/numbers_neutral_commits.txt does not list as changing no number (each listed
+  with its bit-equal evidence), or in the working tree;
 - failed: a kept record that is not ok;
 and the grid's cells at that budget that no kept result covers are counted as missing.
 
@@ -137,22 +139,42 @@ def _module_path(module: str) -> Path | None:
     return None
 
 
-class CodeCheck:
-    """Which of a method's files changed since a commit (git diff against the working tree)."""
+NEUTRAL_COMMITS = REPO / "reproduced" / "numbers_neutral_commits.txt"
 
-    def __init__(self) -> None:
+
+def neutral_commits(path: Path = NEUTRAL_COMMITS) -> set[str]:
+    """The commits listed as changing no number (their full hashes; `#` lines are comments)."""
+    if not path.is_file():
+        return set()
+    return {line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
+class CodeCheck:
+    """Which of a method's files changed since a commit: by a commit after it that is not listed
+    in reproduced/numbers_neutral_commits.txt, or in the working tree."""
+
+    def __init__(self, neutral: set[str] | None = None, repo: Path = REPO) -> None:
+        self.neutral = neutral_commits() if neutral is None else neutral
+        self.repo = repo
         self.cache: dict[tuple, list[str]] = {}
 
     def changed(self, commit: str, files: list[str]) -> list[str]:
         key = (commit, tuple(files))
         if key not in self.cache:
-            try:
-                out = subprocess.run(["git", "-C", str(REPO), "diff", "--name-only", commit, "--", *files],
-                                     capture_output=True, text=True, timeout=60)
-                self.cache[key] = out.stdout.split() if out.returncode == 0 else []
-            except (OSError, subprocess.SubprocessError):
-                self.cache[key] = []
+            self.cache[key] = [f for f in files if self._changed(commit, f)]
         return self.cache[key]
+
+    def _changed(self, commit: str, file: str) -> bool:
+        try:
+            log = subprocess.run(["git", "-C", str(self.repo), "log", "--format=%H", f"{commit}..HEAD", "--", file],
+                                 capture_output=True, text=True, timeout=60)
+            tree = subprocess.run(["git", "-C", str(self.repo), "diff", "--quiet", "HEAD", "--", file],
+                                  capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        if log.returncode != 0:  # a commit this clone does not hold: nothing to judge by
+            return False
+        return bool(set(log.stdout.split()) - self.neutral) or tree.returncode == 1
 
 
 def check(results_dir: Path = Path("reproduced"), only_table: str | None = None, only_budget: str | None = None,
