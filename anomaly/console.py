@@ -210,6 +210,14 @@ def _explain(err: BaseException, overrides: list[str], config_name: str) -> str:
     found = re.search(r"Could not override '([^']+)'", text)
     if found:
         key = found.group(1)
+        # a {…} value merges into the node: the key it lacks is deeper than the override's
+        cause, deeper = err.__cause__, None
+        while cause is not None and deeper is None:
+            deeper = re.search(r"full_key: (\S+)", str(cause))
+            cause = cause.__cause__
+        if deeper and deeper.group(1).startswith(f"{key}."):
+            return (f"{deeper.group(1)}: no such setting in {key} ({key}={{…}} merges into it; to replace it "
+                    f"whole: '~{key}' '+{key}={{…}}')")
         known = [p for p in _setting_paths(overrides, config_name) if p.count(".") == key.count(".")]
         near = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
         hint = f"; did you mean {' or '.join(near)}?" if near else ""

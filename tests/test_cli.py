@@ -56,6 +56,10 @@ def test_missing_dataset_names_where_files_belong(tmp_path):
     ("anomaly.train", ["-m", "seed=0,1", "method=ae,gpnd", "methd.lr=1"],
      "error: methd.lr: no such setting; did you mean method.lr?"),
     ("anomaly.train", ["trainer.max_epochs=[1"], "error: no viable alternative at input '[1'"),
+    # a {…} value merges into its node: the key the node lacks, and how to replace the node whole
+    ("anomaly.train", ["method.encoder={_target_:my_nets.Net,_partial_:true,width:8}"],
+     "error: method.encoder.width: no such setting in method.encoder (method.encoder={…} merges into it; to "
+     "replace it whole: '~method.encoder' '+method.encoder={…}')"),
     ("anomaly.reproduce", ["table=gpnd_mnst"], "error: table=gpnd_mnst: no such option; did you mean gpnd_mnist"),
 ])
 def test_hydras_refusals_are_one_line_with_a_suggestion_and_exit_2(tmp_path, module, args, line):
