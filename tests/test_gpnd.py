@@ -230,8 +230,11 @@ def test_gpnd_folds_bad_fold_and_ratio():
 # (GPND's separation at 16×16, evaluate and determinism: tests/test_method_contract.py)
 @pytest.mark.slow
 def test_gpnd_end_to_end_on_its_folds_protocol(tmp_path, mnist_root):
+    # narrow nets at 16×16 (the contract's tiny GPND): the test is about the folds protocol's pipeline
     cfg = compose_config(tmp_path / "run", [*TINY, "method=gpnd", "method.latent_dim=8", "dataset=mnist",
                                             f"paths.data_dir={mnist_root}", "dataset.loader.download=false",
+                                            "dataset.image_size=16", "method.encoder.widths=[16,32]",
+                                            "method.generator.widths=[32,16]", "method.discriminator.widths=[16,32]",
                                             "protocol=gpnd_folds", "protocol.normal=[2]", "trainer.max_epochs=4"])
     results = train(cfg)
     assert results["status"] == "ok"
