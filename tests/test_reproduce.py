@@ -87,7 +87,7 @@ def test_every_table_lists_with_its_grid_budgets_and_cost():
 
 @pytest.mark.slow
 def test_gpnd_mnist_table_trains_fifty_models_for_250_cells():
-    table = next(t for t in load_tables() if t.name == "gpnd_mnist")
+    table = load_tables("gpnd_mnist")[0]
     cells = table.cells()
     assert len(cells) == 250 and len(table.groups(cells)) == 50
     assert table.published(cells[0]) == {"f1_inlier": 0.967}
@@ -96,7 +96,7 @@ def test_gpnd_mnist_table_trains_fifty_models_for_250_cells():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TABLES)
 def test_table_runs_at_smoke(tmp_path, data_root, name):
-    table = next(t for t in load_tables() if t.name == name)
+    table = load_tables(name)[0]
     results = run_app(tmp_path, [f"table={name}", "budget=smoke", *first_training(table), *QUIET,
                                  f"paths.data_dir={data_root}", "dataset.loader.download=false",
                                  *EXTRA.get(name, [])])
@@ -212,7 +212,7 @@ def test_under_ddp_only_rank_zero_writes_a_cells_failure(tmp_path, monkeypatch):
 
 
 def test_a_setting_beside_the_grid_keeps_its_result_apart():
-    table = next(t for t in load_tables() if t.name == "gpnd_mnist")
+    table = load_tables("gpnd_mnist")[0]
     cell = table.cells()[0]
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):

@@ -131,7 +131,7 @@ def test_a_reproduced_table_logs_its_comparison_to_the_tables_group(tmp_path, wa
     from anomaly.reproduce.cli import load_tables
     from tests.test_reproduce import QUIET, first_training, run_app
 
-    table = next(t for t in load_tables() if t.name == "adae_mnist")
+    table = load_tables("adae_mnist")[0]
     results = run_app(tmp_path, ["table=adae_mnist", "budget=smoke", *first_training(table), *QUIET, "logger=wandb",
                                  f"paths.data_dir={every_dataset_root}", "dataset.loader.download=false"])
     assert results and all(r["status"] == "ok" for r in results)
