@@ -74,3 +74,63 @@ def every_dataset_root(tmp_path_factory) -> Path:
     write_head_ct(root)
     write_brain_mri(root)
     return root
+
+
+# ---- the order the workers take the tests in ----------------------------------------------------
+# The longest tests (measured by `pytest --durations`, 2 cores, 2026-12-07: 70 s to 16 s), started
+# first: at the end of the queue they would keep one worker busy while the others idle. None of
+# them uses a module-scoped fixture that another test of its module shares (moved out of their
+# module, such a fixture would be set up twice). A name that no longer matches only loses the
+# head start.
+LONGEST = (
+    "tests/test_reproduce.py::test_a_table_fans_its_trainings_out_and_a_sigterm_keeps_their_epochs",
+    "tests/test_report.py::test_the_terminal_report_on_the_kept_results_leads_with_a_summary",
+    "tests/test_ddp.py::test_ddp_run_matches_one_process_and_writes_once",
+    "tests/test_cluster.py::test_requeued_slurm_job_resumes_from_its_last_epoch",
+    "tests/test_cli.py::test_train_then_evaluate_from_the_command_line",
+    "tests/test_cluster.py::test_submitit_sweep_with_a_failing_job",
+    "tests/test_cli.py::test_a_run_starts_with_what_runs_and_an_error_comes_before_any_config",
+    "tests/test_sweep.py::test_sweep_with_a_failing_job_then_report",
+    "tests/test_reproduce.py::test_the_device_script_runs_a_table_at_smoke_on_the_cpu",
+    "tests/test_predict.py::test_importing_the_library_leaves_warning_filters_alone",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping by module- and session-scoped fixtures
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's worksteal scheduling (`make test`) each of the n workers first gets one
+    n-th of the list, in order, then the idle ones take the far end of the busiest one's queue.
+    So that every worker starts with long tests and the queues end with quick ones: the list is
+    n parts, each the `LONGEST` tests its turn gives it, then its share of the other `slow` tests
+    (whole modules: a module's shared fixtures set up once), then its share of
+    the quick ones. Without xdist the order is pytest's own (as --failed-first leaves it)."""
+    import os
+
+    if "PYTEST_XDIST_WORKER_COUNT" not in os.environ:
+        return
+    workers = max(1, int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    rank = {name: i for i, name in enumerate(LONGEST)}
+    longest = sorted((item for item in items if item.nodeid in rank), key=lambda item: rank[item.nodeid])
+    slow = [item for item in items if item.nodeid not in rank and item.get_closest_marker("slow")]
+    quick = [item for item in items if item.nodeid not in rank and not item.get_closest_marker("slow")]
+    parts: list[list] = [longest[w::workers] for w in range(workers)]
+    # the other slow tests in whole modules (the largest first), each to the part with the fewest
+    # tests so far
+    modules: dict[str, list] = {}
+    for item in slow:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    for module in sorted(modules.values(), key=len, reverse=True):
+        min(parts, key=len).extend(module)
+    # then the quick tests, filling each part up to the share worksteal gives its worker
+    # (len(list) // n, then the rest's share)
+    left = len(items)
+    for w, part in enumerate(parts):
+        share = left // (workers - w)
+        take = max(0, share - len(part))
+        part.extend(quick[:take])
+        quick = quick[take:]
+        left -= len(part)
+    parts[-1].extend(quick)
+    ordered = [item for part in parts for item in part]
+    assert sorted(map(id, ordered)) == sorted(map(id, items))  # every test, once
+    items[:] = ordered
