@@ -32,12 +32,13 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig, identity: dict | None = None) -> str:
     """Hash of what determines the result: the settings, the trainer's schedule (max_epochs,
     batch limits, precision: a 1-epoch smoke checkpoint is not the same run as a 3-epoch one) and
     the topology when it is more than one process (`provenance.topology`; a one-process run keeps
-    the hash it had before topologies were recorded); paths and run bookkeeping excluded."""
-    identity = provenance.result_config(cfg)
+    the hash it had before topologies were recorded); paths and run bookkeeping excluded.
+    `identity`: `provenance.result_config(cfg)` where the caller has it already."""
+    identity = dict(provenance.result_config(cfg) if identity is None else identity)
     if identity.get("topology", {}).get("world_size", 1) == 1:
         identity.pop("topology", None)
     text = OmegaConf.to_yaml(OmegaConf.create(identity))

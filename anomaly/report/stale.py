@@ -32,7 +32,7 @@ def mark_stale(runs: Iterable[Run]) -> int:
 
     stale = {}
     for root, table in pairs:
-        for found in check(root, table, data=False):
+        for found in check(root, table, data=False, code=False):
             if found.state == "stale":
                 stale[(root, table, found.budget, found.cell)] = "; ".join(found.why)
     flagged = 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import shlex
 import subprocess
 import sys
@@ -115,6 +116,7 @@ def _repo_path(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+@functools.cache
 def method_files(target: str) -> list[str]:
     """The repository files a method's numbers come from: its module and the nets it imports
     (found by path, without importing them: no torch)."""
@@ -178,14 +180,16 @@ class CodeCheck:
 
 
 def check(results_dir: Path = Path("reproduced"), only_table: str | None = None, only_budget: str | None = None,
-          data: bool = True) -> list[CellStatus]:
-    """The state of every kept cell (and the missing ones) under results_dir."""
+          data: bool = True, code: bool = True) -> list[CellStatus]:
+    """The state of every kept cell (and the missing ones) under results_dir (`code=False`: "older
+    code" is not looked for, for callers that want the stale cells only)."""
     from anomaly.reproduce.cli import load_tables
 
     tables = [t for t in load_tables(only_table) if only_table is None or t.name == only_table]
     if only_table is not None and not tables:
         raise AnomalyError(f"table={only_table}: no such table (python -m anomaly.reproduce --list)")
-    composer, code, commits = Composer(), CodeCheck(), last_commits(results_dir)
+    composer = Composer()
+    code_check, commits = (CodeCheck(), last_commits(results_dir)) if code else (None, {})
     cache = None
     if data:
         from anomaly.reproduce.runner import DataCache
@@ -197,11 +201,11 @@ def check(results_dir: Path = Path("reproduced"), only_table: str | None = None,
             budget = budget_dir.name
             if budget not in table.budgets or (only_budget and budget != only_budget):
                 continue
-            out += _check_budget(table, budget, budget_dir, composer, code, commits, cache)
+            out += _check_budget(table, budget, budget_dir, composer, code_check, commits, cache)
     return out
 
 
-def _check_budget(table: Table, budget: str, budget_dir: Path, composer: Composer, code: CodeCheck,
+def _check_budget(table: Table, budget: str, budget_dir: Path, composer: Composer, code: CodeCheck | None,
                   commits: dict[str, str], cache: Any) -> list[CellStatus]:
     from anomaly.config import config_hash
 
@@ -224,7 +228,8 @@ def _check_budget(table: Table, budget: str, budget_dir: Path, composer: Compose
         except Exception as err:  # noqa: BLE001 - a command that no longer composes is stale
             out.append(CellStatus(table.name, budget, name, "stale", [f"its command no longer composes: {err}"]))
             continue
-        differ = kept_results.config_identity(kept, result_config(cfg), config_hash(cfg))
+        identity = result_config(cfg)
+        differ = kept_results.config_identity(kept, identity, config_hash(cfg, identity))
         if not differ and cache is not None:
             try:
                 differ = kept_results.data_identity(kept, cache.fingerprint(cfg))
@@ -236,7 +241,7 @@ def _check_budget(table: Table, budget: str, budget_dir: Path, composer: Compose
             continue
         code_info = kept.get("code") or {}
         commit = code_info.get("commit") or code_info.get("at_most") or commits.get(_repo_path(path))
-        changed = code.changed(commit, method_files(str(cfg.method._target_))) if commit else []
+        changed = code.changed(commit, method_files(str(cfg.method._target_))) if commit and code else []
         if changed:
             out.append(CellStatus(table.name, budget, name, "older code", [f"{', '.join(changed)} changed since {commit[:8]}"]))
         else:
@@ -277,7 +282,8 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
                 cell = Cell.of(kept["reproduce"]["cell"])
                 try:
                     cfg = composer.config(table, cell, budget, command_overrides(table, kept))
-                    same = not kept_results.config_identity(kept, result_config(cfg), config_hash(cfg))
+                    identity = result_config(cfg)
+                    same = not kept_results.config_identity(kept, identity, config_hash(cfg, identity))
                     dm = cache.datamodule(cfg) if same else None
                 except AnomalyError:
                     dm = None
