@@ -66,6 +66,7 @@ RUN: dict[str, Rule] = {
     "seed": Int(low=0, high=2**32 - 1),
     "threads": Int(low=1, null="torch's default"),
     "print_config": Bool(),
+    "plots": Bool(),
     "optimized_metric": Choice(options=tuple(k for k in METRIC_KEYS if k != "threshold")),
     "data.batch_size": Int(low=1),
     "data.eval_batch_size": Int(low=1, null="data.batch_size"),

@@ -314,10 +314,12 @@ def _test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule, tr
                           accelerator=trainer.strategy.root_device.type, world_size=trainer.world_size,
                           run_dir=str(output_dir), checkpoint=str(ckpt_path), resumed_from=resume,
                           **provenance.record(cfg), **extra)
-    results = write_results(output_dir, summary, model.test_scores, model.post_processor.value)
+    plots = bool(cfg.get("plots", True))
+    results = write_results(output_dir, summary, model.test_scores, model.post_processor.value, plots=plots)
     if resume is not None:
         mark_resumed(Path(resume).parent.parent, output_dir)
-    write_examples(output_dir, model, dm, run_title(results))
+    if plots:
+        write_examples(output_dir, model, dm, run_title(results))
     log_artifacts(trainer.loggers, results, output_dir, step=trainer.global_step)
     tuned = tuning_metric()
     if tuned is None:

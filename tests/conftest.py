@@ -14,8 +14,8 @@ from tests.helpers.formats import (write_brain_mri, write_coil100, write_emnist_
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-# a tiny, quiet, fast run
-TINY = ["print_config=false", "trainer.enable_progress_bar=false", "data.batch_size=32"]
+# a tiny, quiet, fast run (no figures: ~1 s of a small run; the tests of the figures set plots=true)
+TINY = ["print_config=false", "trainer.enable_progress_bar=false", "data.batch_size=32", "plots=false"]
 
 
 def compose_config(output_dir: Path, overrides: list[str] = (), config_name: str = "train") -> DictConfig:

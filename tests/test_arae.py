@@ -194,7 +194,7 @@ def mnist_run(tmp_path, mnist_root, extra):
 ], ids=["conv", "union"])
 def test_arae_end_to_end_separates_easy_anomalies(tmp_path, mnist_root, variant):
     cfg = mnist_run(tmp_path, mnist_root, ["method=arae", "method.steps=5", "threshold=f1_inlier",
-                                           *variant])
+                                           "plots=true", *variant])
     results = train(cfg)
     assert results["status"] == "ok" and results["method"] == "arae"
     assert results["split_sizes"]["test_anomalies"] == results["split_sizes"]["test"] // 2

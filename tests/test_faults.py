@@ -260,7 +260,7 @@ def test_diverging_job_fails_alone_in_a_sweep(tmp_path):
     ("0.25", r"all \d+ scores are equal \(0.25\): a collapsed model", "scores_constant"),
     ("nan", r"\d+ of \d+ scores are not finite", "scores_not_finite")])
 def test_collapsed_scores_are_reported_not_measured(tmp_path, constant, problem, flag):
-    cfg = compose_config(tmp_path / "run", [*TINY, "debug=fast", "logger=none",
+    cfg = compose_config(tmp_path / "run", [*TINY, "debug=fast", "logger=none", "plots=true",
                                             "method._target_=tests.helpers.faults.ConstantScore",
                                             f"+method.constant={constant}"])
     results = train(cfg)
