@@ -234,7 +234,10 @@ def command_paths(cfg: DictConfig) -> dict[str, str | None]:
 
 def paper_settings(cfg: DictConfig) -> dict[str, Any] | None:
     """The published settings applied to this method × dataset pair (conf/paper/), as
-    {name, source, keys: {key: published value}, overridden: {key: value used}}, or None."""
+    {name, source, keys: {key: published value}, overridden: {key: value used}}, or None. An
+    experiment that trains another model of the paper on those settings names it (`model`) and
+    gives that model's own published values (`published`, e.g. its schedule), which replace the
+    paper file's."""
     info = cfg.get("paper_settings")
     if not info:
         return None
@@ -243,6 +246,8 @@ def paper_settings(cfg: DictConfig) -> dict[str, Any] | None:
     published.pop("defaults", None)
     published.pop("paper_settings", None)
     keys = _flatten(published)
+    if info.get("published"):
+        keys.update(_flatten(OmegaConf.to_container(info.published, resolve=True)))
     overridden = {}
     for key, value in keys.items():
         used = OmegaConf.select(cfg, key, default=None)

@@ -105,3 +105,14 @@ def test_the_cards_command_runs_one_tiny_step(tmp_path, caplog):
     assert results["debug"] == "trainer.fast_dev_run=True"
     line = next(r.message for r in caplog.records if r.message.startswith("paper settings:"))
     assert "method.eps=0.05" in line and "overridden: data.batch_size=32" in line  # TINY sets 32
+
+
+def test_an_experiment_training_another_model_is_measured_against_that_models_schedule(tmp_path):
+    """experiment=arae_mnist_p2 trains the union model (500 epochs at batch 128 in its published
+    code) on the L∞ model's MNIST settings (1,600 passes at 256): its schedule is the union's."""
+    union = provenance.paper_settings(compose_config(tmp_path / "u", ["experiment=arae_mnist_p2"]))
+    assert union["keys"]["trainer.max_epochs"] == 500 and union["keys"]["data.batch_size"] == 128
+    assert union["overridden"] == {} and "union" in union["model"]
+    assert provenance.schedule_text({"epochs": 500, "paper_settings": union}) == "500/500 ep"
+    linf = provenance.paper_settings(compose_config(tmp_path / "l", ["experiment=arae_mnist_p2_linf"]))
+    assert linf["keys"]["trainer.max_epochs"] == 1600 and "model" not in linf
