@@ -228,3 +228,26 @@ def test_older_code_counts_the_commits_not_listed_as_changing_no_number(tmp_path
     # the kept list: full hashes, each with its evidence
     listed = neutral_commits()
     assert listed and all(len(c) == 40 for c in listed)
+
+
+def test_fill_describes_a_kept_cell_by_the_published_settings_its_config_names_today(tmp_path):
+    """The union cells of arae_mnist_p2 were kept while their runs named the L∞ model's 1,600
+    passes as their published schedule; `--status --fill` re-describes a cell whose command still
+    composes its kept config (the union's own 500 epochs, a whole schedule) and leaves its numbers."""
+    from anomaly.reproduce.status import fill_identity
+
+    cell = Path(__file__).resolve().parents[1] / "reproduced/arae_mnist_p2/paper/arae_union-normal8"
+    kept = json.loads((cell / "results.json").read_text())
+    old = {**kept["paper_settings"], "keys": {**kept["paper_settings"]["keys"], "trainer.max_epochs": 1600},
+           "overridden": {"trainer.max_epochs": 500, "data.batch_size": 128}}
+    kept["paper_settings"] = old
+    kept["cost"]["stages"]["train"]["published"], kept["cost"]["schedule_share"] = 1600, 500 / 1600
+    copy = tmp_path / "arae_mnist_p2" / "paper" / cell.name
+    copy.mkdir(parents=True)
+    (copy / "results.json").write_text(json.dumps(kept))
+    assert fill_identity(tmp_path, "arae_mnist_p2")["described"] == 1
+    now = json.loads((copy / "results.json").read_text())
+    assert now["paper_settings"]["keys"]["trainer.max_epochs"] == 500 and now["paper_settings"]["overridden"] == {}
+    assert now["cost"]["stages"]["train"]["published"] == 500 and now["cost"]["schedule_share"] == 1.0
+    assert now["metrics"] == kept["metrics"] and now["config_hash"] == kept["config_hash"]
+    assert fill_identity(tmp_path, "arae_mnist_p2")["described"] == 0

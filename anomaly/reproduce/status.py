@@ -256,15 +256,18 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
     cell's command composes the kept config and draws the kept split here (its training
     indices' hash and every split's size match the record), record this data's fingerprint;
     and the size of the dataset copy it was made on (`dataset_size`); and every kept command
-    without machine paths (they move to `command_paths`), with its CPU form for a device run.
-    Returns counts: filled, commands rewritten, not verifiable."""
+    without machine paths (they move to `command_paths`), with its CPU form for a device run; and,
+    where the command composes the kept config, the published settings it is measured against
+    (`paper_settings`, with the cost's published epochs and schedule share) as the config
+    describes them today: a description of the run, not a number it made.
+    Returns counts: filled, commands rewritten, described anew, not verifiable."""
     from anomaly.config import config_hash
     from anomaly.reproduce.cli import load_tables
     from anomaly.reproduce.runner import DataCache
     from anomaly.results import write_json
 
     composer, cache, commits = Composer(), DataCache(), last_commits(results_dir)
-    counts = {"filled": 0, "commands": 0, "unverified": 0}
+    counts = {"filled": 0, "commands": 0, "described": 0, "unverified": 0}
     for table in load_tables(only_table):
         for path in sorted((results_dir / table.name).glob("*/*/results.json")):
             kept = kept_results.read(path)
@@ -295,9 +298,42 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
                     changed = True
                 else:
                     counts["unverified"] += 1
+            if (kept.get("reproduce") or {}).get("cell") and _describe_anew(kept, table, budget, composer):
+                counts["described"] += 1
+                changed = True
             if changed:
                 write_json(path, kept)
     return counts
+
+
+def _describe_anew(kept: dict, table: Table, budget: str, composer: Composer) -> bool:
+    """Replace a kept cell's `paper_settings` (and the cost's published epochs and share of them)
+    by what its config says today, where its command composes the kept config; whether it did."""
+    from anomaly.config import config_hash
+    from anomaly.provenance import paper_settings
+
+    try:
+        cfg = composer.config(table, Cell.of(kept["reproduce"]["cell"]), budget, command_overrides(table, kept))
+    except AnomalyError:
+        return False
+    identity = result_config(cfg)
+    if kept_results.config_identity(kept, identity, config_hash(cfg, identity)):
+        return False
+    described = paper_settings(cfg)
+    if described == kept.get("paper_settings"):
+        return False
+    kept["paper_settings"] = described
+    cost = kept.get("cost") or {}
+    stages = cost.get("stages") or {}
+    if described and len(stages) == 1:  # one stage: its share is its epochs over the published ones
+        (stage,) = stages.values()
+        published = (described.get("keys") or {}).get("trainer.max_epochs")
+        if isinstance(published, int) and published > 0:
+            old = stage.get("published")
+            stage["published"] = published
+            if isinstance(cost.get("schedule_share"), (int, float)) and isinstance(old, (int, float)) and old > 0:
+                cost["schedule_share"] = cost["schedule_share"] * old / published
+    return True
 
 
 def _same_split(kept: dict, dm: Any) -> bool:
@@ -381,6 +417,7 @@ def main(argv: list[str]) -> int:
     if fill:
         counts = fill_identity(results_dir, options.get("table"))
         print(f"data fingerprints filled in: {counts['filled']}; commands made portable: {counts['commands']}; "
+              f"published settings described anew: {counts['described']}; "
               f"not verifiable here (stale, or another split): {counts['unverified']}")
     try:
         found = check(results_dir, options.get("table"), options.get("budget"), data=data)
