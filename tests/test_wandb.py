@@ -32,7 +32,7 @@ def offline_runs(run_dir: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_offline_run_holds_metrics_config_and_images(tmp_path, wandb_offline):
-    overrides = [*TINY, "logger=wandb", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
+    overrides = [*TINY, "plots=true", "logger=wandb", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
                  "callbacks.validation_cadence.every_n_batches=1",
                  "protocol.normal=[3]", "seed=1"]
     results = train(compose_config(tmp_path / "a", overrides))
