@@ -261,7 +261,6 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
     (`paper_settings`, with the cost's published epochs and schedule share) as the config
     describes them today: a description of the run, not a number it made.
     Returns counts: filled, commands rewritten, described anew, not verifiable."""
-    from anomaly.config import config_hash
     from anomaly.reproduce.cli import load_tables
     from anomaly.reproduce.runner import DataCache
     from anomaly.results import write_json
@@ -280,14 +279,11 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
                 kept["code"] = {"version": None, "commit": None, "dirty": None,
                                 "at_most": commits.get(_repo_path(path))}
                 changed = True
-            missing = not kept.get("data_fingerprint") or not kept.get("dataset_size")
-            if missing and (kept.get("reproduce") or {}).get("cell"):
-                cell = Cell.of(kept["reproduce"]["cell"])
+            has_cell = bool((kept.get("reproduce") or {}).get("cell"))
+            cfg = _verified_config(kept, table, budget, composer) if has_cell else None
+            if has_cell and (not kept.get("data_fingerprint") or not kept.get("dataset_size")):
                 try:
-                    cfg = composer.config(table, cell, budget, command_overrides(table, kept))
-                    identity = result_config(cfg)
-                    same = not kept_results.config_identity(kept, identity, config_hash(cfg, identity))
-                    dm = cache.datamodule(cfg) if same else None
+                    dm = cache.datamodule(cfg) if cfg is not None else None
                 except AnomalyError:
                     dm = None
                 if dm is not None and _same_split(kept, dm) and \
@@ -298,7 +294,7 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
                     changed = True
                 else:
                     counts["unverified"] += 1
-            if (kept.get("reproduce") or {}).get("cell") and _describe_anew(kept, table, budget, composer):
+            if cfg is not None and _describe_anew(kept, cfg):
                 counts["described"] += 1
                 changed = True
             if changed:
@@ -306,19 +302,23 @@ def fill_identity(results_dir: Path = Path("reproduced"), only_table: str | None
     return counts
 
 
-def _describe_anew(kept: dict, table: Table, budget: str, composer: Composer) -> bool:
-    """Replace a kept cell's `paper_settings` (and the cost's published epochs and share of them)
-    by what its config says today, where its command composes the kept config; whether it did."""
+def _verified_config(kept: dict, table: Table, budget: str, composer: Composer) -> Any:
+    """The run config a kept cell's command composes today, where it is the kept one; else None."""
     from anomaly.config import config_hash
-    from anomaly.provenance import paper_settings
 
     try:
         cfg = composer.config(table, Cell.of(kept["reproduce"]["cell"]), budget, command_overrides(table, kept))
     except AnomalyError:
-        return False
+        return None
     identity = result_config(cfg)
-    if kept_results.config_identity(kept, identity, config_hash(cfg, identity)):
-        return False
+    return None if kept_results.config_identity(kept, identity, config_hash(cfg, identity)) else cfg
+
+
+def _describe_anew(kept: dict, cfg: Any) -> bool:
+    """Replace a kept cell's `paper_settings` (and the cost's published epochs and share of them)
+    by what its verified config says today; whether it did."""
+    from anomaly.provenance import paper_settings
+
     described = paper_settings(cfg)
     if described == kept.get("paper_settings"):
         return False
