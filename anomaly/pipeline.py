@@ -288,7 +288,10 @@ def _fit_test_write(cfg: DictConfig, dm: AnomalyDataModule, model: AnomalyModule
         signum = getattr(stop, "signum", signal.SIGTERM)
         where = getattr(stop, "where", None) or ("after training" if fitted else
                                                  f"in epoch {trainer.current_epoch + 1}")
-        raise RunInterrupted(stop_message(signal.Signals(signum).name, where, last, trainer.max_epochs,
+        # a resumed run that trained no further epoch wrote no checkpoint of its own: what it
+        # resumed from is what is kept (and what the same command resumes from again)
+        kept = last if last.is_file() or not resume else Path(resume)
+        raise RunInterrupted(stop_message(signal.Signals(signum).name, where, kept, trainer.max_epochs,
                                           resume_command), signum) from None
 
 

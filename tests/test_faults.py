@@ -146,6 +146,14 @@ def test_a_second_signal_stops_at_once_and_one_after_training_keeps_the_training
                                   "training; the same command with ckpt_path=last validates and tests it without "
                                   "training again")
     assert epochs_done(load_checkpoint(ckpt)) == 4
+    # resumed from that whole training (no epoch left to train, so no checkpoint of its own), then
+    # stopped in the test again: what it resumed from is what is kept, not "no epoch was kept"
+    cfg = compose_config(tmp_path / "resumed", [*TINY, *RUN, f"ckpt_path={ckpt}",
+                                                "+callbacks.fault._target_=tests.helpers.faults.SignalInTest"])
+    with pytest.raises(RunInterrupted) as stopped:
+        train(cfg)
+    assert not (tmp_path / "resumed" / "checkpoints" / "last.ckpt").exists()
+    assert str(stopped.value).startswith(f"run stopped by SIGTERM after training: 4 epochs kept in {ckpt}, the whole ")
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # the handlers before, back
 
 
