@@ -4,7 +4,8 @@ faster this framework is, measured as ratios in one process on the same inputs.
 Each benchmark runs its baseline and ours on the same inputs (same weights, same seeds, same
 batches), excludes a warm-up call of each, times both `repeats` times (interleaved, so load from
 other work on the machine falls on both) and reports medians, their ratio against the target,
-and whether both paths gave the same numbers:
+and whether both paths gave the same numbers (`--check`: exit 1 when a row misses; a row that
+missed by its ratio alone is measured once more first, `--retries`):
 
 1. GPND scoring: `GPND.score` (batched Jacobians, torch.func) vs the published loop (a backward
    pass per latent dimension with weight gradients, then a per-image NumPy / SciPy loop).

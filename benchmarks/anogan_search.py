@@ -18,9 +18,14 @@ from benchmarks.data import unit_images
 def cases(size, device) -> list[Case]:
     cuda = torch.device(device).type == "cuda"
     search_what = f"AnoGAN latent search, {size.anogan_images} images × {size.anogan_steps} steps"
-    # set on the GPU and, on the CPU, at 2 threads (issue 8's measurement; at 1 thread the
-    # per-image loop loses less to batching: 2.6-2.7× on 2026-12-07)
-    search_goal = Goal("speedup", 30.0) if cuda else Goal("speedup", 3.5, threads=2)
+    # judged on the GPU and, on the CPU, at 2 threads (at 1 thread the per-image loop loses less
+    # to batching: 2.6-2.9×). Issue 8 set 3.5× on the CPU, measured 3.4-4.2× then. On this 2-core
+    # VM on 2026-12-07, quiet, unchanged code gave 3.03-3.83× (3.10, 3.41, 3.48, 3.49, 3.60, 3.83,
+    # 3.03; a median of 3.48): the batched calls' time swings ±15 % between processes (ours
+    # 1.38 s then 1.82 s in two runs of one script) while the per-image loop's holds. A target in
+    # the middle of that spread fails half the runs of unchanged code and catches nothing; 3.0× is
+    # under its low end and still fails a batched search that lost a fifth of its speed.
+    search_goal = Goal("speedup", 30.0) if cuda else Goal("speedup", 3.0, threads=2)
     fast_what = f"AnoGAN {size.anogan_long_steps}-step search vs f-AnoGAN, {size.anogan_long_images} images"
     fast_goal = Goal("speedup", 500.0)
 
@@ -39,7 +44,8 @@ def cases(size, device) -> list[Case]:
         ours_label="all images at once (`latent_search`)",
         baseline=lambda: latent_search_per_image(generator, discriminator, x, z0, **options)[0],
         ours=lambda: latent_search(generator, discriminator, x, z0, **options)[0],
-        compare=compare_values(1e-4, "scores"), goal=search_goal,
+        compare=compare_values(1e-4, "scores"), goal=search_goal, only_where_judged=True,
+        repeats=max(size.repeats, 5) if size.repeats > 1 else None,
         items=len(x) * size.anogan_steps, item="image·step")]
 
     torch.manual_seed(0)

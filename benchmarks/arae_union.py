@@ -162,7 +162,7 @@ def cases(size, device) -> list[Case]:
             ours_label="ours", baseline=None, ours=lambda: run(our_batch, build, x, device),
             compare=not_comparable("a quoted time: the published code is not here"),
             goal=Goal("speedup", 2.0), quoted_baseline_s=PUBLISHED_UNION_BATCH_S,
-            quoted_threads=PUBLISHED_UNION_THREADS, quoted_when=PUBLISHED_UNION_WHEN)]
+            quoted_threads=PUBLISHED_UNION_THREADS, quoted_when=PUBLISHED_UNION_WHEN, only_where_judged=True)]
     return [Case(
         bench="4", what=f"ARAE union, one training batch of {len(x)} (28×28 MLP; {settings})",
         baseline_label="published style (backward into the weights per PGD step, one grid_sample per transform)",

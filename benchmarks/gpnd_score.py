@@ -102,6 +102,9 @@ def cases(size, device) -> list[Case]:
     out = []
     cuda = torch.device(device).type == "cuda"
     warm = x[:min(len(x), 8)]
+    # the judged latent-16 rows are short (1-4 s a call) and scatter by ±10 % between runs of 3 on
+    # a quiet 2-core machine (1.58-2.04× in three runs on 2026-12-07): medians of 5 there
+    judged_repeats = max(size.repeats, 5) if size.repeats > 1 else None
     for latent in size.gpnd_latents:
         model = make_model(latent, fit, device)
         if size.gpnd_chunk:
@@ -117,7 +120,7 @@ def cases(size, device) -> list[Case]:
             warmup_ours=lambda m=model: our_scores(m, warm, bs),
             compare=compare_values(1e-4, "scores"),
             goal=Goal("speedup", 50.0 if cuda else 1.6),
-            items=len(x), once=latent in size.gpnd_latents_once))
+            items=len(x), repeats=judged_repeats if latent == 16 else None))
         if latent == 16 and not cuda and size.repeats > 1:
             out.append(Case(
                 bench="1", what=f"GPND score, latent 16, {len(x):,} images 32×32",
@@ -127,9 +130,9 @@ def cases(size, device) -> list[Case]:
                 ours_label="ours", baseline=None, ours=lambda m=model: our_scores(m, x, bs),
                 warmup_ours=lambda m=model: our_scores(m, warm, bs),
                 compare=not_comparable("a quoted time: the published code is not here"),
-                goal=Goal("speedup", 1.6), items=len(x),
+                goal=Goal("speedup", 1.6), items=len(x), repeats=judged_repeats,
                 quoted_baseline_s=PUBLISHED_SCORE_S_PER_IMAGE * len(x),
-                quoted_threads=PUBLISHED_SCORE_THREADS, quoted_when=PUBLISHED_SCORE_WHEN))
+                quoted_threads=PUBLISHED_SCORE_THREADS, quoted_when=PUBLISHED_SCORE_WHEN, only_where_judged=True))
         if latent == size.gpnd_latents[0] and size.gpnd_single_images:
             xs = x[:size.gpnd_single_images]
             out.append(Case(
