@@ -251,3 +251,31 @@ def test_fill_describes_a_kept_cell_by_the_published_settings_its_config_names_t
     assert now["cost"]["stages"]["train"]["published"] == 500 and now["cost"]["schedule_share"] == 1.0
     assert now["metrics"] == kept["metrics"] and now["config_hash"] == kept["config_hash"]
     assert fill_identity(tmp_path, "arae_mnist_p2")["described"] == 0
+
+
+@pytest.mark.slow
+def test_fill_records_the_fingerprint_of_the_data_a_kept_cell_draws_here(tmp_path, data_root, monkeypatch):
+    """A cell kept before data were fingerprinted: `--status --fill` records the fingerprint of the
+    data its command draws here, where the split it draws is the kept one (its training indices'
+    hash and sizes), and leaves a cell whose split differs unverified, untouched."""
+    from anomaly.reproduce.status import fill_identity
+    from tests.test_reproduce import QUIET, run_app
+
+    (made,) = run_app(tmp_path, ["table=benchmark_mnist", "budget=reduced", "variant=ocsvm", "protocol.normal=[3]",
+                                 *QUIET, f"paths.data_dir={data_root}", "dataset.loader.download=false",
+                                 "protocol.n_test=40"])
+    (path,) = (tmp_path / "kept" / "benchmark_mnist" / "reduced").glob("*/results.json")
+    kept = json.loads(path.read_text())
+    assert kept["data_fingerprint"] == made["data_fingerprint"] and kept["dataset_size"]
+    older = {k: v for k, v in kept.items() if k not in ("data_fingerprint", "dataset_size")}
+    path.write_text(json.dumps(older))
+    monkeypatch.setenv("ANOMALY_DATA_DIR", str(data_root))  # the data dir is not in a kept command
+    assert fill_identity(tmp_path / "kept", "benchmark_mnist")["filled"] == 1
+    filled = json.loads(path.read_text())
+    assert filled["data_fingerprint"] == kept["data_fingerprint"] and filled["dataset_size"] == kept["dataset_size"]
+    assert filled["metrics"] == kept["metrics"]
+    # a split drawn here that is not the kept one (its training indices differ): not filled
+    path.write_text(json.dumps({**older, "train_hash": "0" * 16}))
+    counts = fill_identity(tmp_path / "kept", "benchmark_mnist")
+    assert counts["filled"] == 0 and counts["unverified"] == 1
+    assert "data_fingerprint" not in json.loads(path.read_text())
