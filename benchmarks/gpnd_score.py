@@ -130,9 +130,14 @@ def cases(size, device) -> list[Case]:
                 ours_label="ours", baseline=None, ours=lambda m=model: our_scores(m, x, bs),
                 warmup_ours=lambda m=model: our_scores(m, warm, bs),
                 compare=not_comparable("a quoted time: the published code is not here"),
-                goal=Goal("speedup", 1.6), items=len(x), repeats=judged_repeats,
+                # reported, not judged: a time quoted from another day against ours today moves with
+                # the machine's speed, which drifts between hours on this shared VM (ours at 2 threads
+                # 0.90-1.18 s in three runs on 2026-12-07, 1.41-1.85× against the quote); the ≥ 1.6×
+                # target is judged on the row above, whose published loop runs beside ours
+                goal=Goal("speedup"), items=len(x), repeats=judged_repeats,
                 quoted_baseline_s=PUBLISHED_SCORE_S_PER_IMAGE * len(x),
-                quoted_threads=PUBLISHED_SCORE_THREADS, quoted_when=PUBLISHED_SCORE_WHEN, only_where_judged=True))
+                quoted_threads=PUBLISHED_SCORE_THREADS, quoted_when=PUBLISHED_SCORE_WHEN, only_where_judged=True,
+                note="reported: the ≥ 1.6× target is judged on the published loop run beside ours, above"))
         if latent == size.gpnd_latents[0] and size.gpnd_single_images:
             xs = x[:size.gpnd_single_images]
             out.append(Case(
