@@ -96,8 +96,9 @@ class Case:
     # run at the first thread count only: a row whose ratio does not depend on the thread count
     # (a 600× gap, a per-item loop against a batched one) or that has no target to judge
     once: bool = False
-    # run only at the thread count its target is judged at (where that count is in the run): the
-    # calls saved elsewhere pay for the extra repeats a short, noisy judged row needs
+    # run only at the thread count where it compares like for like (where that count is in the
+    # run): its target's, or a quoted row's, its time's; the calls saved elsewhere pay for the
+    # extra repeats a short, noisy judged row needs
     only_where_judged: bool = False
     note: str = ""
 
