@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
              f"CPU, which inflates absolute times; ratios come from the same process, the two paths "
              f"interleaved. Medians of {size.repeats} timed calls after a warm-up"
              + (" (more where a row is short and noisy: GPND's latent-16 scoring and AnoGAN's "
-                "batched search 5, "
-                "f-AnoGAN's one pass 11, the data path 21)" if size.repeats > 1 else "")
+                "batched search 5, f-AnoGAN's one pass 11, the data path 21)" if size.repeats > 1 else "")
              + f"; {minutes:.1f} min in all.",
              "", markdown_table(RESULT_HEADER, rows)]
     if scale_points:

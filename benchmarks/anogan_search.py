@@ -45,7 +45,7 @@ def cases(size, device) -> list[Case]:
         baseline=lambda: latent_search_per_image(generator, discriminator, x, z0, **options)[0],
         ours=lambda: latent_search(generator, discriminator, x, z0, **options)[0],
         compare=compare_values(1e-4, "scores"), goal=search_goal, only_where_judged=True,
-        repeats=max(size.repeats, 5) if size.repeats > 1 else None,
+        repeats=size.at_least(5),
         items=len(x) * size.anogan_steps, item="image·step")]
 
     torch.manual_seed(0)
@@ -73,6 +73,6 @@ def cases(size, device) -> list[Case]:
         baseline=lambda: latent_search(generator, discriminator, xl, zl, **long_options)[0],
         ours=fanogan_scores,
         warmup_baseline=lambda: latent_search(generator, discriminator, xl, zl, **warm_options)[0],
-        compare=both_finite, goal=fast_goal, repeats=size.anogan_long_repeats, repeats_ours=max(size.repeats, 11) if size.repeats > 1 else None,
+        compare=both_finite, goal=fast_goal, repeats=size.anogan_long_repeats, repeats_ours=size.at_least(11),
         items=len(xl), once=True))
     return out

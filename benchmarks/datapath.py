@@ -83,7 +83,7 @@ def cases(size, device, workdir) -> list[Case]:
              check_baseline=lambda: float_epoch(x_all, order_device, keep=True),
              check_ours=lambda: our_epoch(dm, module, device, keep=True),
              compare=same_batches(0.0, "same batches"), goal=Goal("overhead", 1.2), items=n_images,
-             repeats=max(size.repeats, 21) if size.repeats > 1 else None),  # millisecond epochs: a median of 3 is noise
+             repeats=size.at_least(21)),  # millisecond epochs: a median of 3 is noise
         Case(bench="5", what=what, baseline_label="torchvision MNIST (PIL per item, Resize + ToTensor)",
              ours_label="datamodule",
              baseline=lambda: torchvision_epoch(tv_loader, device),

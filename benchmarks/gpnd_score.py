@@ -104,7 +104,7 @@ def cases(size, device) -> list[Case]:
     warm = x[:min(len(x), 8)]
     # the judged latent-16 rows are short (1-4 s a call) and scatter by ±10 % between runs of 3 on
     # a quiet 2-core machine (1.58-2.04× in three runs on 2026-12-07): medians of 5 there
-    judged_repeats = max(size.repeats, 5) if size.repeats > 1 else None
+    judged_repeats = size.at_least(5)
     for latent in size.gpnd_latents:
         model = make_model(latent, fit, device)
         if size.gpnd_chunk:

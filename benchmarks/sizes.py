@@ -57,6 +57,11 @@ class Size:
     bookkeeping_epochs: int
     bookkeeping_steps: int
 
+    def at_least(self, repeats: int) -> int | None:
+        """The timed calls of a short, noisy row: the suite's, raised to `repeats`; None (the
+        suite's own) where the size times once (`quick`: the tests check outputs, not times)."""
+        return max(self.repeats, repeats) if self.repeats > 1 else None
+
 
 QUICK = Size(
     name="quick", repeats=1,
