@@ -1,22 +1,17 @@
 """The entry points as a user meets them: bad input exits non-zero with one clear line."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import cli
+
 
 
 def run(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    # the repository first, then what the environment had (the device machine's wheels dir)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", module, *overrides, "print_config=false",
-                           "trainer.enable_progress_bar=false"] if module == "anomaly.train" else
-                          [sys.executable, "-m", module, *overrides],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    quiet = ["print_config=false", "trainer.enable_progress_bar=false"] if module == "anomaly.train" else []
+    return cli.run(module, [*overrides, *quiet], cwd=cwd)
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
@@ -96,10 +91,8 @@ def test_train_then_evaluate_from_the_command_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_starts_with_what_runs_and_an_error_comes_before_any_config(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "anomaly.train", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-               "logger=none", f"paths.log_dir={tmp_path}"]
-    ok = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    command = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=none", f"paths.log_dir={tmp_path}"]
+    ok = cli.run("anomaly.train", command, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     shown = ok.stdout + ok.stderr
     # (before it, at most the thread count chosen for a busy machine)
@@ -110,7 +103,28 @@ def test_a_run_starts_with_what_runs_and_an_error_comes_before_any_config(tmp_pa
     assert "├── method" in tree.read_text()
     assert "F1 (anomalies positive)" in ok.stdout and "threshold " in ok.stdout
     # …and with print_config=true a refusal still comes before any of it
-    bad = subprocess.run([*command, "print_config=true", "protocol.normal=[12]"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    bad = cli.run("anomaly.train", [*command, "print_config=true", "protocol.normal=[12]"], cwd=tmp_path)
     assert bad.returncode == 2
     assert "├── method" not in bad.stdout + bad.stderr and "error: protocol.normal: unknown class 12" in bad.stderr
+
+
+def test_a_forked_command_behaves_as_a_fresh_interpreter(tmp_path):
+    """tests.helpers.cli (the command-line tests' fork server) against `subprocess.run`: the same
+    exit status, stdout, stderr, working directory, environment and `atexit` output, and a death
+    by signal is the negative signal number."""
+    import signal
+    import sys
+
+    code = ("import atexit, os, sys\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            "print(os.getcwd(), os.environ.get('PROBE'), sys.argv[1:])\n"
+            "print('to stderr', file=sys.stderr)\n"
+            "sys.exit(int(sys.argv[1]))\n")
+    env = {"PROBE": "42", "PATH": "/usr/bin:/bin"}
+    forked = cli.run("-c", [code, "3"], cwd=tmp_path, env=env)
+    fresh = subprocess.run([sys.executable, "-c", code, "3"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert forked.returncode == 3 and forked.stdout.splitlines() == [f"{tmp_path} 42 ['3']", "atexit ran"]
+    killed = cli.run("-c", ["import os, signal; os.kill(os.getpid(), signal.SIGTERM)"], cwd=tmp_path)
+    assert killed.returncode == -signal.SIGTERM
+    assert cli.run("-c", ["raise ValueError('x')"], cwd=tmp_path).stderr.strip().endswith("ValueError: x")

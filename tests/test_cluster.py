@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from anomaly.pipeline import build_trainer, train
 from anomaly.report import report
 from anomaly.sweep import configure_job, hydra_job, sweep_status, threads_per_job, write_failure
 from tests.conftest import CONF_DIR, TINY, compose_config
+from tests.helpers import cli
 from tests.test_cli import error_line, run
 from tests.test_faults import kill_at
 
@@ -98,9 +98,8 @@ def slurm_env(restarts: int | None = None) -> dict[str, str]:
 def run_in_slurm(*overrides: str, cwd: Path, restarts: int | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(slurm_env(restarts), PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "anomaly.train", *overrides, "print_config=false",
-                           "trainer.enable_progress_bar=false"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return cli.run("anomaly.train", [*overrides, "print_config=false", "trainer.enable_progress_bar=false"],
+                   cwd=cwd, env=env)
 
 
 @pytest.mark.slow

@@ -21,14 +21,12 @@ from omegaconf import open_dict, read_write
 from anomaly import AnomalyError, distributed
 from anomaly.rescore import evaluate
 from tests.conftest import compose_config
+from tests.helpers import cli
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = cli.run(module, args, cwd=cwd, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 

@@ -23,6 +23,7 @@ from anomaly.reproduce import kept as kept_results
 from anomaly.reproduce.cli import load_tables, run_suffix
 from anomaly.reproduce.status import main as status
 from tests.conftest import CONF_DIR
+from tests.helpers import cli
 from tests.test_reproduce import ae_table, run_cells
 
 REPO = CONF_DIR.parent
@@ -188,11 +189,11 @@ def test_two_invocations_take_one_training_in_turn(tmp_path, data_root):
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ["anomaly.train", "anomaly.reproduce"])
 def test_a_refused_setting_leaves_nothing(tmp_path, entry):
-    words = [sys.executable, "-m", entry, "threshold=quantile", "threshold.quantile=1.5", f"paths.log_dir={tmp_path}"]
+    words = ["threshold=quantile", "threshold.quantile=1.5", f"paths.log_dir={tmp_path}"]
     if entry == "anomaly.reproduce":
         words += ["table=gpnd_mnist", "budget=smoke", "protocol.normal=[0]", "protocol.fold=0",
                   f"results_dir={tmp_path / 'kept'}"]
-    proc = subprocess.run(words, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = cli.run(entry, words, cwd=REPO)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == "error: threshold.quantile=1.5 must be in (0, 1)"
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no run dir, no failed results.json

@@ -3,14 +3,13 @@ when it loads, in results.json and beside ours-vs-paper numbers), and a run's lo
 terminal gets a line per epoch, not a bar's carriage returns."""
 
 import logging
-import subprocess
-import sys
 
 import pytest
 
 from anomaly.data.datasets import load_mnist
 from anomaly.provenance import subset_line
 from tests.conftest import CONF_DIR
+from tests.helpers import cli
 from tests.helpers.formats import write_mnist_like
 
 
@@ -38,10 +37,9 @@ def test_the_report_says_the_data_size_beside_ours_against_the_paper():
 
 @pytest.mark.slow
 def test_a_log_that_is_no_terminal_gets_a_line_per_epoch(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "anomaly.train", "trainer.max_epochs=3", "logger=none",
-                           "print_config=false", "callbacks.progress_bar.line_seconds=0",
-                           f"paths.log_dir={tmp_path}"], cwd=CONF_DIR.parent, capture_output=True, text=True,
-                          timeout=300)
+    proc = cli.run("anomaly.train", ["trainer.max_epochs=3", "logger=none", "print_config=false",
+                                     "callbacks.progress_bar.line_seconds=0", f"paths.log_dir={tmp_path}"],
+                   cwd=CONF_DIR.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert "\r" not in out  # no bar redrawn in place
@@ -60,8 +58,7 @@ def test_the_paper_settings_line_says_which_model_an_experiment_trains():
 
 def test_train_help_lists_its_own_config_groups_only():
     def groups(entry: str) -> set[str]:
-        proc = subprocess.run([sys.executable, "-m", entry, "--help"], cwd=CONF_DIR.parent, capture_output=True,
-                              text=True, timeout=120)
+        proc = cli.run(entry, ["--help"], cwd=CONF_DIR.parent)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return {line.split(":", 1)[0] for line in proc.stdout.splitlines() if ": " in line}
 

@@ -3,9 +3,6 @@ and `python -m anomaly.evaluate ckpt_path=… predict_dir=…` (predictions.csv)
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from anomaly import AnomalyError
 from anomaly.pipeline import build_datamodule, train
 from anomaly.rescore import evaluate
 from tests.conftest import TINY, compose_config
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,10 +112,8 @@ def test_missing_or_empty_folder_is_one_error(tmp_path, trained, make, says):
 @pytest.mark.slow
 def test_cli_empty_folder_exits_with_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "anomaly.evaluate", f"ckpt_path={tmp_path / 'x.ckpt'}",
-                           f"predict_dir={tmp_path / 'empty'}", f"paths.log_dir={tmp_path}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = cli.run("anomaly.evaluate", [f"ckpt_path={tmp_path / 'x.ckpt'}", f"predict_dir={tmp_path / 'empty'}",
+                                        f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert lines == [f"error: predict_dir={tmp_path / 'empty'}: no image files (.png, .jpg, .jpeg, .bmp, "
@@ -127,10 +123,9 @@ def test_cli_empty_folder_exits_with_one_line(tmp_path):
 @pytest.mark.slow
 def test_an_evaluate_sweep_goes_on_past_a_failing_checkpoint(tmp_path, trained):
     good = trained[0] / "checkpoints" / "last.ckpt"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "anomaly.evaluate", "-m", f"ckpt_path={tmp_path / 'x.ckpt'},{good}",
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = cli.run("anomaly.evaluate", ["-m", f"ckpt_path={tmp_path / 'x.ckpt'},{good}",
+                                        f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}"],
+                   cwd=tmp_path)
     assert proc.returncode != 0, proc.stderr[-2000:]  # the sweep ends non-zero: one job failed
     jobs = [json.loads((tmp_path / "sweep" / str(n) / "results.json").read_text()) for n in (0, 1)]
     assert jobs[0]["status"] == "failed" and "x.ckpt" in jobs[0]["problem"]
@@ -160,13 +155,10 @@ runlog.install_warning_filters()
 assert all(any(f[1] is not None and f[1].pattern == m for f in warnings.filters) for m in runlog.QUIET_WARNINGS)
 print("ok")
 """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    listing = subprocess.run(
-        [sys.executable, "-c", "import sys; import anomaly.pipeline, anomaly.sweep, anomaly.methods.ocsvm; "
-                               "print(','.join(m for m in sys.modules if m.split('.')[0] not in "
-                               "('anomaly', '__main__')))"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # (fresh processes: forks of tests.helpers.cli's server, which imported third-party modules only)
+    listing = cli.run("-c", ["import sys; import anomaly.pipeline, anomaly.sweep, anomaly.methods.ocsvm; "
+                             "print(','.join(m for m in sys.modules if m.split('.')[0] not in ('anomaly', '__main__')))"],
+                      cwd=ROOT)
     assert listing.returncode == 0, listing.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "-c", code, listing.stdout.strip()], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = cli.run("-c", [code, listing.stdout.strip()], cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

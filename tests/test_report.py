@@ -15,6 +15,7 @@ import torch
 
 from anomaly.report import group, layout, load, main, readme, report, table_conf
 from anomaly.report.render import README_END, README_START
+from tests.helpers import cli
 
 
 @pytest.fixture
@@ -792,12 +793,10 @@ def test_the_terminal_report_on_the_kept_results_leads_with_a_summary(tmp_path):
     (with why a table has no Δ), the leaderboards, at most 300 lines; the Markdown holds every
     table, benchmark_mnist as one table of its 10 methods."""
     import os
-    import subprocess
-    import sys
 
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "anomaly.report", "reproduced", "--no-plots", "--out", str(tmp_path)],
-                          cwd=root, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "80"})
+    proc = cli.run("anomaly.report", ["reproduced", "--no-plots", "--out", str(tmp_path)], cwd=root,
+                   env={**os.environ, "COLUMNS": "80"}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert len(lines) <= 300 and max(len(line) for line in lines if not line.startswith("report: ")) <= 80  # a path is whole

@@ -23,9 +23,11 @@ from anomaly.reproduce.kept import keep_results
 from anomaly.reproduce.runner import run_group
 from anomaly.reproduce.tables import Cell, Table
 from tests.conftest import CONF_DIR, compose_config
+from tests.helpers import cli
 
 TABLES = sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml"))
-QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "data.eval_batch_size=64"]
+# (no figures: most of a smoke cell's time; tests/test_train.py checks them)
+QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "data.eval_batch_size=64", "plots=false"]
 # what the tiny generated sets cannot hold of a table's published protocol
 EXTRA = {
     "vae_emnist": ["protocol.contamination=0.3"],
@@ -74,8 +76,7 @@ def test_every_table_lists_with_its_grid_budgets_and_cost():
     assert names == set(TABLES) >= {"gpnd_mnist", "gpnd_fashion_mnist", "gpnd_coil100", "arae_mnist_p1",
                                      "arae_mnist_p2", "arae_fashion_mnist_p2", "arae_coil100", "adae_mnist",
                                      "vae_emnist", "anogan_mnist", "fanogan_mnist"}
-    out = subprocess.run([sys.executable, "-m", "anomaly.reproduce", "--list"], capture_output=True,
-                         text=True, timeout=300, cwd=CONF_DIR.parent, env={**os.environ, "COLUMNS": "80"})
+    out = cli.run("anomaly.reproduce", ["--list"], cwd=CONF_DIR.parent, env={**os.environ, "COLUMNS": "80"})
     assert out.returncode == 0, out.stderr
     assert "gpnd_mnist" in out.stdout and "reduced" in out.stdout
     assert max(len(line) for line in out.stdout.splitlines()) <= 80  # an 80-column terminal
@@ -277,7 +278,7 @@ def test_the_device_script_runs_a_table_at_smoke_on_the_cpu(tmp_path, data_root)
     env = {**os.environ, "BUDGET": "smoke", "DEVICE": "cpu", "JOBS": "2", "DATA_DIR": str(data_root),
            "PYTHON": sys.executable,
            "OUT": str(out), "RUNS": str(tmp_path / "runs"),
-           "ARGS": "data.eval_batch_size=64 dataset.loader.download=false print_config=false"}
+           "ARGS": "data.eval_batch_size=64 dataset.loader.download=false print_config=false plots=false"}
     proc = subprocess.run(["bash", "device/campaign.sh", "gpnd_coil100:protocol.n_normal=1 protocol.draw=0"],
                           cwd=CONF_DIR.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -318,18 +319,17 @@ def test_a_table_fans_its_trainings_out_and_a_sigterm_keeps_their_epochs(tmp_pat
     parent exits 143; the same command again resumes both and ends with an uninterrupted run's
     cells."""
     logs, markers = tmp_path / "logs", tmp_path / "markers"
-    command = [sys.executable, "-m", "anomaly.reproduce", *STOPPABLE, "jobs=2", f"paths.data_dir={data_root}",
-               f"paths.log_dir={logs}", "results_dir=null"]
+    command = [*STOPPABLE, "jobs=2", f"paths.data_dir={data_root}", f"paths.log_dir={logs}", "results_dir=null"]
     # each job waits in its 2nd epoch until the signal reached it
     wait = ["+callbacks.wait._target_=tests.helpers.faults.WaitForSignal", f"+callbacks.wait.marker_dir={markers}"]
-    parent = subprocess.Popen([*command, *wait], cwd=CONF_DIR.parent, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    parent = cli.Command("anomaly.reproduce", [*command, *wait], cwd=CONF_DIR.parent, env=None)
     deadline = time.monotonic() + 600
     while len(list(markers.glob("*"))) < 2 and parent.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     parent.send_signal(signal.SIGTERM)
-    out, err = parent.communicate(timeout=600)
-    assert parent.returncode == 143, out[-3000:] + err[-3000:]
+    stopped = parent.wait(timeout=600)
+    out, err = stopped.stdout, stopped.stderr
+    assert stopped.returncode == 143, out[-3000:] + err[-3000:]
     ckpts = sorted(logs.rglob("checkpoints/last.ckpt"))
     assert len(ckpts) == 2 and [epochs_done(load_checkpoint(c)) for c in ckpts] == [2, 2]
     lines = [line for line in out.splitlines() if "· stopped]" in line]
@@ -342,7 +342,7 @@ def test_a_table_fans_its_trainings_out_and_a_sigterm_keeps_their_epochs(tmp_pat
             "the same command goes on where they stopped") in err
     assert not list(logs.rglob("results.json"))  # nothing kept as a result
 
-    again = subprocess.run(command, cwd=CONF_DIR.parent, capture_output=True, text=True, timeout=900)
+    again = cli.run("anomaly.reproduce", command, cwd=CONF_DIR.parent, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     lines = [line for line in again.stdout.splitlines() if "done ·" in line]
     assert len(lines) == 2 and lines[-1].startswith("[2/2 done · 0 running · 0 left]")

@@ -21,11 +21,21 @@ POSITIVES = {"f1": "anomalous", "f1_inlier": "normal"}
 
 
 def f1_at(scores: np.ndarray, anomalous: np.ndarray, tau: float, positive: str) -> float:
-    """F1 of `score > τ` (0 where it is undefined), with anomalies or normals positive."""
-    pred = scores > tau
-    if positive == "anomalous":
-        return f1_score(anomalous, pred, zero_division=0)
-    return f1_score(~anomalous, ~pred, zero_division=0)
+    """F1 of `score > τ` (0 where it is undefined), with anomalies or normals positive: 2·TP / (P + P̂),
+    counted directly (sklearn's f1_score gives the same, 100× slower for thousands of cuts)."""
+    flagged = scores > tau
+    truth, said = (anomalous, flagged) if positive == "anomalous" else (~anomalous, ~flagged)
+    both = int(truth.sum() + said.sum())
+    return 2 * int((truth & said).sum()) / both if both else 0.0
+
+
+def test_the_counted_f1_is_sklearns():
+    for scores, anomalous in random_sets(n_sets=20):
+        for tau in [float(scores.min()) - 1, *np.unique(scores).tolist()]:
+            assert f1_at(scores, anomalous, tau, "anomalous") == \
+                pytest.approx(f1_score(anomalous, scores > tau, zero_division=0), abs=1e-12)
+            assert f1_at(scores, anomalous, tau, "normal") == \
+                pytest.approx(f1_score(~anomalous, scores <= tau, zero_division=0), abs=1e-12)
 
 
 def random_sets(n_sets=200, seed=0):

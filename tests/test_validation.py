@@ -4,7 +4,6 @@ run shows goes to its log (anomaly.runlog)."""
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from anomaly.rescore import evaluate
 from anomaly.runlog import DropLightningTips, RANK_ZERO_LOGGERS, error, quiet_lightning_tips
 from anomaly.sweep import configure_job, job_errors
 from tests.conftest import CONF_DIR, TINY, compose_config
+from tests.helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,10 +225,8 @@ def test_a_refused_single_run_leaves_no_record_a_refused_sweep_job_does(tmp_path
 
 @pytest.mark.slow
 def test_the_entry_point_prints_one_line_and_exits_2(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # a latent size of 0 used to fail only once training had started
-    proc = subprocess.run([sys.executable, "-m", "anomaly.train", "method.latent_dim=0", f"paths.log_dir={tmp_path}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = cli.run("anomaly.train", ["method.latent_dim=0", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 2
     assert [line for line in proc.stderr.splitlines() if line.strip()] == \
         ["error: method.latent_dim=0: must be an integer ≥ 1"]

@@ -132,10 +132,10 @@ def run_table(cfg: DictConfig) -> None:
     # here, not at the top: `--help`, `--list` and `--cfg job` answer without torch and Lightning
     import torch
 
-    from anomaly.reproduce.runner import print_comparison, run_group
+    from anomaly.reproduce.runner import one_composition_per_cell, print_comparison, run_group
     from anomaly.results import json_safe, write_json
 
-    with user_errors(discard=Path(cfg.paths.output_dir)):
+    with user_errors(discard=Path(cfg.paths.output_dir)), one_composition_per_cell():
         configure_job(cfg)
         hc = HydraConfig.get()
         table = Table.from_config(cfg.table, experiment=hc.runtime.choices.get("experiment"))

@@ -11,11 +11,13 @@ refused (its training indices are hashed and compared with the group's).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +83,36 @@ class ScoreCache:
         model.train(was_training)
 
 
+_compositions: dict[tuple[str, ...], DictConfig] | None = None
+
+
+@contextmanager
+def one_composition_per_cell():
+    """Within it, a cell's overrides are composed once: the checks before anything trains, the
+    lookup of its kept result and its run take copies (Hydra's composition is most of the cost of
+    a table's bookkeeping: 0.1–0.2 s a cell)."""
+    global _compositions
+    outer, _compositions = _compositions, {}
+    try:
+        yield
+    finally:
+        _compositions = outer
+
+
+def _compose_train(overrides: list[str]) -> DictConfig:
+    if _compositions is None:
+        return compose(config_name="train", overrides=overrides)
+    key = tuple(overrides)
+    if key not in _compositions:
+        _compositions[key] = compose(config_name="train", overrides=overrides)
+    return copy.deepcopy(_compositions[key])
+
+
 def compose_cell(table: Table, cell: Cell, budget: str, user: list[str], output_dir: Path,
                  command: str) -> DictConfig:
     """The run config of one cell, as `python -m anomaly.train <its overrides>` would compose and
     check it (the checks fill in what a method derives: a two-stage method's max_epochs)."""
-    cfg = compose(config_name="train", overrides=table.overrides(cell, budget, user))
+    cfg = _compose_train(table.overrides(cell, budget, user))
     config_schema.check_train(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
@@ -135,7 +162,8 @@ def evaluate_cell(cfg: DictConfig, state: dict[str, Any], cache: ScoreCache, out
                           score_seconds=round(score_seconds, 3), epochs=state["epochs"], cost=state.get("cost"),
                           run_dir=str(output_dir), checkpoint=state["checkpoint"],
                           **provenance.record(cfg), **extra)
-    return write_results(output_dir, summary, model.test_scores, post_processor.value, plots=True)
+    return write_results(output_dir, summary, model.test_scores, post_processor.value,
+                         plots=bool(cfg.get("plots", True)))  # as the group's trained cell (pipeline._test_write)
 
 
 def failed_results(cfg: DictConfig | None, output_dir: Path, err: BaseException, extra: dict) -> dict:
