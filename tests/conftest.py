@@ -45,6 +45,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def no_hydra_runtime_left():
+    """Composing a config sets Hydra's process-wide runtime config (its group choices, which a
+    run reads: `debug=fast` makes it a smoke run that is never kept); the next test on this worker
+    must not run under the one a test before it composed."""
+    yield
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+
+
 @pytest.fixture
 def seeded_quiet():
     """torch seeded; Lightning's warning about self.log outside a Trainer silenced (tests that
