@@ -90,6 +90,7 @@ def serve() -> None:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
+            channel.close()  # the answers are the server's alone
             _child(request)
         print(pid, file=channel)
         _, status = os.waitpid(pid, 0)
