@@ -45,8 +45,9 @@ def _child(request: dict) -> None:
         os.dup2(target, fd)
         os.close(target)
     sys.stdin = open(os.devnull)  # not the server's request pipe
-    for name in ("SIGINT", "SIGTERM", "SIGPIPE"):  # as a fresh interpreter has them
-        signal.signal(getattr(signal, name), signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL)
+    # as a fresh interpreter has them (SIGPIPE: ignored by Python's start-up in the server already)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.path[0] = request["cwd"]  # `-m` and `-c` put the working directory first
     code = 0
     try:
