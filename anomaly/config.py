@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import hydra
+import yaml
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf._utils import get_omega_conf_dumper
 
 from anomaly import AnomalyError, provenance
 
@@ -41,7 +43,10 @@ def config_hash(cfg: DictConfig, identity: dict | None = None) -> str:
     identity = dict(provenance.result_config(cfg) if identity is None else identity)
     if identity.get("topology", {}).get("world_size", 1) == 1:
         identity.pop("topology", None)
-    text = OmegaConf.to_yaml(OmegaConf.create(identity))
+    # OmegaConf.to_yaml's own dump of the plain dict (bit for bit the text it gives, without
+    # building a DictConfig first: a third of the time status spends per kept cell)
+    text = yaml.dump(identity, default_flow_style=False, allow_unicode=True, sort_keys=False,
+                     Dumper=get_omega_conf_dumper())
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -81,3 +81,22 @@ def test_topology_is_part_of_a_runs_identity(tmp_path):
     synced = compose_config(tmp_path, ["trainer=ddp_cpu", "+trainer.sync_batchnorm=true"])
     hashes = {config_hash(c) for c in (one, two, two_nodes, synced)}
     assert len(hashes) == 4  # ckpt_path=last never resumes across them, the report never averages them
+
+
+def test_the_config_hash_is_the_sha256_of_omegaconfs_yaml_of_the_identity(tmp_path):
+    """Kept results are matched by this hash: it stays the hash of `OmegaConf.to_yaml` of the
+    identity, whatever the values look like to YAML (strings that read as numbers, booleans or
+    null, unicode, nested lists)."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from anomaly.config import config_hash
+    from anomaly.provenance import result_config
+
+    identity = result_config(compose_config(tmp_path, ["method=gpnd"]))
+    identity.pop("topology")
+    identity["dataset"]["odd"] = {"number": "1.0", "truth": "yes", "none": "null", "name": "Überzieher", "lists": [[1, 2.5], []],
+                                  "empty": "", "multi": "a\nb", "colon": "a: b"}
+    expected = hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:12]
+    assert config_hash(None, identity) == expected

@@ -375,3 +375,64 @@ def test_datasets_as_blocks_signed_rank_with_holm_on_a_fixed_input():
     assert adjusted[("a", "c")] == pytest.approx(3 * 2 / 2 ** 7)  # the smallest p, times the 3 pairs
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert "significant at α = 0.05: a above c (p = 0.047)" in verdict(result)
+
+
+def test_the_readme_leads_with_equal_compute_and_says_what_each_budget_and_its_data_are(tmp_path):
+    """budget=compute's leaderboards come first, under a heading that says they are the comparison;
+    budget=reduced's follow under one that says they are not. Each board says what its runs
+    trained and were tested on, from their recorded split sizes, and that every method of a class
+    had the same images only where their fingerprints agree."""
+    from anomaly.report.leaderboard import readme_section
+
+    root = tmp_path / "reproduced"
+    for budget in ("reduced", "compute"):
+        for method, base in STRENGTH.items():
+            for normal in range(5):
+                sizes = {"train": 900 + 10 * normal, "val": 501, "val_anomalies": 450, "test": 1000,
+                         "test_anomalies": 890 + normal, "train_anomalies": 0}
+                prints = {"train": f"t{normal}", "val": f"v{normal}",
+                          "test": "other" if (budget, method, normal) == ("reduced", "vae", 2) else f"x{normal}"}
+                bench_run(root / budget, method, normal, 0, base + 0.01 * normal, budget=budget, split_sizes=sizes,
+                          data_fingerprint=prints, dataset_size={"train": 10000, "test": 10000,
+                                                                 "official": {"train": 60000, "test": 10000}})
+    boards = leaderboards(report([root], echo=False, plots=False)["runs"])
+    assert [b.budget for b in boards] == ["compute", "reduced"]
+    section = readme_section(boards, "cmd", tmp_path / "figures", tmp_path)
+    compute = section.index("### budget=compute: equal training compute, the comparison")
+    reduced = section.index("### budget=reduced: a first look, not a comparison")
+    assert compute < section.index("#### benchmark_mnist · budget compute") < reduced \
+        < section.index("#### benchmark_mnist · budget reduced")
+    same = ("Each run trained on 900–940 images of its class, validated on 501 (450 of them anomalies) and tested "
+            "on 1,000 (890–894 anomalies) of the 10,000 test images; every method of a class on the same images "
+            "(their recorded fingerprints). This copy of the dataset: 10,000 of the official 60,000 training images.")
+    compute_part, reduced_part = section[compute:reduced], section[reduced:]
+    assert same in compute_part
+    # one method tested on other images for one class: the claim is not made
+    assert "of the 10,000 test images. This copy" in reduced_part and "on the same images" not in reduced_part
+
+
+def test_a_methods_epochs_are_a_span_where_a_compute_budget_stopped_its_runs_apart():
+    from types import SimpleNamespace
+
+    from anomaly.report.leaderboard import schedule_span
+
+    def runs(*schedules):
+        return [SimpleNamespace(schedule=s) for s in schedules]
+
+    assert schedule_span(runs("3/80 ep", "3/80 ep")) == "3/80 ep"
+    assert schedule_span(runs("47/1600 ep", "61/1600 ep", "52/1600 ep")) == "47–61/1600 ep"
+    assert schedule_span(runs("89 ep", "100 ep")) == "89–100 ep"
+    assert schedule_span(runs("3/80 ep", "4/60 ep")) == "mixed"  # against two schedules
+    assert schedule_span(runs(None, None)) == "?"
+
+
+def test_labels_of_points_at_about_the_same_flops_and_metric_do_not_overlap():
+    from anomaly.report.leaderboard_figures import label_heights
+
+    points = [("adae", 5.0e12, 0.679), ("gpnd", 4.9e12, 0.671), ("fanogan", 4.9e12, 0.599),
+              ("ocsvm", 1.9e9, 0.675), ("geom", 5.0e12, 0.957)]
+    at = label_heights(points, gap=0.05)
+    step = 0.05 * (0.957 - 0.599)
+    assert at["adae"] == 0.679 and at["gpnd"] == pytest.approx(0.679 - step)  # moved below adae's
+    assert at["fanogan"] == 0.599 and at["geom"] == 0.957  # far enough already
+    assert at["ocsvm"] == 0.675  # as close in the metric, but a thousandfold fewer FLOPs

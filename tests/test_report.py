@@ -787,6 +787,20 @@ def test_every_table_says_the_schedule_its_numbers_ran(tmp_path):
     assert "ep" not in classes.title
 
 
+def test_runs_that_one_compute_budget_stopped_at_their_own_epochs_share_a_row(tmp_path):
+    """A compute budget stops each class's run where its FLOPs run out (a class with fewer images
+    gets more epochs): one config, one row, its label the epochs' span."""
+    paper = {"keys": {"trainer.max_epochs": 80}}
+    for a, epochs in ((1, 3), (2, 4), (3, 3)):
+        reproduced(tmp_path / f"a{a}", 0.8, a, 0, paper=0.85, epochs=epochs, paper_settings=paper,
+                   budget="compute", cost={"budget_flops": 5e12, "training_flops": 4.9e12})
+    # another budget's run (e.g. kept before the budget changed): a row of its own
+    reproduced(tmp_path / "b", 0.8, 4, 0, paper=0.85, epochs=6, paper_settings=paper, budget="compute",
+               cost={"budget_flops": 1e13, "training_flops": 9.9e12})
+    (classes,) = report([tmp_path], plots=False, echo=False)["tables"]["auroc"]
+    assert sorted(row[0] for row in classes.rows) == ["adae · 3–4/80 ep", "adae · 6/80 ep"]
+
+
 @pytest.mark.slow
 def test_the_terminal_report_on_the_kept_results_leads_with_a_summary(tmp_path):
     """`python -m anomaly.report reproduced` at 80 columns: a summary line per reproduced table
@@ -802,10 +816,15 @@ def test_the_terminal_report_on_the_kept_results_leads_with_a_summary(tmp_path):
     assert len(lines) <= 300 and max(len(line) for line in lines if not line.startswith("report: ")) <= 80  # a path is whole
     assert "Reproduced tables (every table: report.md, or --full)" in proc.stdout
     assert "no Δ, anogan_mnist: ours covers 1 of 10 classes of the paper's means" in " ".join(proc.stdout.split())
+    # the comparison's leaderboards (budget=compute) in full; the other budgets' named, in report.md
+    assert "Leaderboard: benchmark_mnist · budget compute" in proc.stdout
+    assert "Leaderboard: benchmark_mnist · budget reduced" not in proc.stdout
+    assert "Also in report.md (or --full): benchmark_fashion_mnist · budget reduced;" in " ".join(proc.stdout.split())
     text = (tmp_path / "report.md").read_text()
     blocks = text.split("\n\n")
-    # one block per budget kept (budget=compute is being filled): the reduced one holds all ten
-    (at,) = [i for i, block in enumerate(blocks)
-             if block.startswith("### AUROC · mnist · one_class · table=benchmark_mnist · budget=reduced")]
-    methods = [row.split("|")[1].strip() for row in blocks[at + 1].splitlines()[2:]]
-    assert len(methods) == 10 and methods[0].startswith("adae"), blocks[at + 1]
+    # one block per budget kept: the reduced one holds the ten methods, the compute one ocsvm_tuned too
+    for budget, count in (("reduced", 10), ("compute", 11)):
+        (at,) = [i for i, block in enumerate(blocks)
+                 if block.startswith(f"### AUROC · mnist · one_class · table=benchmark_mnist · budget={budget}")]
+        methods = [row.split("|")[1].strip() for row in blocks[at + 1].splitlines()[2:]]
+        assert len(methods) == count and methods[0].startswith("adae"), blocks[at + 1]

@@ -100,15 +100,26 @@ def report(dirs: Sequence[str | Path], out: str | Path | None = None, compare: b
                 for t in compared[metric]:
                     print_table(t)
     shown = [t for t in reproduced if paper_metrics(t)]
-    boards = leaderboards(runs)
+    boards = leaderboards(runs)  # budget=compute's first
+    # short: on the terminal, only the first budget's leaderboards (the comparison); the others named
+    headline = boards[0].budget if boards else None
+    elsewhere = []
     for board in boards:
         parts += [markdown(as_table(board), level="##"), ""]
-        if echo:
+        if echo and (not short or board.budget == headline):
             print_leaderboard(board)
+        elif echo:
+            elsewhere.append(board.title)
     for result in across.across_boards(boards):  # datasets as the blocks
         parts += [markdown(across.as_table(result), level="##"), ""]
-        if echo:
+        if echo and (not short or result.budget == headline):
             print_table(across.as_table(result))
+        elif echo:
+            elsewhere.append(across.as_table(result).title)
+    if elsewhere:
+        from rich.console import Console
+
+        Console().print(f"Also in report.md (or --full): {'; '.join(elsewhere)}.", highlight=False, markup=False)
     if shown:
         parts += ["## Ours vs the paper", "", MARKS, ""]
         for t in shown:

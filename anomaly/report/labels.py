@@ -57,3 +57,25 @@ def shared_schedule(runs: Iterable[Run]) -> str | None:
     """The schedule every run shares (None: they differ, or none is known)."""
     found = {r.schedule for r in runs}
     return found.pop() if len(found) == 1 else None
+
+
+def schedule_span(runs: Sequence[Run]) -> str:
+    """The epochs a method's runs trained: the one they share ('3/80 ep'), the span where they
+    differ against one schedule ('47–61/1600 ep': a compute budget stops each class's run at its
+    own epoch), else 'mixed' ('?': none recorded)."""
+    shared = shared_schedule(runs)
+    if shared is not None:
+        return shared
+    found = [re.fullmatch(r"(\d+)(/\d+)? ep", str(r.schedule)) for r in runs]
+    if not all(found):
+        return "mixed" if any(r.schedule for r in runs) else "?"
+    epochs = sorted(int(m.group(1)) for m in found)
+    of = {m.group(2) or "" for m in found}
+    return f"{epochs[0]}–{epochs[-1]}{of.pop()} ep" if len(of) == 1 else "mixed"
+
+
+def schedule_group(run: Run) -> str | None:
+    """What a run's epochs follow from: its schedule, or the compute budget that stopped it (runs
+    of one config under one budget stop at their own epochs and still share a row)."""
+    flops = (run.cost or {}).get("budget_flops")
+    return f"compute budget {float(flops):g}" if flops else run.schedule

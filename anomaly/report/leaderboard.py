@@ -26,9 +26,9 @@ import numpy as np
 from scipy.stats import rankdata
 
 from anomaly.report.group import CELL_CLASS, CELL_SWEPT, ordered_columns
-from anomaly.report.labels import data_limits, setting_text, shared_schedule
+from anomaly.report.labels import schedule_span, setting_text
 from anomaly.report.layout import PaperTable, paper_tables
-from anomaly.report.load import Run
+from anomaly.report.load import Run, hashable
 from anomaly.report.statistics import Cell
 from anomaly.report.table_conf import table_config
 from anomaly.report.suspect import legend, marked
@@ -69,14 +69,14 @@ class Leaderboard:
     why_no_test: str | None
     field_means: list[dict]
     flags: tuple[str, ...] = ()
-    # per method, the epochs it trained against its paper's schedule ("2/80 ep"; "mixed")
+    # per method, the epochs it trained against its paper's schedule ("2/80 ep"; "47–61/1600 ep"; "mixed")
     schedules: dict[str, str] = field(default_factory=dict)
     # the methods that chose with labelled anomalies → what they chose (apart: not ranked, not tested)
     tuned: dict[str, str] = field(default_factory=dict)
     # per method, its runs' mean training FLOPs and mean share of the published schedule (None: not recorded)
     costs: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     budget_flops: float | None = None  # a compute budget's training FLOPs, where the runs had one
-    data_limits: str | None = None  # a cut of the data every method shares ("1,000 training images")
+    data: str | None = None  # what the runs trained, validated and tested on (`data_text`)
 
     @property
     def ranked(self) -> list[str]:
@@ -122,8 +122,7 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
         method = str(((run.reproduce or {}).get("cell") or {}).get("variant", run.method))
         cells.setdefault(method, {}).setdefault(block_of(run), Cell([])).add(run, metric)
         runs_of.setdefault(method, []).append(run)
-    schedules = {m: shared_schedule(runs) or ("mixed" if any(r.schedule for r in runs) else "?")
-                 for m, runs in runs_of.items()}
+    schedules = {m: schedule_span(runs) for m, runs in runs_of.items()}
     tuned = {m: next(r.labelled_selection for r in runs if r.labelled_selection)
              for m, runs in runs_of.items() if any(r.labelled_selection for r in runs)}
     classes = ordered_columns(paper.runs, column=block_of)
@@ -143,7 +142,39 @@ def leaderboard(paper: PaperTable, metric: str) -> Leaderboard:
                        test, why, field_means, paper.flags, schedules, tuned,
                        {m: run_costs(runs) for m, runs in runs_of.items()},
                        next((r.cost["budget_flops"] for r in paper.runs if r.cost and r.cost.get("budget_flops")), None),
-                       data_limits(paper.runs))
+                       data_text(paper.runs))
+
+
+def data_text(runs: Sequence[Run]) -> str | None:
+    """What the runs trained, validated and tested on, from their recorded split sizes: 'Each run
+    trained on 820–1,071 images of its class, validated on 501 (452 of them anomalies) and tested
+    on 1,000 (902 anomalies) of the 10,000 test images; every method of a class on the same
+    images. This copy of the dataset: 10,000 of the official 60,000 training images.' None where
+    no run recorded its sizes."""
+    from anomaly.provenance import subset_line
+
+    sized = [r for r in runs if r.split_sizes]
+    if not sized:
+        return None
+
+    def count(key: str) -> str:
+        values = sorted({int(r.split_sizes[key]) for r in sized if isinstance(r.split_sizes.get(key), int)})
+        return "?" if not values else f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,}"
+
+    contaminated = any(r.split_sizes.get("train_anomalies") for r in sized)
+    tests = {r.dataset_size.get("test") for r in sized if r.dataset_size}
+    of_tests = f" of the {tests.pop():,} test images" if len(tests) == 1 and None not in tests else ""
+    text = (f"Each run trained on {count('train')} images of its class"
+            + (f" ({count('train_anomalies')} of them anomalies)" if contaminated else "")
+            + f", validated on {count('val')} ({count('val_anomalies')} of them anomalies) and tested on "
+              f"{count('test')} ({count('test_anomalies')} anomalies){of_tests}")
+    by_class: dict[str, set] = {}
+    for run in runs:
+        by_class.setdefault(block_of(run), set()).add(hashable(run.data_fingerprint))
+    if all(len(prints) == 1 and None not in prints for prints in by_class.values()):
+        text += "; every method of a class on the same images (their recorded fingerprints)"
+    subsets = sorted({line for line in (subset_line(r.dataset_size) for r in sized) if line})
+    return text + "." + (f" This copy of the dataset: {'; '.join(subsets)}." if subsets else "")
 
 
 def average_ranks(matrix: np.ndarray) -> np.ndarray:
@@ -179,14 +210,15 @@ def rank_test(matrix: np.ndarray, methods: Sequence[str]) -> tuple[RankTest | No
 
 
 def leaderboards(runs: Sequence[Run], metric: str | None = None) -> list[Leaderboard]:
-    """One leaderboard per benchmark table × budget among the runs (in the table's own metric)."""
+    """One leaderboard per benchmark table × budget among the runs (in the table's own metric),
+    budget=compute's first (`BUDGET_ROLES`)."""
     boards = []
     for paper in paper_tables(runs):
         config = table_config(paper.table)
         if config is None or config.variants_from is None:
             continue
         boards.append(leaderboard(paper, metric or config.metric))
-    return boards
+    return sorted(boards, key=lambda board: (budget_order(board.budget), board.table))
 
 
 def is_benchmark(table: str) -> bool:
@@ -231,7 +263,7 @@ def as_table(board: Leaderboard, bold: tuple[str, str] = ("**", "**")):
     seeds = board.seeds()
     over = (f"the {len(board.complete)} classes every method has" if len(board.complete) < len(board.classes)
             else "the classes")
-    limits = f" Every method trained on {board.data_limits}." if board.data_limits else ""
+    limits = f" {board.data}" if board.data else ""
     notes = [f"{metric_title(board.metric)} per class: mean" + (f" ± std over {seeds} seeds" if seeds > 1
                                                                  else " (one seed)")
              + f"; bold: the best of the class; mean and average rank (1 = best) over {over}.{limits}",
@@ -338,30 +370,54 @@ def field_line(board: Leaderboard) -> str:
     return "Published means on this protocol (full budgets, not run here unless `ours` says so): " + "; ".join(parts) + "."
 
 
+# the README's order of the budgets, and what each one's leaderboards are (a budget not named here
+# comes after these, by name, without a line of its own)
+BUDGET_ROLES = {
+    "compute": "equal training compute, the comparison: every method trained to the same training FLOPs, or to "
+               "the end of its published schedule where that costs less",
+    "paper": "each method's published schedule",
+    "equal_steps": "the same number of training batches for every method: batches, not work (GPND makes 4 updates "
+                   "a batch, ARAE 40 PGD steps)",
+    "reduced": "a first look, not a comparison: a few epochs each, whose training differs a hundredfold between "
+               "methods; neither equal compute nor the papers' schedules",
+}
+
+
+def budget_order(budget: str | None) -> tuple[int, str]:
+    order = list(BUDGET_ROLES)
+    return (order.index(budget), "") if budget in order else (len(order), str(budget))
+
+
 def readme_section(boards: Sequence[Leaderboard], command: str, figure_dir: Path, readme_dir: Path) -> str:
-    """The Markdown between the README's leaderboard markers: per benchmark table and budget the
+    """The Markdown between the README's leaderboard markers, one part per budget (budget=compute,
+    the comparison, first; each headed by what its numbers are): per benchmark table the
     leaderboard, its notes, its critical-difference diagram and its figure of the metric against
-    the training FLOPs (written to figure_dir) and the command that runs it again; then, per
-    budget that several benchmarks share, the comparison across datasets (anomaly.report.across)."""
+    the training FLOPs (written to figure_dir) and the command that runs it again; then, where
+    several benchmarks share the budget, the comparison across datasets (anomaly.report.across)."""
     from anomaly.report.across import across_boards, as_table as across_table
     from anomaly.report.leaderboard_figures import plot_cd, plot_cost
     from anomaly.report.render import markdown as table_markdown
 
     parts = [f"<!-- written by `{command}` from the results files: edit those, not this section -->", ""]
     figure_dir.mkdir(parents=True, exist_ok=True)
-    for board in boards:
-        table = as_table(board)
-        parts += [f"#### {board.title}", ""]
-        parts += table_markdown(table).split("\n", 2)[2].rstrip("\n").split("\n")
-        figure = plot_cd(board, figure_dir)
-        if figure is not None:
-            parts += ["", f"![critical-difference diagram of {board.title}]({figure.relative_to(readme_dir)})"]
-        figure = plot_cost(board, figure_dir)
-        if figure is not None:
-            parts += ["", f"![{board.title}: mean AUROC against training FLOPs]({figure.relative_to(readme_dir)})"]
-        rerun = f"python -m anomaly.reproduce table={board.table} budget={board.budget}"
-        parts += ["", f"Re-run: `{rerun}` (one method: `variant=<name>`; kept cells are skipped).", ""]
-    for result in across_boards(boards):
-        table = across_table(result)
-        parts += [f"#### {table.title}", ""] + table_markdown(table).split("\n", 2)[2].rstrip("\n").split("\n") + [""]
+    budgets = sorted({board.budget for board in boards}, key=budget_order)
+    for budget in budgets:
+        group = [board for board in boards if board.budget == budget]
+        role = BUDGET_ROLES.get(budget)
+        parts += [f"### budget={budget}" + (f": {role}" if role else ""), ""]
+        for board in group:
+            table = as_table(board)
+            parts += [f"#### {board.title}", ""]
+            parts += table_markdown(table).split("\n", 2)[2].rstrip("\n").split("\n")
+            figure = plot_cd(board, figure_dir)
+            if figure is not None:
+                parts += ["", f"![critical-difference diagram of {board.title}]({figure.relative_to(readme_dir)})"]
+            figure = plot_cost(board, figure_dir)
+            if figure is not None:
+                parts += ["", f"![{board.title}: mean AUROC against training FLOPs]({figure.relative_to(readme_dir)})"]
+            rerun = f"python -m anomaly.reproduce table={board.table} budget={board.budget}"
+            parts += ["", f"Re-run: `{rerun}` (one method: `variant=<name>`; kept cells are skipped).", ""]
+        for result in across_boards(group):
+            table = across_table(result)
+            parts += [f"#### {table.title}", ""] + table_markdown(table).split("\n", 2)[2].rstrip("\n").split("\n") + [""]
     return "\n".join(parts).rstrip("\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from pathlib import Path
 
 from anomaly.report.leaderboard import ALPHA, TUNED_MARK, Leaderboard
@@ -27,15 +28,19 @@ def plot_cost(board: Leaderboard, out_dir: Path) -> Path | None:
     from anomaly.report.render import metric_title
 
     fig, axis = plt.subplots(figsize=(6.4, 4.2))
+    label_at = label_heights(points)
     for method, flops, mean in points:
         tuned = method in board.tuned
         axis.scatter([flops], [mean], s=36, facecolors="none" if tuned else "C0", edgecolors="C0", zorder=3)
         axis.annotate(METHOD_TITLES.get(method, method) + (f" {TUNED_MARK}" if tuned else ""), (flops, mean),
-                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+                      xytext=(flops * 1.12, label_at[method]), fontsize=8, va="bottom")
+    low = min([*label_at.values(), *(mean for _, _, mean in points)])
+    high = max(mean for _, _, mean in points)
+    axis.set_ylim(low - 0.04 * (high - low or 1), high + 0.06 * (high - low or 1))
     if board.budget_flops:
         axis.axvline(board.budget_flops, color="grey", lw=0.8, ls="--", zorder=1)
-        axis.annotate("the budget", (board.budget_flops, axis.get_ylim()[0]), textcoords="offset points",
-                      xytext=(3, 3), fontsize=7, color="grey")
+        axis.annotate("the budget", (board.budget_flops, axis.get_ylim()[1]), textcoords="offset points",
+                      xytext=(-3, -3), ha="right", va="top", fontsize=7, color="grey")
     axis.set_xscale("log")
     axis.set_xlabel("training FLOPs per run (mean over its runs)")
     axis.set_ylabel(f"mean test {metric_title(board.metric)} over {len(board.complete)} classes")
@@ -47,6 +52,24 @@ def plot_cost(board: Leaderboard, out_dir: Path) -> Path | None:
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def label_heights(points: list[tuple[str, float, float]], gap: float = 0.045) -> dict[str, float]:
+    """Where each point's label sits (data units): at its point, moved down where a label of a
+    point at about the same FLOPs (within a factor 2) would overlap it (`gap`: a label's height
+    as a share of the range of the means)."""
+    means = [mean for _, _, mean in points]
+    step = gap * ((max(means) - min(means)) or 1.0)
+    placed: list[tuple[float, float]] = []  # (log10 FLOPs, label height)
+    heights = {}
+    for method, flops, mean in sorted(points, key=lambda p: -p[2]):
+        x, y = math.log10(flops), mean
+        for other_x, other_y in sorted(placed, key=lambda p: -p[1]):
+            if abs(other_x - x) < math.log10(2) and abs(other_y - y) < step:
+                y = other_y - step
+        placed.append((x, y))
+        heights[method] = y
+    return heights
 
 
 # the methods as their papers name them (the diagram's labels; tables keep the config ids)

@@ -109,6 +109,10 @@ class Run:
     labelled_selection: str | None = None
     # what its training cost (results.json `cost`, anomaly.cost: FLOPs, updates, seconds, share)
     cost: dict | None = None
+    # the images each split held (results.json split_sizes: train, val, test, *_anomalies) and
+    # their fingerprints (data_fingerprint: which images), where recorded
+    split_sizes: dict | None = None
+    data_fingerprint: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -261,7 +265,9 @@ def run_from_results(path: Path, data: dict) -> Run:
                config_hash=data.get("config_hash"), train_hash=data.get("train_hash"), created=data.get("created"),
                dataset_size=data.get("dataset_size") if isinstance(data.get("dataset_size"), dict) else None,
                schedule=schedule_text(data), labelled_selection=labelled_choice(data),
-               cost=data.get("cost") if isinstance(data.get("cost"), dict) else None)
+               cost=data.get("cost") if isinstance(data.get("cost"), dict) else None,
+               split_sizes=data.get("split_sizes") if isinstance(data.get("split_sizes"), dict) else None,
+               data_fingerprint=data.get("data_fingerprint") if isinstance(data.get("data_fingerprint"), dict) else None)
 
 
 def labelled_choice(data: dict) -> str | None:

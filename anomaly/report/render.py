@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from anomaly.report.group import method_label, ordered_columns, protocol_groups, row_name
-from anomaly.report.labels import data_limits, group_title, natural, row_label, settings_text, shared_schedule
+from anomaly.report.labels import (data_limits, group_title, natural, row_label, schedule_group, schedule_span,
+                                   settings_text, shared_schedule)
 from anomaly.report.layout import PaperTable
 from anomaly.report.load import LeftOut, ReportError, Run
 from anomaly.report.metrics import METRIC_NAMES, SHORT_NAMES
@@ -71,9 +72,17 @@ def class_tables(runs: list[Run], metric: str) -> list[Table]:
     for group, members in protocol_groups(runs):
         uniform = shared_schedule(members)  # said once in the title, else per row
         per_row = uniform is None and any(r.schedule for r in members)
+        # runs of one config share a row: the same schedule, or the same compute budget (which
+        # stops each class's run at its own epoch: the row gives their span)
+        alike: dict[tuple, list[Run]] = {}
+        for run in members:
+            alike.setdefault((row_name(run), schedule_group(run)), []).append(run)
 
         def label_of(run: Run) -> str:
-            return " · ".join([row_name(run), run.schedule or "epochs unknown"]) if per_row else row_name(run)
+            if not per_row:
+                return row_name(run)
+            span = schedule_span(alike[(row_name(run), schedule_group(run))])
+            return " · ".join([row_name(run), "epochs unknown" if span == "?" else span])
 
         by_row = cells(members, metric, key=label_of)
         columns = ordered_columns(members)
