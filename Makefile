@@ -21,7 +21,8 @@ train: install
 
 test: install
 	# the tests spread over every core (pytest-xdist, worksteal: tests/conftest.py gives each worker long tests
-	# first and quick ones last): about 6 minutes on 2 cores (5.6 and 5.9 min in two clean clones, 2026-12-07)
+	# first and quick ones last): about 5 minutes on 2 cores (a clean clone: 4.1 min on 2026-12-08, 5.6-5.9 min on
+	# the slower 2026-12-07 host)
 	$(PY) -m pytest -q -n auto --dist worksteal tests
 
 # benchmarks vs the published code's loops (Markdown table; ARGS="--device cuda --size full", "--only 1,4")

@@ -4,7 +4,7 @@ grouping and the layout."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from anomaly.report.load import Run
 

@@ -161,13 +161,17 @@ def data_text(runs: Sequence[Run]) -> str | None:
         values = sorted({int(r.split_sizes[key]) for r in sized if isinstance(r.split_sizes.get(key), int)})
         return "?" if not values else f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,}"
 
+    def anomalies(split: str, words: str) -> str:  # left out where the runs did not record them
+        known = count(f"{split}_anomalies")
+        return "" if known == "?" else f" ({known} {words})"
+
     contaminated = any(r.split_sizes.get("train_anomalies") for r in sized)
     tests = {r.dataset_size.get("test") for r in sized if r.dataset_size}
     of_tests = f" of the {tests.pop():,} test images" if len(tests) == 1 and None not in tests else ""
     text = (f"Each run trained on {count('train')} images of its class"
-            + (f" ({count('train_anomalies')} of them anomalies)" if contaminated else "")
-            + f", validated on {count('val')} ({count('val_anomalies')} of them anomalies) and tested on "
-              f"{count('test')} ({count('test_anomalies')} anomalies){of_tests}")
+            + (anomalies("train", "of them anomalies") if contaminated else "")
+            + f", validated on {count('val')}{anomalies('val', 'of them anomalies')} and tested on "
+              f"{count('test')}{anomalies('test', 'anomalies')}{of_tests}")
     by_class: dict[str, set] = {}
     for run in runs:
         by_class.setdefault(block_of(run), set()).add(hashable(run.data_fingerprint))
