@@ -8,7 +8,6 @@ import pytest
 from tests.helpers import cli
 
 
-
 def run(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     quiet = ["print_config=false", "trainer.enable_progress_bar=false"] if module == "anomaly.train" else []
     return cli.run(module, [*overrides, *quiet], cwd=cwd)

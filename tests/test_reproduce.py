@@ -132,6 +132,30 @@ def run_cells(tmp_path: Path, table: Table, cells: list[Cell], data_root: Path, 
     return out
 
 
+def test_within_a_table_run_a_cell_is_composed_once_and_each_caller_gets_its_own_copy(tmp_path, monkeypatch):
+    """one_composition_per_cell: the checks, the kept-result lookup and the run of a cell share one
+    Hydra composition, each taking a copy (a caller that fills in its paths changes no other's);
+    outside it, every call composes."""
+    from anomaly.reproduce import runner
+
+    calls = []
+    real = runner.compose
+    monkeypatch.setattr(runner, "compose", lambda **kw: calls.append(kw["overrides"]) or real(**kw))
+    table = ae_table([], {"variant": ["ae"], "protocol.outlier_ratio": [0.2, 0.4]})
+    first, second = table.cells()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        with runner.one_composition_per_cell():
+            a = runner.compose_cell(table, first, "smoke", [], tmp_path / "a", "cmd")
+            b = runner.compose_cell(table, first, "smoke", [], tmp_path / "b", "cmd")
+            runner.compose_cell(table, second, "smoke", [], tmp_path / "c", "cmd")
+        assert len(calls) == 2  # one per cell
+        assert a.paths.output_dir != b.paths.output_dir and a.protocol == b.protocol
+        runner.compose_cell(table, first, "smoke", [], tmp_path / "d", "cmd")
+        assert len(calls) == 3  # no cache outside a table run
+    GlobalHydra.instance().clear()
+
+
 @pytest.mark.slow
 def test_shared_training_gives_the_numbers_of_a_separate_training(tmp_path, data_root):
     table = ae_table(["protocol.outlier_ratio"], {"variant": ["ae"], "protocol.outlier_ratio": [0.2, 0.4]})
